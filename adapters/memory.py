@@ -1,0 +1,599 @@
+"""In-memory fakes of the ports, for service tests; `tests/contract/` keeps them honest.
+
+`MemoryStore` behaves like the SQL store: one transaction at a time (an asyncio.Lock), each
+working on a copy of the state that replaces the state only when the transaction commits, so an
+exception rolls everything back. Set `store.unavailable = True` to make it behave like a database
+that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from plugin.domain.model import (
+    Circle,
+    Citizen,
+    Claim,
+    Member,
+    Occurrence,
+    OccurrenceRecord,
+    Pass,
+    ReliefRequest,
+    Task,
+)
+from plugin.services.ports import (
+    AuditEntry,
+    CircleChange,
+    Conflict,
+    InboxEntry,
+    InboxItem,
+    InboxStatus,
+    Job,
+    JobStatus,
+    OutboxEvent,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = ["MemoryStore", "MemoryTx"]
+
+Key2 = tuple[str, str]
+Key3 = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Membership:
+    member: Member
+    position: int
+    removed_at: datetime | None = None
+
+
+INBOX_ERROR_MAX = 1000  # as `adapters.store.tables.INBOX_ERROR_MAX`
+
+
+@dataclass(frozen=True, slots=True)
+class _InboxRow:
+    seq: int
+    tenant_id: str
+    webhook_id: str
+    event_type: str
+    body: bytes | None
+    received_at: datetime
+    status: InboxStatus = "pending"
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _JobRow:
+    id: int
+    tenant_id: str
+    kind: str
+    key: str | None
+    payload: Mapping[str, Any]
+    status: JobStatus
+    run_at: datetime
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    tenants: set[str] = field(default_factory=set)
+    inbox: dict[int, _InboxRow] = field(default_factory=dict)  # by seq, in seq order
+    inbox_keys: dict[Key2, int] = field(default_factory=dict)  # (tenant, webhook id) -> seq
+    next_inbox_seq: int = 1
+    citizens: dict[Key2, tuple[Citizen, int]] = field(default_factory=dict)
+    memberships: dict[Key3, _Membership] = field(default_factory=dict)
+    tasks: dict[Key2, Task] = field(default_factory=dict)
+    occurrences: dict[Key2, Occurrence] = field(default_factory=dict)
+    claims: dict[Key3, Claim] = field(default_factory=dict)
+    passes: dict[Key3, Pass] = field(default_factory=dict)
+    relief: dict[Key2, ReliefRequest] = field(default_factory=dict)
+    jobs: dict[int, _JobRow] = field(default_factory=dict)
+    next_job_id: int = 1
+    outbox: dict[str, OutboxEvent] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    def copy(self) -> _State:
+        # Values are frozen, so copying the containers is a full snapshot.
+        return _State(
+            tenants=set(self.tenants),
+            inbox=dict(self.inbox),
+            inbox_keys=dict(self.inbox_keys),
+            next_inbox_seq=self.next_inbox_seq,
+            citizens=dict(self.citizens),
+            memberships=dict(self.memberships),
+            tasks=dict(self.tasks),
+            occurrences=dict(self.occurrences),
+            claims=dict(self.claims),
+            passes=dict(self.passes),
+            relief=dict(self.relief),
+            jobs=dict(self.jobs),
+            next_job_id=self.next_job_id,
+            outbox=dict(self.outbox),
+            audit=list(self.audit),
+        )
+
+
+class MemoryTx:
+    def __init__(self, state: _State, event_seq: Iterator[int]) -> None:
+        self._s = state
+        self._event_seq = event_seq
+
+    async def ensure_tenant(self, tenant_id: str) -> None:
+        self._s.tenants.add(tenant_id)
+
+    async def next_pending_webhook(self) -> InboxEntry | None:
+        # Transactions already run one at a time, which serialises appliers.
+        row = next((row for row in self._s.inbox.values() if row.status == "pending"), None)
+        if row is None:
+            return None
+        return InboxEntry(
+            seq=row.seq,
+            tenant_id=row.tenant_id,
+            webhook_id=row.webhook_id,
+            event_type=row.event_type,
+            body=row.body if row.body is not None else b"",
+            received_at=row.received_at,
+        )
+
+    async def finish_webhook(
+        self,
+        seq: int,
+        *,
+        status: InboxStatus,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        row = self._s.inbox.get(seq)
+        if row is None:
+            return
+        self._s.inbox[seq] = replace(
+            row,
+            status=status,
+            finished_at=now,
+            error=None if error is None else error[:INBOX_ERROR_MAX],
+            body=None if status in ("applied", "stale") else row.body,
+        )
+
+    # circles
+
+    async def get_circle(self, tenant_id: str, citizen_id: str) -> Circle | None:
+        stored = self._s.citizens.get((tenant_id, citizen_id))
+        if stored is None:
+            return None
+        citizen, version = stored
+        rows = sorted(
+            (
+                row
+                for (t, c, _), row in self._s.memberships.items()
+                if (t, c) == (tenant_id, citizen_id) and row.removed_at is None
+            ),
+            key=lambda row: row.position,
+        )
+        return Circle(citizen=citizen, version=version, members=tuple(r.member for r in rows))
+
+    async def save_circle(self, tenant_id: str, circle: Circle, now: datetime) -> CircleChange:
+        citizen_id = circle.citizen.id
+        self._s.citizens[tenant_id, citizen_id] = (
+            replace(circle.citizen, tenant_id=tenant_id),
+            circle.version,
+        )
+        added: list[str] = []
+        changed: list[str] = []
+        for position, member in enumerate(circle.members):
+            old = self._s.memberships.get((tenant_id, citizen_id, member.id))
+            if old is None or old.removed_at is not None:
+                added.append(member.id)
+            elif old.member != member:
+                changed.append(member.id)
+            self._s.memberships[tenant_id, citizen_id, member.id] = _Membership(member, position)
+        present = {member.id for member in circle.members}
+        removed: list[str] = []
+        for key, row in list(self._s.memberships.items()):
+            t, c, member_id = key
+            if (t, c) == (tenant_id, citizen_id) and member_id not in present:
+                if row.removed_at is None:
+                    removed.append(member_id)
+                    self._s.memberships[key] = replace(row, removed_at=now)
+        return CircleChange(
+            added=tuple(added), removed=tuple(sorted(removed)), changed=tuple(changed)
+        )
+
+    # tasks and occurrences
+
+    async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
+        return self._s.tasks.get((tenant_id, task_id))
+
+    async def save_task(self, task: Task) -> None:
+        self._s.tasks[task.tenant_id, task.id] = task
+
+    async def list_tasks(self, tenant_id: str, citizen_id: str) -> list[Task]:
+        found = [
+            task
+            for (t, _), task in self._s.tasks.items()
+            if t == tenant_id and task.citizen_id == citizen_id
+        ]
+        return sorted(found, key=lambda task: (task.start, task.id))
+
+    async def sync_occurrences(
+        self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
+    ) -> None:
+        task = self._s.tasks.get((tenant_id, task_id))
+        if task is None:
+            raise StoreError(f"no task {task_id!r} in tenant {tenant_id!r}")
+        zone = ZoneInfo(task.timezone)
+        wanted = {occ.id for occ in occurrences}
+        for key, occ in list(self._s.occurrences.items()):
+            if key[0] == tenant_id and occ.task_id == task_id and occ.id not in wanted:
+                if not occ.cancelled:
+                    self._s.occurrences[key] = replace(occ, cancelled=True)
+        for occ in occurrences:
+            self._s.occurrences[tenant_id, occ.id] = Occurrence(
+                id=occ.id,
+                task_id=task_id,
+                start=occ.start.astimezone(zone),
+                end=occ.end.astimezone(zone),
+                cancelled=occ.cancelled,
+            )
+
+    def _record(self, tenant_id: str, occ: Occurrence) -> OccurrenceRecord:
+        def mine(key: Key3) -> bool:
+            return key[0] == tenant_id and key[1] == occ.id
+
+        return OccurrenceRecord(
+            occurrence=occ,
+            people_needed=self._s.tasks[tenant_id, occ.task_id].people_needed,
+            claims=tuple(
+                sorted(
+                    (c for k, c in self._s.claims.items() if mine(k)),
+                    key=lambda c: (c.at, c.member_id),
+                )
+            ),
+            passes=tuple(
+                sorted(
+                    (p for k, p in self._s.passes.items() if mine(k)),
+                    key=lambda p: (p.at, p.member_id),
+                )
+            ),
+        )
+
+    async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
+        found = sorted(
+            (
+                occ
+                for (t, _), occ in self._s.occurrences.items()
+                if t == tenant_id and occ.task_id == task_id
+            ),
+            key=lambda occ: (occ.start, occ.id),
+        )
+        return [self._record(tenant_id, occ) for occ in found]
+
+    async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
+        # Transactions already run one at a time, which is the lock.
+        occ = self._s.occurrences.get((tenant_id, occurrence_id))
+        return None if occ is None else self._record(tenant_id, occ)
+
+    async def add_claim(self, tenant_id: str, claim: Claim) -> None:
+        if (tenant_id, claim.occurrence_id) not in self._s.occurrences:
+            raise StoreError(f"no occurrence {claim.occurrence_id!r}")
+        key = (tenant_id, claim.occurrence_id, claim.member_id)
+        if key in self._s.claims:
+            raise Conflict(f"{claim.member_id} already holds {claim.occurrence_id}")
+        self._s.claims[key] = claim
+
+    async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
+        return self._s.claims.pop((tenant_id, occurrence_id, member_id), None) is not None
+
+    async def add_pass(self, tenant_id: str, passed: Pass) -> None:
+        if (tenant_id, passed.occurrence_id) not in self._s.occurrences:
+            raise StoreError(f"no occurrence {passed.occurrence_id!r}")
+        self._s.passes.setdefault((tenant_id, passed.occurrence_id, passed.member_id), passed)
+
+    # relief
+
+    async def save_relief_request(self, request: ReliefRequest) -> None:
+        self._s.relief[request.tenant_id, request.id] = request
+
+    async def get_relief_request(self, tenant_id: str, request_id: str) -> ReliefRequest | None:
+        return self._s.relief.get((tenant_id, request_id))
+
+    # background work, host events, audit
+
+    async def enqueue_job(
+        self,
+        tenant_id: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        run_at: datetime,
+        key: str | None = None,
+    ) -> None:
+        if key is not None:
+            twin = _queued_twin(self._s, tenant_id, kind, key)
+            if twin is not None:
+                self._s.jobs[twin.id] = replace(twin, run_at=min(twin.run_at, run_at))
+                return
+        job_id = self._s.next_job_id
+        self._s.next_job_id += 1
+        self._s.jobs[job_id] = _JobRow(
+            id=job_id,
+            tenant_id=tenant_id,
+            kind=kind,
+            key=key,
+            payload=dict(payload),
+            status="queued",
+            run_at=run_at,
+        )
+
+    async def add_outbox(
+        self,
+        tenant_id: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        now: datetime,
+        ordering_key: str | None = None,
+    ) -> str:
+        micros = int(now.timestamp() * 1_000_000)
+        event_id = f"msg_{micros:016x}_{next(self._event_seq) % 16**6:06x}"
+        self._s.outbox[event_id] = OutboxEvent(
+            id=event_id,
+            tenant_id=tenant_id,
+            type=event_type,
+            data=dict(data),
+            ordering_key=ordering_key,
+            created_at=now,
+        )
+        return event_id
+
+    async def audit(self, entry: AuditEntry) -> None:
+        self._s.audit.append(entry)
+
+    async def list_audit(self, tenant_id: str, subject: str | None = None) -> list[AuditEntry]:
+        found = [
+            entry
+            for entry in self._s.audit
+            if entry.tenant_id == tenant_id and (subject is None or entry.subject == subject)
+        ]
+        return sorted(found, key=lambda entry: entry.at)  # stable: insertion order breaks ties
+
+
+def _queued_twin(state: _State, tenant_id: str, kind: str, key: str) -> _JobRow | None:
+    return next(
+        (
+            job
+            for job in state.jobs.values()
+            if job.status == "queued"
+            and (job.tenant_id, job.kind, job.key) == (tenant_id, kind, key)
+        ),
+        None,
+    )
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = asyncio.Lock()
+        self._event_seq = itertools.count()
+        self.unavailable = False
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise StoreUnavailable("the memory store is set to be unavailable")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryTx]:
+        self._check()
+        async with self._lock:
+            draft = self._state.copy()
+            yield MemoryTx(draft, self._event_seq)
+            self._state = draft
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def close(self) -> None:
+        pass
+
+    # the inbox
+
+    async def accept_webhooks(self, items: Sequence[InboxItem]) -> list[bool]:
+        self._check()
+        async with self._lock:
+            state = self._state
+            accepted: list[bool] = []
+            for item in items:
+                state.tenants.add(item.tenant_id)
+                key = (item.tenant_id, item.webhook_id)
+                if key in state.inbox_keys:
+                    accepted.append(False)
+                    continue
+                seq = state.next_inbox_seq
+                state.next_inbox_seq += 1
+                state.inbox_keys[key] = seq
+                state.inbox[seq] = _InboxRow(
+                    seq=seq,
+                    tenant_id=item.tenant_id,
+                    webhook_id=item.webhook_id,
+                    event_type=item.event_type,
+                    body=item.body,
+                    received_at=item.received_at,
+                )
+                accepted.append(True)
+            return accepted
+
+    async def inbox_counts(self) -> Mapping[InboxStatus, int]:
+        self._check()
+        counts: dict[InboxStatus, int] = {"pending": 0, "applied": 0, "stale": 0, "failed": 0}
+        for row in self._state.inbox.values():
+            counts[row.status] += 1
+        return counts
+
+    # jobs
+
+    async def lease_jobs(
+        self, worker: str, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        self._check()
+        async with self._lock:
+            jobs = self._state.jobs
+            due = sorted(
+                (
+                    job
+                    for job in jobs.values()
+                    if (job.status == "queued" and job.run_at <= now)
+                    or (
+                        job.status == "running"
+                        and job.lease_until is not None
+                        and job.lease_until <= now
+                    )
+                ),
+                key=lambda job: (job.run_at, job.id),
+            )[:limit]
+            leased: list[Job] = []
+            for job in due:
+                jobs[job.id] = replace(
+                    job,
+                    status="running",
+                    lease_owner=worker,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=job.attempts + 1,
+                )
+                leased.append(
+                    Job(
+                        id=job.id,
+                        tenant_id=job.tenant_id,
+                        kind=job.kind,
+                        key=job.key,
+                        payload=job.payload,
+                        attempts=job.attempts,
+                        run_at=job.run_at,
+                    )
+                )
+            return leased
+
+    def _held(self, job_id: int, worker: str) -> _JobRow | None:
+        job = self._state.jobs.get(job_id)
+        if job is None or job.status != "running" or job.lease_owner != worker:
+            return None
+        return job
+
+    async def finish_job(self, job_id: int, worker: str) -> None:
+        self._check()
+        async with self._lock:
+            job = self._held(job_id, worker)
+            if job is not None:
+                self._state.jobs[job_id] = replace(
+                    job, status="done", lease_owner=None, lease_until=None
+                )
+
+    async def fail_job(
+        self, job_id: int, worker: str, *, error: str, retry_at: datetime | None
+    ) -> None:
+        self._check()
+        async with self._lock:
+            job = self._held(job_id, worker)
+            if job is None:
+                return
+            if retry_at is None:
+                self._state.jobs[job_id] = replace(
+                    job, status="failed", lease_owner=None, lease_until=None, last_error=error
+                )
+            else:
+                self._requeue(job, run_at=retry_at, error=error)
+
+    def _requeue(self, job: _JobRow, *, run_at: datetime, error: str | None) -> None:
+        twin = (
+            None if job.key is None else _queued_twin(self._state, job.tenant_id, job.kind, job.key)
+        )
+        if twin is None:
+            self._state.jobs[job.id] = replace(
+                job,
+                status="queued",
+                run_at=run_at,
+                lease_owner=None,
+                lease_until=None,
+                last_error=error,
+            )
+        else:
+            self._state.jobs[twin.id] = replace(
+                twin, run_at=min(twin.run_at, run_at), last_error=error
+            )
+            del self._state.jobs[job.id]
+
+    async def release_leases(self, worker: str) -> int:
+        self._check()
+        async with self._lock:
+            mine = [
+                job
+                for job in self._state.jobs.values()
+                if job.status == "running" and job.lease_owner == worker
+            ]
+            for job in mine:
+                self._requeue(job, run_at=job.run_at, error=job.last_error)
+            return len(mine)
+
+    async def job_counts(self) -> Mapping[JobStatus, int]:
+        self._check()
+        counts: dict[JobStatus, int] = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+        for job in self._state.jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    # outbox
+
+    async def due_outbox(self, *, now: datetime, limit: int) -> list[OutboxEvent]:
+        self._check()
+        pending = sorted(
+            (
+                event
+                for event in self._state.outbox.values()
+                if event.delivered_at is None and event.dead_at is None
+            ),
+            key=lambda event: (event.created_at, event.id),
+        )
+        heads: set[tuple[str, str]] = set()
+        due: list[OutboxEvent] = []
+        for event in pending:
+            if event.ordering_key is not None:
+                group = (event.tenant_id, event.ordering_key)
+                if group in heads:
+                    continue
+                heads.add(group)
+            if event.next_attempt_at is None or event.next_attempt_at <= now:
+                due.append(event)
+        return due[:limit]
+
+    async def mark_outbox_delivered(self, event_id: str, *, now: datetime) -> None:
+        self._check()
+        async with self._lock:
+            event = self._state.outbox.get(event_id)
+            if event is not None:
+                self._state.outbox[event_id] = replace(
+                    event, delivered_at=now, attempts=event.attempts + 1
+                )
+
+    async def mark_outbox_failed(
+        self, event_id: str, *, now: datetime, error: str, retry_at: datetime | None
+    ) -> None:
+        self._check()
+        async with self._lock:
+            event = self._state.outbox.get(event_id)
+            if event is None:
+                return
+            if retry_at is None:
+                event = replace(event, dead_at=now)
+            else:
+                event = replace(event, next_attempt_at=retry_at)
+            self._state.outbox[event_id] = replace(event, attempts=event.attempts + 1)

@@ -1,0 +1,67 @@
+"""Run the Alembic migrations from code (used by `carecal migrate` and at start-up).
+
+    await upgrade("sqlite+aiosqlite:///var/carecal.db")
+    assert await is_up_to_date("sqlite+aiosqlite:///var/carecal.db")
+
+Each function takes a database URL or an `AsyncEngine` (for example one whose connections use a
+particular PostgreSQL `search_path`); an engine it was given is left open, one it made is disposed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.store.sql import create_engine, translate_errors
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config() -> Config:
+    """An Alembic config pointing at the packaged migrations; no alembic.ini needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database behind a (sync) connection is at; None when never migrated."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade(url: str | AsyncEngine, revision: str = "head") -> None:
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    engine = create_engine(url) if isinstance(url, str) else url
+    try:
+        with translate_errors():
+            async with engine.begin() as connection:
+                await connection.run_sync(run)
+    finally:
+        if isinstance(url, str):
+            await engine.dispose()
+
+
+async def is_up_to_date(url: str | AsyncEngine) -> bool:
+    engine = create_engine(url) if isinstance(url, str) else url
+    try:
+        with translate_errors():
+            async with engine.connect() as connection:
+                current = await connection.run_sync(current_revision)
+    finally:
+        if isinstance(url, str):
+            await engine.dispose()
+    return current == head_revision()

@@ -1,0 +1,454 @@
+"""The SQL store: `ports.Store` on SQLAlchemy 2 (async), for SQLite (aiosqlite) and PostgreSQL
+(asyncpg).
+
+    store = await SqlStore.open("sqlite+aiosqlite:///var/carecal.db", cipher=my_cipher)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("demo")
+    await store.close()
+
+Concurrency:
+
+- PostgreSQL: `lock_occurrence` takes a row lock (SELECT ... FOR UPDATE); `lease_jobs` skips rows
+  other workers hold (FOR UPDATE SKIP LOCKED). Two transaction-scoped advisory locks order the
+  inbox: `accept_webhooks` batches commit one at a time, and so do inbox appliers
+  (`SqlTx.next_pending_webhook`); both rely on READ COMMITTED, the default.
+- SQLite has one writer. Every transaction starts with BEGIN IMMEDIATE, so it holds the write
+  lock from its first statement and concurrent writers queue on `busy_timeout` instead of failing
+  with "database is locked" when a reader tries to upgrade. Inside one process an asyncio.Lock
+  queues transactions first, so they wait on the event loop rather than in SQLite's busy-sleep.
+
+Errors: driver and connection errors become `StoreUnavailable`, integrity errors `Conflict`,
+anything else from the database `StoreError` (see `translate_errors`).
+
+External calendar passwords are encrypted with the `Cipher` given to the store. Without one the
+store refuses (StoreError) to persist a member with an external calendar rather than write the
+password in clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, and_, delete, event, exc, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from adapters.store.sql_rows import Cipher
+from adapters.store.sql_tx import INBOX_ACCEPT_LOCK, SqlTx, new_event_id
+from adapters.store.tables import inbox, jobs, outbox, tenants
+from plugin.services.ports import (
+    Conflict,
+    InboxItem,
+    InboxStatus,
+    Job,
+    JobStatus,
+    OutboxEvent,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = ["Cipher", "SqlStore", "SqlTx", "create_engine", "new_event_id", "translate_errors"]
+
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
+INBOX_STATUSES: tuple[InboxStatus, ...] = ("pending", "applied", "stale", "failed")
+# Rows per INSERT in `accept_webhooks`; SQLAlchemy also keeps each statement under the
+# driver's bound-parameter limit (32700 here; SQLite allows 32766), so a statement holds at
+# most 5450 rows of 6 parameters and bigger batches take several statements, one transaction.
+INBOX_PAGE_ROWS = 5000
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver exceptions into the store's errors, once, at the adapter boundary."""
+    try:
+        yield
+    except exc.IntegrityError as error:
+        raise Conflict(str(error.orig)) from error
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
+        raise StoreUnavailable(str(error)) from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise StoreUnavailable(str(error)) from error
+        raise StoreError(str(error)) from error
+    except exc.SQLAlchemyError as error:
+        raise StoreError(str(error)) from error
+
+
+def _is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def create_engine(
+    url: str | URL, *, pool_size: int = 5, connect_args: Mapping[str, Any] | None = None
+) -> AsyncEngine:
+    """An AsyncEngine set up for carecal: on SQLite, WAL, foreign keys and BEGIN IMMEDIATE."""
+    url = make_url(url)
+    options: dict[str, Any] = {"connect_args": dict(connect_args or {})}
+    if not _is_sqlite(url):
+        options["pool_size"] = pool_size
+        options["pool_pre_ping"] = True
+    elif url.database not in (None, "", ":memory:"):
+        options["pool_size"] = pool_size
+    engine = create_async_engine(url, **options)
+    if _is_sqlite(url):
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the driver so that `_sqlite_on_begin` decides how
+    # transactions start (SQLAlchemy docs, "Serializable isolation / Savepoints").
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        "PRAGMA foreign_keys=ON",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqlStore:
+    """`ports.Store` over an AsyncEngine. Build it with `await SqlStore.open(url)` or hand it
+    an engine you made with `create_engine`. Connections are made on first use."""
+
+    def __init__(self, engine: AsyncEngine, *, cipher: Cipher | None = None) -> None:
+        self.engine = engine
+        self._cipher = cipher
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._writer = asyncio.Lock() if self._sqlite else None
+        self._event_seq = itertools.count()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 5,
+        cipher: Cipher | None = None,
+        connect_args: Mapping[str, Any] | None = None,
+    ) -> SqlStore:
+        return cls(
+            create_engine(url, pool_size=pool_size, connect_args=connect_args), cipher=cipher
+        )
+
+    def _serialised(self) -> AbstractAsyncContextManager[Any]:
+        return self._writer if self._writer is not None else nullcontext()
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._serialised():
+            with translate_errors():
+                async with self.engine.begin() as connection:
+                    yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTx]:
+        async with self._begin() as connection:
+            yield SqlTx(connection, cipher=self._cipher, event_seq=self._event_seq)
+
+    async def ping(self) -> None:
+        with translate_errors():
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # the inbox
+
+    async def accept_webhooks(self, items: Sequence[InboxItem]) -> list[bool]:
+        """Record a batch in one short transaction: one INSERT for the tenants, then one
+        multi-row INSERT ... ON CONFLICT (tenant_id, webhook_id) DO NOTHING RETURNING for the
+        entries (SQLAlchemy's "insertmanyvalues": an executemany with RETURNING is sent as
+        multi-VALUES statements of up to `INBOX_PAGE_ROWS` rows, fewer when SQLite's or
+        asyncpg's bound-parameter limit would be passed). VALUES order is `seq` order, so the
+        batch keeps its arrival order.
+
+        On PostgreSQL the transaction first takes the `INBOX_ACCEPT_LOCK` advisory lock, so
+        batches from all instances commit one after another: two batches holding the same ids
+        in different orders cannot deadlock on each other's uncommitted rows, and `seq` order
+        is commit order (the applier never sees a later entry before an earlier one commits).
+        On SQLite the single writer already does both."""
+        first: dict[tuple[str, str], int] = {}
+        rows: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            key = (item.tenant_id, item.webhook_id)
+            if key in first:
+                continue  # a later copy within the batch: the first one wins
+            first[key] = index
+            rows.append(
+                {
+                    "tenant_id": item.tenant_id,
+                    "webhook_id": item.webhook_id,
+                    "event_type": item.event_type,
+                    "body": item.body,
+                    "received_at": item.received_at,
+                    "status": "pending",
+                }
+            )
+        if not rows:
+            return []
+        now = _utcnow()
+        tenant_ids = sorted({item.tenant_id for item in items})  # one lock order everywhere
+        dialect = postgresql if not self._sqlite else sqlite
+        add_tenants = (
+            dialect.insert(tenants)
+            .values([{"id": tenant_id, "created_at": now} for tenant_id in tenant_ids])
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        add_entries = (
+            dialect.insert(inbox)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
+            .returning(inbox.c.tenant_id, inbox.c.webhook_id)
+            .execution_options(insertmanyvalues_page_size=INBOX_PAGE_ROWS)
+        )
+        async with self._begin() as connection:
+            if not self._sqlite:
+                await connection.execute(
+                    select(func.pg_advisory_xact_lock(literal(INBOX_ACCEPT_LOCK, BigInteger)))
+                )
+            await connection.execute(add_tenants)
+            inserted = {(row[0], row[1]) for row in await connection.execute(add_entries, rows)}
+        return [
+            first[item.tenant_id, item.webhook_id] == index
+            and (item.tenant_id, item.webhook_id) in inserted
+            for index, item in enumerate(items)
+        ]
+
+    async def inbox_counts(self) -> Mapping[InboxStatus, int]:
+        counts: dict[InboxStatus, int] = dict.fromkeys(INBOX_STATUSES, 0)
+        async with self._begin() as connection:
+            rows = await connection.execute(
+                select(inbox.c.status, func.count()).group_by(inbox.c.status)
+            )
+            for status, count in rows:
+                if status in counts:
+                    counts[status] = count
+        return counts
+
+    # jobs
+
+    async def lease_jobs(
+        self, worker: str, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        due = or_(
+            and_(jobs.c.status == "queued", jobs.c.run_at <= now),
+            and_(jobs.c.status == "running", jobs.c.lease_until <= now),
+        )
+        pick = select(jobs.c.id).where(due).order_by(jobs.c.run_at, jobs.c.id).limit(limit)
+        if not self._sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        async with self._begin() as connection:
+            ids = list((await connection.execute(pick)).scalars())
+            if not ids:
+                return []
+            rows = await connection.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(ids), due)  # re-checked: a lease may have moved on
+                .values(
+                    status="running",
+                    lease_owner=worker,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=jobs.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(jobs)
+            )
+            leased = [
+                Job(
+                    id=row.id,
+                    tenant_id=row.tenant_id,
+                    kind=row.kind,
+                    key=row.key,
+                    payload=row.payload,
+                    attempts=row.attempts - 1,  # the lease above counted this run
+                    run_at=row.run_at,
+                )
+                for row in rows
+            ]
+        return sorted(leased, key=lambda job: (job.run_at, job.id))
+
+    async def finish_job(self, job_id: int, worker: str) -> None:
+        async with self._begin() as connection:
+            await connection.execute(
+                update(jobs)
+                .where(_held_by(job_id, worker))
+                .values(status="done", lease_owner=None, lease_until=None, updated_at=_utcnow())
+            )
+
+    async def fail_job(
+        self, job_id: int, worker: str, *, error: str, retry_at: datetime | None
+    ) -> None:
+        async with self._begin() as connection:
+            if retry_at is None:
+                await connection.execute(
+                    update(jobs)
+                    .where(_held_by(job_id, worker))
+                    .values(
+                        status="failed",
+                        lease_owner=None,
+                        lease_until=None,
+                        last_error=error,
+                        updated_at=_utcnow(),
+                    )
+                )
+                return
+            row = (
+                await connection.execute(select(jobs).where(_held_by(job_id, worker)))
+            ).one_or_none()
+            if row is not None:
+                await self._requeue(connection, row, run_at=retry_at, error=error)
+
+    async def release_leases(self, worker: str) -> int:
+        async with self._begin() as connection:
+            rows = (
+                await connection.execute(
+                    select(jobs).where(jobs.c.status == "running", jobs.c.lease_owner == worker)
+                )
+            ).all()
+            for row in rows:
+                await self._requeue(connection, row, run_at=row.run_at, error=row.last_error)
+        return len(rows)
+
+    async def _requeue(
+        self, connection: AsyncConnection, row: Any, *, run_at: datetime, error: str | None
+    ) -> None:
+        """Put a running job back in the queue. If a queued job with the same key arrived
+        meanwhile, the two are folded into the queued one (at the earlier run_at)."""
+        twin = None
+        if row.key is not None:
+            twin = (
+                await connection.execute(
+                    select(jobs.c.id, jobs.c.run_at).where(
+                        jobs.c.tenant_id == row.tenant_id,
+                        jobs.c.kind == row.kind,
+                        jobs.c.key == row.key,
+                        jobs.c.status == "queued",
+                    )
+                )
+            ).one_or_none()
+        if twin is None:
+            await connection.execute(
+                update(jobs)
+                .where(jobs.c.id == row.id)
+                .values(
+                    status="queued",
+                    run_at=run_at,
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=error,
+                    updated_at=_utcnow(),
+                )
+            )
+            return
+        await connection.execute(
+            update(jobs)
+            .where(jobs.c.id == twin.id)
+            .values(run_at=min(twin.run_at, run_at), last_error=error, updated_at=_utcnow())
+        )
+        await connection.execute(delete(jobs).where(jobs.c.id == row.id))
+
+    async def job_counts(self) -> Mapping[JobStatus, int]:
+        counts: dict[JobStatus, int] = dict.fromkeys(JOB_STATUSES, 0)
+        async with self._begin() as connection:
+            rows = await connection.execute(
+                select(jobs.c.status, func.count()).group_by(jobs.c.status)
+            )
+            for status, count in rows:
+                if status in counts:
+                    counts[status] = count
+        return counts
+
+    # outbox
+
+    async def due_outbox(self, *, now: datetime, limit: int) -> list[OutboxEvent]:
+        """Undelivered, live events whose retry time has come, oldest first; of the events
+        sharing an ordering key only the oldest pending one is due (delivery keeps order)."""
+        earlier = outbox.alias("earlier")
+        blocked = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.tenant_id == outbox.c.tenant_id,
+                earlier.c.ordering_key == outbox.c.ordering_key,
+                earlier.c.delivered_at.is_(None),
+                earlier.c.dead_at.is_(None),
+                or_(
+                    earlier.c.created_at < outbox.c.created_at,
+                    and_(
+                        earlier.c.created_at == outbox.c.created_at,
+                        earlier.c.id < outbox.c.id,
+                    ),
+                ),
+            )
+            .exists()
+        )
+        query = (
+            select(outbox)
+            .where(
+                outbox.c.delivered_at.is_(None),
+                outbox.c.dead_at.is_(None),
+                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+                or_(outbox.c.ordering_key.is_(None), ~blocked),
+            )
+            .order_by(outbox.c.created_at, outbox.c.id)
+            .limit(limit)
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            OutboxEvent(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                type=row.type,
+                data=row.data,
+                ordering_key=row.ordering_key,
+                created_at=row.created_at,
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                delivered_at=row.delivered_at,
+                dead_at=row.dead_at,
+            )
+            for row in rows
+        ]
+
+    async def mark_outbox_delivered(self, event_id: str, *, now: datetime) -> None:
+        async with self._begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id == event_id)
+                .values(delivered_at=now, attempts=outbox.c.attempts + 1, last_error=None)
+            )
+
+    async def mark_outbox_failed(
+        self, event_id: str, *, now: datetime, error: str, retry_at: datetime | None
+    ) -> None:
+        values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "last_error": error}
+        if retry_at is None:
+            values["dead_at"] = now
+        else:
+            values["next_attempt_at"] = retry_at
+        async with self._begin() as connection:
+            await connection.execute(update(outbox).where(outbox.c.id == event_id).values(values))
+
+
+def _held_by(job_id: int, worker: str) -> Any:
+    return and_(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_owner == worker)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,306 @@
+"""The database schema, as SQLAlchemy Core tables.
+
+`migrations/versions/` is written by hand to match this module; `tests/contract/test_migrations.py`
+checks that the two never drift apart.
+
+Every row belongs to a tenant, and every key starts with `tenant_id`. Timestamps are stored as
+UTC (`UTCDateTime`); wall-clock task times are stored naive, next to their IANA zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime, stored in UTC and read back aware in UTC.
+
+    SQLite keeps no offset, so values are written as naive UTC there and made aware on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} where an aware one is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _tenant_id() -> Column[str]:
+    return Column("tenant_id", String(64), nullable=False)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+citizens = Table(
+    "citizens",
+    metadata,
+    _tenant_id(),
+    Column("id", String(128), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("circle_version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    _tenant_id(),
+    Column("citizen_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("email", Text, nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("calendar", String(16), nullable=False),
+    Column("external_url", Text, nullable=True),
+    Column("external_username", Text, nullable=True),
+    # Ciphertext from the store's `Cipher`; the plaintext password never reaches the database.
+    Column("external_password_enc", LargeBinary, nullable=True),
+    Column("capacity_hours", Float, nullable=True),
+    Column("capacity_tasks", Integer, nullable=True),
+    Column("availability", JSON, nullable=False),
+    Column("paused_until", Date, nullable=True),
+    Column("position", Integer, nullable=False),  # order of the members in the host's list
+    Column("removed_at", UTCDateTime(), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "citizen_id", "member_id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "citizen_id"], ["citizens.tenant_id", "citizens.id"], ondelete="CASCADE"
+    ),
+    Index(None, "tenant_id", "member_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    _tenant_id(),
+    Column("id", String(128), nullable=False),
+    Column("citizen_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("start_local", DateTime(timezone=False), nullable=False),
+    Column("end_local", DateTime(timezone=False), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("people_needed", Integer, nullable=False),
+    Column("details", Text, nullable=True),
+    Column("location", Text, nullable=True),
+    Column("recurrence", Text, nullable=True),
+    Column("exdates", JSON, nullable=False),  # naive local ISO strings
+    Column("rdates", JSON, nullable=False),
+    Column("claim_deadline_hours", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("assigned_member_id", String(128), nullable=True),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index(None, "tenant_id", "citizen_id"),
+)
+
+occurrences = Table(
+    "occurrences",
+    metadata,
+    _tenant_id(),
+    Column("id", String(255), nullable=False),
+    Column("task_id", String(128), nullable=False),
+    Column("start_utc", UTCDateTime(), nullable=False),
+    Column("end_utc", UTCDateTime(), nullable=False),
+    Column("tz", String(64), nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "task_id"], ["tasks.tenant_id", "tasks.id"], ondelete="CASCADE"
+    ),
+    Index(None, "tenant_id", "task_id", "start_utc"),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    _tenant_id(),
+    Column("occurrence_id", String(255), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    # One claim per member and occurrence: the key is the uniqueness rule.
+    PrimaryKeyConstraint("tenant_id", "occurrence_id", "member_id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "occurrence_id"],
+        ["occurrences.tenant_id", "occurrences.id"],
+        ondelete="CASCADE",
+    ),
+    Index(None, "tenant_id", "member_id"),
+)
+
+passes = Table(
+    "passes",
+    metadata,
+    _tenant_id(),
+    Column("occurrence_id", String(255), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "occurrence_id", "member_id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "occurrence_id"],
+        ["occurrences.tenant_id", "occurrences.id"],
+        ondelete="CASCADE",
+    ),
+)
+
+relief_requests = Table(
+    "relief_requests",
+    metadata,
+    _tenant_id(),
+    Column("id", String(128), nullable=False),
+    Column("citizen_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("start_at", UTCDateTime(), nullable=False),
+    Column("end_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+)
+
+# Accepted host webhooks, applied one at a time in `seq` (arrival) order. `body` is the verified
+# request body, dropped (NULL) once the entry is applied or stale; failed entries keep it for
+# replay. The partial index holds only pending rows, so "oldest pending" stays one index probe
+# however long the history grows (queries must spell the predicate as the literal below).
+INBOX_PENDING = text("status = 'pending'")
+INBOX_ERROR_MAX = 1000  # longer `error` texts are cut to this many characters
+
+inbox = Table(
+    "inbox",
+    metadata,
+    # On SQLite an INTEGER PRIMARY KEY (the rowid); on PostgreSQL a SERIAL.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    _tenant_id(),
+    Column("webhook_id", String(255), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),  # pending / applied / stale / failed
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("error", String(INBOX_ERROR_MAX), nullable=True),
+    # What makes `accept_webhooks` race-safe (INSERT ... ON CONFLICT DO NOTHING).
+    UniqueConstraint("tenant_id", "webhook_id"),
+    Index(
+        "ix_inbox_pending_seq",
+        "seq",
+        sqlite_where=INBOX_PENDING,
+        postgresql_where=INBOX_PENDING,
+    ),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    _tenant_id(),
+    Column("type", String(64), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("ordering_key", String(255), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("dead_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "delivered_at", "dead_at", "created_at"),
+    Index(None, "tenant_id", "ordering_key"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _tenant_id(),
+    Column("kind", String(64), nullable=False),
+    Column("key", String(255), nullable=True),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "status", "run_at"),
+    # At most one *queued* job per (tenant, kind, key): what makes `enqueue_job` dedupe race-safe.
+    Index(
+        "uq_jobs_queued_key",
+        "tenant_id",
+        "kind",
+        "key",
+        unique=True,
+        sqlite_where=text("status = 'queued'"),
+        postgresql_where=text("status = 'queued'"),
+    ),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _tenant_id(),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index(None, "tenant_id", "subject", "at"),
+)

@@ -1,0 +1,153 @@
+"""The `carecal` command.
+
+carecal serve         web app + background worker in one process (embedded defaults)
+carecal worker        the background worker alone (scale-out on PostgreSQL)
+carecal migrate       bring the database schema up to date
+carecal demo          serve with a seeded demo circle and print how to look at it
+carecal check-config  validate the configuration; names every bad key, never a secret
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from plugin.config import ConfigError, Settings, describe, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="carecal", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    config_help = "TOML file (default: $CARECAL_CONFIG or config/carecal.toml)"
+    parser.add_argument("--config", help=config_help)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the web app and the background worker"),
+        ("worker", "run the background worker only"),
+        ("migrate", "bring the database schema up to date"),
+        ("demo", "serve with a seeded demo circle"),
+        ("check-config", "validate the configuration"),
+    ):
+        # `carecal --config X serve` and `carecal serve --config X` both work.
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print("carecal: the configuration has problems:", file=sys.stderr)
+        for key, message in exc.problems:
+            print(f"  {key}: {message}", file=sys.stderr)
+        return 2
+
+    if args.command == "check-config":
+        return check_config(settings)
+
+    from plugin.logs import configure
+
+    configure(settings.logging.level, settings.logging.format)
+    if args.command == "migrate":
+        asyncio.run(migrate(settings))
+        print("carecal: database schema is up to date")
+        return 0
+    if args.command == "worker":
+        asyncio.run(run_worker(settings))
+        return 0
+    if args.command == "demo":
+        from plugin.demo import seed_demo
+
+        asyncio.run(seed_demo(settings))
+    serve(settings)
+    return 0
+
+
+def check_config(settings: Settings) -> int:
+    print(json.dumps(describe(settings), indent=2, ensure_ascii=False))
+    warnings = []
+    host = urlsplit(settings.server.public_url).hostname or ""
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    for tenant in settings.tenants:
+        if "not-for-production" in tenant.api_token.get_secret_value() and not loopback:
+            warnings.append(
+                f"tenants[{tenant.id}].api_token: the public demo token on a public URL"
+            )
+    if not settings.tenants:
+        warnings.append("tenants: none configured; every webhook will be answered 404")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("carecal: configuration OK", file=sys.stderr)
+    return 0
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """`sqlite+aiosqlite:///var/carecal.db` needs `var/` to exist."""
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix) :].split("?")[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def migrate(settings: Settings) -> None:
+    from adapters.store.migrate import upgrade
+
+    ensure_sqlite_folder(settings.database.url)
+    await upgrade(settings.database.url)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from plugin.web.app import create_app
+
+    ensure_sqlite_folder(settings.database.url)
+    app = create_app(
+        settings,
+        run_worker=True,
+        # An embedded SQLite database comes up to date by itself; PostgreSQL is migrated
+        # explicitly (`carecal migrate`) so that several instances never race to do it.
+        auto_migrate=settings.database.url.startswith("sqlite"),
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds),
+    )
+    uvicorn.Server(config).run()
+
+
+async def run_worker(settings: Settings) -> None:
+    from plugin.metrics import Metrics
+    from plugin.web.app import open_store, utc_now
+    from plugin.worker import Worker
+
+    ensure_sqlite_folder(settings.database.url)
+    store = await open_store(settings, migrate=settings.database.url.startswith("sqlite"))
+    worker = Worker(store, settings, metrics=Metrics(), clock=utc_now)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(worker.run())
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop(task)
+        await store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

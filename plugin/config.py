@@ -1,0 +1,308 @@
+"""Configuration: one TOML file plus `CARECAL_`-prefixed environment overrides.
+
+The file is `--config`, else `$CARECAL_CONFIG`, else `config/carecal.toml`. An environment
+variable names a key path with double underscores; tenants are addressed by their id:
+
+    CARECAL_SERVER__PORT=8090
+    CARECAL_DATABASE__URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    CARECAL_TENANTS__DEMO__WEBHOOK_SECRET=whsec_...
+
+Secrets are `SecretStr`: they never print, and `describe()` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG = Path("config/carecal.toml")
+ENV_PREFIX = "CARECAL_"
+ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists (key, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {msg}" for key, msg in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    webhook_tolerance_seconds: int = Field(300, ge=1, le=3600)
+    graceful_shutdown_seconds: float = Field(10.0, ge=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///var/carecal.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class EmbeddedCalendarSettings(_Section):
+    type: Literal["embedded"] = "embedded"
+    folder: Path = Path("var/dav")
+    poll_interval_seconds: float = Field(60, gt=0)
+
+
+class CaldavCalendarSettings(_Section):
+    type: Literal["caldav"]
+    url: str
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    poll_interval_seconds: float = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> CaldavCalendarSettings:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password and password_file")
+        return self
+
+
+CalendarSettings = Annotated[
+    EmbeddedCalendarSettings | CaldavCalendarSettings, Field(discriminator="type")
+]
+
+
+class TenantSettings(_Section):
+    id: str = Field(pattern=ID_PATTERN)
+    # One secret, or several while the key is rotated: a webhook signed with any of them passes.
+    webhook_secret: SecretStr | list[SecretStr]
+    api_token: SecretStr
+    host_events_url: str | None = None
+    host_events_secret: SecretStr | None = None
+    # Fernet key(s) encrypting members' external calendar passwords at rest; the first
+    # encrypts, all decrypt (rotation). Without one the tenant cannot take `external` members.
+    data_key: SecretStr | list[SecretStr] | None = None
+    timezone: str = "Europe/Copenhagen"
+    locale: Literal["da", "en"] = "da"
+    allow_private_calendar_urls: bool = False
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secrets_present(cls, value: SecretStr | list[SecretStr]) -> SecretStr | list[SecretStr]:
+        from adapters.host.signing import InvalidSecret, decode_secret
+
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("at least one webhook secret is required")
+        for secret in values:
+            try:
+                key = decode_secret(secret.get_secret_value())
+            except InvalidSecret:
+                raise ValueError("must be whsec_ followed by base64 (Standard Webhooks)") from None
+            if len(key) < 16:
+                raise ValueError("every webhook key must be at least 16 bytes")
+        return value
+
+    @field_validator("data_key")
+    @classmethod
+    def _fernet_keys(
+        cls, value: SecretStr | list[SecretStr] | None
+    ) -> SecretStr | list[SecretStr] | None:
+        from adapters.crypto import valid_key
+
+        values = [] if value is None else value if isinstance(value, list) else [value]
+        if any(not valid_key(v.get_secret_value()) for v in values):
+            raise ValueError(
+                "must be a Fernet key: 32 url-safe base64-encoded bytes "
+                '(python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key())")'
+            )
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown IANA time zone") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _events_secret(self) -> TenantSettings:
+        if self.host_events_url and self.host_events_secret is None:
+            raise ValueError("host_events_url needs host_events_secret")
+        return self
+
+    @property
+    def data_keys(self) -> list[str]:
+        if self.data_key is None:
+            return []
+        values = self.data_key if isinstance(self.data_key, list) else [self.data_key]
+        return [v.get_secret_value() for v in values]
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        values = (
+            self.webhook_secret if isinstance(self.webhook_secret, list) else [self.webhook_secret]
+        )
+        return [v.get_secret_value() for v in values]
+
+
+class WorkerSettings(_Section):
+    poll_seconds: float = Field(1.0, gt=0)
+    batch_size: int = Field(20, ge=1)
+    lease_seconds: float = Field(120, gt=0)
+    max_attempts: int = Field(10, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    calendar: CalendarSettings = Field(default_factory=EmbeddedCalendarSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    horizon_weeks: int = Field(8, ge=1, le=104)
+    tenants: list[TenantSettings] = Field(default_factory=list)
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique_tenants(cls, value: list[TenantSettings]) -> list[TenantSettings]:
+        seen: set[str] = set()
+        for tenant in value:
+            if tenant.id in seen:
+                raise ValueError(f"tenant id {tenant.id!r} appears twice")
+            seen.add(tenant.id)
+        return value
+
+    def tenant(self, tenant_id: str) -> TenantSettings | None:
+        return next((t for t in self.tenants if t.id == tenant_id), None)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("CARECAL_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the TOML file (a missing default file means built-in defaults), apply the
+    environment overrides and validate. Raises ConfigError naming every bad key."""
+    resolved = config_path(path)
+    raw: dict[str, Any] = {}
+    if resolved.exists():
+        try:
+            raw = tomllib.loads(resolved.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([(str(resolved), f"not valid TOML: {exc}")]) from exc
+    elif path is not None or "CARECAL_CONFIG" in os.environ:
+        raise ConfigError([(str(resolved), "file not found")])
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    return validate_settings(raw)
+
+
+def validate_settings(raw: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            (_dotted(raw, err["loc"]), err["msg"])
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigError(problems) from None
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """`CARECAL_A__B=v` sets raw["a"]["b"] = "v"; `CARECAL_TENANTS__<ID>__KEY` addresses the
+    tenant with that id (case-insensitive), creating it if absent."""
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # CARECAL_CONFIG and friends are not keys
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] == "tenants" and len(path) >= 3:
+            tenants = raw.setdefault("tenants", [])
+            tenant = next((t for t in tenants if str(t.get("id", "")).lower() == path[1]), None)
+            if tenant is None:
+                tenant = {"id": path[1]}
+                tenants.append(tenant)
+            _set(tenant, path[2:], value)
+        else:
+            _set(raw, path, value)
+
+
+def _set(target: dict[str, Any], path: list[str], value: str) -> None:
+    for key in path[:-1]:
+        nested = target.get(key)
+        if not isinstance(nested, dict):
+            nested = {}
+            target[key] = nested
+        target = nested
+    target[path[-1]] = value
+
+
+def _dotted(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    """('tenants', 0, 'api_token') -> 'tenants[demo].api_token' where the tenant has an id."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = str(item)
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                label = str(node[item].get("id", item))
+            parts[-1:] = [f"{parts[-1]}[{label}]"] if parts else [f"[{label}]"]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if item in ("embedded", "caldav") and parts and parts[-1] == "calendar":
+                continue  # discriminated-union tag: not a key the user wrote
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, Mapping) else None
+    return ".".join(parts) or "(root)"
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective settings for display, every secret masked."""
+    return settings.model_dump(mode="json")  # SecretStr dumps as "**********"

@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per app (no process-global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from plugin.services.ports import InboxStatus, JobStatus
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.webhooks_accepted = Counter(
+            "carecal_webhooks_accepted_total",
+            "Host webhooks accepted, by tenant, event type and outcome",
+            ["tenant", "type", "outcome"],
+            registry=self.registry,
+        )
+        self.webhooks_rejected = Counter(
+            "carecal_webhooks_rejected_total",
+            "Host webhooks rejected, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.webhooks_applied = Counter(
+            "carecal_webhooks_applied_total",
+            "Inbox entries applied, by event type and outcome (applied, stale, failed)",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.inbox = Gauge(
+            "carecal_inbox",
+            "Inbox entries by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.jobs = Gauge(
+            "carecal_jobs",
+            "Background jobs by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.jobs_processed = Counter(
+            "carecal_jobs_processed_total",
+            "Background jobs processed by this process, by kind and result",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "carecal_webhook_seconds",
+            "Time to accept a host webhook (verified, validated and durably recorded)",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+    def set_job_counts(self, counts: Mapping[JobStatus, int]) -> None:
+        for status in ("queued", "running", "done", "failed"):
+            self.jobs.labels(status).set(counts.get(status, 0))
+
+    def set_inbox_counts(self, counts: Mapping[InboxStatus, int]) -> None:
+        for status in ("pending", "applied", "stale", "failed"):
+            self.inbox.labels(status).set(counts.get(status, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

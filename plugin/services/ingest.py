@@ -1,0 +1,257 @@
+"""Apply host webhooks from the inbox to the store, one at a time, in arrival order.
+
+A webhook reaches the inbox durably before the host gets its 202 (`plugin.services.inbox`);
+here each inbox entry is applied in one transaction together with the background jobs it
+causes, its audit entry and the mark that it was applied, so a crash in between applies it
+again from the start, and never half.
+
+Versions: every host entity carries a `version`; an event older than (or as old as) the stored
+one is acknowledged and ignored, so events arriving out of order never roll a task back or
+resurrect a cancelled one. A cancellation for a task never seen leaves a tombstone carrying its
+version for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from plugin.domain.model import Claim, Task, TaskStatus
+from plugin.domain.versions import accept_version
+from plugin.services.commands import (
+    AssignVisit,
+    CancelTask,
+    DecideRelief,
+    HostCommand,
+    UpdateCircle,
+    UpsertTask,
+)
+from plugin.services.occurrences import planned_occurrences
+from plugin.services.ports import AuditEntry, InboxEntry, Store, StoreUnavailable, Tx
+
+log = logging.getLogger(__name__)
+
+# Job kinds written here; the worker owns their handlers.
+JOB_CIRCLE_SYNC = "circle.sync"
+JOB_MEMBER_WITHDRAW = "member.withdraw"
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"  # an equal or newer version is stored: acknowledged, ignored
+    FAILED = "failed"  # could not be applied; the body is kept for replay
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    entry: InboxEntry
+    outcome: Outcome
+
+
+Decode = Callable[[InboxEntry], HostCommand]
+
+
+async def apply_next(
+    store: Store, decode: Decode, *, now: datetime, horizon: timedelta
+) -> ApplyResult | None:
+    """Apply the oldest pending inbox entry, in one transaction with the jobs and the audit
+    entry it causes. None when the inbox is drained.
+
+    An entry that cannot be applied (a bug, data the store refuses) is marked failed in a
+    transaction of its own, so it never blocks the entries behind it. A store outage is
+    raised: the entry stays pending and is applied when the database is back.
+    """
+    try:
+        async with store.transaction() as tx:
+            entry = await tx.next_pending_webhook()
+            if entry is None:
+                return None
+            command = decode(entry)
+            applier = _Applier(tx, entry.tenant_id, now=now, horizon=horizon)
+            applied = await applier.apply(command)
+            outcome = Outcome.APPLIED if applied else Outcome.STALE
+            await _audit(tx, entry, outcome, now, subject=_subject(command))
+            await tx.finish_webhook(entry.seq, status=outcome.value, now=now)
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("webhook could not be applied; marked failed")
+        async with store.transaction() as tx:
+            failed = await tx.next_pending_webhook()
+            if failed is None:
+                return None
+            await _audit(tx, failed, Outcome.FAILED, now, subject=f"webhook:{failed.webhook_id}")
+            await tx.finish_webhook(failed.seq, status="failed", now=now, error=type(exc).__name__)
+        return ApplyResult(failed, Outcome.FAILED)
+    log.info(
+        "webhook applied",
+        extra={
+            "tenant": entry.tenant_id,
+            "event_type": entry.event_type,
+            "webhook_id": entry.webhook_id,
+            "outcome": outcome.value,
+        },
+    )
+    return ApplyResult(entry, outcome)
+
+
+async def _audit(
+    tx: Tx, entry: InboxEntry, outcome: Outcome, now: datetime, *, subject: str
+) -> None:
+    await tx.audit(
+        AuditEntry(
+            tenant_id=entry.tenant_id,
+            at=now,
+            actor="host",
+            action=entry.event_type,
+            channel="host",
+            subject=subject,
+            detail={
+                "webhook_id": entry.webhook_id,
+                "outcome": outcome.value,
+                "received_at": entry.received_at.isoformat(),
+            },
+        )
+    )
+
+
+def _subject(command: HostCommand) -> str:
+    match command:
+        case UpdateCircle(circle=circle):
+            return f"circle:{circle.citizen.id}"
+        case UpsertTask(task=task) | AssignVisit(task=task):
+            return f"task:{task.id}"
+        case CancelTask(task_id=task_id):
+            return f"task:{task_id}"
+        case DecideRelief(request_id=request_id):
+            return f"relief:{request_id}"
+
+
+class _Applier:
+    def __init__(self, tx: Tx, tenant_id: str, *, now: datetime, horizon: timedelta) -> None:
+        self.tx = tx
+        self.tenant_id = tenant_id
+        self.now = now
+        self.horizon = horizon
+
+    async def apply(self, command: HostCommand) -> bool:
+        match command:
+            case UpdateCircle():
+                return await self.update_circle(command)
+            case UpsertTask(task=task):
+                return await self.upsert_task(task)
+            case CancelTask():
+                return await self.cancel_task(command)
+            case AssignVisit(task=task):
+                return await self.upsert_task(task)
+            case DecideRelief():
+                return await self.decide_relief(command)
+
+    async def update_circle(self, command: UpdateCircle) -> bool:
+        circle = command.circle
+        stored = await self.tx.get_circle(self.tenant_id, circle.citizen.id)
+        if stored is not None and not accept_version(stored.version, circle.version):
+            return False
+        change = await self.tx.save_circle(self.tenant_id, circle, self.now)
+        for member_id in change.removed:
+            # Consent withdrawn: the member's calendar copy and links must go (DESIGN principle 1).
+            await self.tx.enqueue_job(
+                self.tenant_id,
+                JOB_MEMBER_WITHDRAW,
+                {"citizen_id": circle.citizen.id, "member_id": member_id},
+                run_at=self.now,
+                key=f"{circle.citizen.id}:{member_id}",
+            )
+        await self.sync_circle(circle.citizen.id)
+        return True
+
+    async def upsert_task(self, task: Task) -> bool:
+        stored = await self.tx.get_task(self.tenant_id, task.id)
+        if stored is not None and not accept_version(stored.version, task.version):
+            return False
+        await self.tx.save_task(task)
+        await materialise(self.tx, task, now=self.now, horizon=self.horizon)
+        await self.sync_circle(task.citizen_id)
+        return True
+
+    async def cancel_task(self, command: CancelTask) -> bool:
+        stored = await self.tx.get_task(self.tenant_id, command.task_id)
+        if stored is not None and not accept_version(stored.version, command.version):
+            return False
+        if stored is None:
+            stored = _tombstone(self.tenant_id, command)
+        await self.tx.save_task(
+            replace(stored, version=command.version, status=TaskStatus.CANCELLED)
+        )
+        await self.tx.sync_occurrences(self.tenant_id, command.task_id, [])
+        await self.sync_circle(command.citizen_id)
+        return True
+
+    async def decide_relief(self, command: DecideRelief) -> bool:
+        request = await self.tx.get_relief_request(self.tenant_id, command.request_id)
+        if request is not None:
+            if not accept_version(request.version, command.version):
+                return False
+            await self.tx.save_relief_request(
+                replace(request, status=command.status, version=command.version)
+            )
+        else:
+            log.warning(
+                "relief decision for an unknown request; applying its visits",
+                extra={"tenant": self.tenant_id, "request_id": command.request_id},
+            )
+        if command.status == "approved":
+            for visit in command.visits:
+                await self.upsert_task(visit)
+        return True
+
+    async def sync_circle(self, citizen_id: str) -> None:
+        await self.tx.enqueue_job(
+            self.tenant_id,
+            JOB_CIRCLE_SYNC,
+            {"citizen_id": citizen_id},
+            run_at=self.now,
+            key=citizen_id,
+        )
+
+
+async def materialise(tx: Tx, task: Task, *, now: datetime, horizon: timedelta) -> None:
+    """Store the occurrences `task` should have now; a visit's are held by its staff member."""
+    existing = await tx.get_occurrences(task.tenant_id, task.id)
+    planned = planned_occurrences(task, existing, now=now, horizon=horizon)
+    await tx.sync_occurrences(task.tenant_id, task.id, planned)
+    if task.kind == "visit" and task.assigned_member_id:
+        await _hold_visit(tx, task, task.assigned_member_id, now=now)
+
+
+async def _hold_visit(tx: Tx, task: Task, staff_id: str, *, now: datetime) -> None:
+    """A visit is held by its assigned staff member and by nobody else."""
+    for record in await tx.get_occurrences(task.tenant_id, task.id):
+        if record.occurrence.cancelled:
+            continue
+        holders = {claim.member_id for claim in record.claims}
+        for member_id in holders - {staff_id}:
+            await tx.remove_claim(task.tenant_id, record.occurrence.id, member_id)
+        if staff_id not in holders:
+            await tx.add_claim(task.tenant_id, Claim(record.occurrence.id, staff_id, "staff", now))
+
+
+def _tombstone(tenant_id: str, command: CancelTask) -> Task:
+    """A cancelled placeholder for a task whose cancellation overtook its creation: it carries
+    the version, so the late `task.upserted` is recognised as older and ignored."""
+    epoch = datetime(1970, 1, 1)
+    return Task(
+        tenant_id=tenant_id,
+        id=command.task_id,
+        citizen_id=command.citizen_id,
+        version=command.version,
+        kind="task",
+        category="other",
+        start=epoch,
+        end=epoch + timedelta(minutes=1),
+        timezone="UTC",
+        status=TaskStatus.CANCELLED,
+    )

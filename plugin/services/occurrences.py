@@ -1,0 +1,44 @@
+"""Which occurrences a task should have stored now.
+
+Recurring tasks are expanded up to the horizon (DESIGN.md: 8 weeks by default) and extended as
+time passes by the `circle.refresh` job. Occurrences before the expansion window are history: they
+keep their ids and claims even when the rule later changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from plugin.domain.model import Occurrence, OccurrenceRecord, Task, TaskStatus
+from plugin.domain.recurrence import expand
+
+# Expand from a little in the past so that an occurrence happening right now stays current.
+LOOKBACK = timedelta(days=1)
+
+
+def planned_occurrences(
+    task: Task,
+    existing: Sequence[OccurrenceRecord],
+    *,
+    now: datetime,
+    horizon: timedelta,
+) -> list[Occurrence]:
+    """The full set of occurrences to store for `task` (anything stored and absent from the
+    result is marked cancelled by the store).
+
+    >>> # a weekly task re-sent with a new time: past occurrences stay, future ones move
+    """
+    if task.status is TaskStatus.CANCELLED:
+        return []
+    if task.recurrence is None and not task.rdates:
+        # A single occurrence is kept whatever its date: the host asked for exactly it.
+        far = timedelta(days=366 * 200)
+        return expand(task, window_start=now - far, window_end=now + far)
+    window_start = now - LOOKBACK
+    history = [
+        record.occurrence
+        for record in existing
+        if record.occurrence.end.astimezone(UTC) <= window_start and not record.occurrence.cancelled
+    ]
+    return history + expand(task, window_start=window_start, window_end=now + horizon)

@@ -1,0 +1,275 @@
+"""Ports: what the services need from the outside world, as Protocols.
+
+Glossary:
+
+- Store        durable state; every change happens inside `transaction()`, a unit of work that
+               commits on clean exit and rolls back on an exception
+- Inbox        accepted host webhooks, recorded (group-committed, many per transaction) before
+               the host gets its 202, then applied one by one in arrival order
+- Tx           the operations available inside one transaction
+- Job          background work (a view sync, an outbox delivery, an escalation) written in the
+               same transaction as the data it concerns, and leased by one worker at a time
+- OutboxEvent  an event for the host; its `id` is the stable `webhook-id` across retries
+- AuditEntry   who did what, when, through which channel
+
+Each port has an in-memory fake in `adapters/memory.py`; `tests/contract/` runs one suite
+against the fake and the real adapters (SQLite, PostgreSQL).
+
+Errors (adapters translate their own exceptions into these, with `raise ... from exc`):
+
+    StoreError
+     ├── StoreUnavailable     the database cannot be reached
+     └── Conflict             a uniqueness rule was broken in a way the caller must know
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from plugin.domain.model import (
+    Circle,
+    Claim,
+    Occurrence,
+    OccurrenceRecord,
+    Pass,
+    ReliefRequest,
+    Task,
+)
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+InboxStatus = Literal["pending", "applied", "stale", "failed"]
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was broken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A leased job; `attempts` counts the leases before this one (0 on the first run)."""
+
+    id: int
+    tenant_id: str
+    kind: str
+    key: str | None
+    payload: Mapping[str, Any]
+    attempts: int
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A verified, schema-valid host webhook to record."""
+
+    tenant_id: str
+    webhook_id: str
+    event_type: str
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A recorded webhook; `seq` orders the inbox (arrival order)."""
+
+    seq: int
+    tenant_id: str
+    webhook_id: str
+    event_type: str
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: str
+    tenant_id: str
+    type: str
+    data: Mapping[str, Any]
+    ordering_key: str | None
+    created_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    dead_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    tenant_id: str
+    at: datetime
+    actor: str
+    action: str
+    channel: str
+    subject: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CircleChange:
+    """What `save_circle` did: members new to the circle, removed, and whose access changed."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+class Tx(Protocol):
+    # tenants and the webhook inbox
+    async def ensure_tenant(self, tenant_id: str) -> None: ...
+
+    async def next_pending_webhook(self) -> InboxEntry | None:
+        """The oldest pending inbox entry (lowest seq), or None. Serialises appliers: on
+        PostgreSQL it takes a transaction-scoped advisory lock first, so two instances never
+        apply webhooks concurrently; on SQLite the single writer already does."""
+        ...
+
+    async def finish_webhook(
+        self,
+        seq: int,
+        *,
+        status: InboxStatus,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        """Mark an entry applied/stale/failed. Applied and stale entries drop their body (the
+        data now lives in its tables; data minimisation); failed ones keep it for replay."""
+        ...
+
+    # circles
+    async def get_circle(self, tenant_id: str, citizen_id: str) -> Circle | None: ...
+
+    async def save_circle(self, tenant_id: str, circle: Circle, now: datetime) -> CircleChange:
+        """Replace the citizen and the whole membership; members absent are marked removed."""
+        ...
+
+    # tasks and occurrences
+    async def get_task(self, tenant_id: str, task_id: str) -> Task | None: ...
+
+    async def save_task(self, task: Task) -> None: ...
+
+    async def list_tasks(self, tenant_id: str, citizen_id: str) -> list[Task]: ...
+
+    async def sync_occurrences(
+        self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
+    ) -> None:
+        """Make the stored occurrences of a task equal to `occurrences` (by id): insert new
+        ones, update times, mark ones no longer present as cancelled. Claims are kept."""
+        ...
+
+    async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
+        """All occurrences of a task ordered by start, each with its claims and passes."""
+        ...
+
+    async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
+        """Read one occurrence for update: concurrent lockers of the same one are serialised
+        (row lock on PostgreSQL, the single writer on SQLite)."""
+        ...
+
+    async def add_claim(self, tenant_id: str, claim: Claim) -> None: ...
+
+    async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool: ...
+
+    async def add_pass(self, tenant_id: str, passed: Pass) -> None: ...
+
+    # relief
+    async def save_relief_request(self, request: ReliefRequest) -> None: ...
+
+    async def get_relief_request(self, tenant_id: str, request_id: str) -> ReliefRequest | None: ...
+
+    # background work, host events, audit: written in the same transaction as the change
+    async def enqueue_job(
+        self,
+        tenant_id: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        run_at: datetime,
+        key: str | None = None,
+    ) -> None:
+        """Queue a job. With a `key`, a job of the same kind and key that is still queued is
+        not duplicated (its run_at becomes the earlier of the two)."""
+        ...
+
+    async def add_outbox(
+        self,
+        tenant_id: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        now: datetime,
+        ordering_key: str | None = None,
+    ) -> str:
+        """Store an event for the host; returns its id (the stable webhook-id)."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(self, tenant_id: str, subject: str | None = None) -> list[AuditEntry]: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable if the database cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # the inbox: each call is its own short transaction
+    async def accept_webhooks(self, items: Sequence[InboxItem]) -> list[bool]:
+        """Record a batch of webhooks in ONE transaction (group commit) and return, per item,
+        True if it is new, False if its (tenant, webhook-id) was recorded before — earlier in
+        the same batch included. Creates unknown tenants. Durable when it returns."""
+        ...
+
+    async def inbox_counts(self) -> Mapping[InboxStatus, int]: ...
+
+    # jobs: each call is its own short transaction
+    async def lease_jobs(
+        self, worker: str, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs: queued ones with run_at <= now, and running ones whose lease
+        expired. FOR UPDATE SKIP LOCKED on PostgreSQL; the single writer on SQLite."""
+        ...
+
+    async def finish_job(self, job_id: int, worker: str) -> None: ...
+
+    async def fail_job(
+        self, job_id: int, worker: str, *, error: str, retry_at: datetime | None
+    ) -> None:
+        """Requeue for `retry_at`, or mark failed for good when retry_at is None."""
+        ...
+
+    async def release_leases(self, worker: str) -> int:
+        """Return this worker's running jobs to the queue (graceful shutdown)."""
+        ...
+
+    async def job_counts(self) -> Mapping[JobStatus, int]: ...
+
+    # outbox
+    async def due_outbox(self, *, now: datetime, limit: int) -> list[OutboxEvent]:
+        """Undelivered, not dead events whose next attempt is due, oldest first; among events
+        sharing an ordering key only the oldest pending one is returned (order is kept)."""
+        ...
+
+    async def mark_outbox_delivered(self, event_id: str, *, now: datetime) -> None: ...
+
+    async def mark_outbox_failed(
+        self, event_id: str, *, now: datetime, error: str, retry_at: datetime | None
+    ) -> None:
+        """Count a failed delivery: try again at `retry_at`, or give up (dead) when it is None."""
+        ...

@@ -1,0 +1,197 @@
+"""The OpenAPI document of `/api/v1`, written by hand so it says exactly what the routes do.
+
+`tests/integration/test_api.py` compares its paths with the routes that exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_AUTH_ERRORS = {"401": _PROBLEM, "404": _PROBLEM}
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+    }
+
+
+def openapi_document(public_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "carecal API", "version": "1"},
+        "servers": [{"url": f"{public_url}/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+            "/circles/{citizen_id}": {
+                "get": {
+                    "summary": "A citizen's circle: the citizen and the current members",
+                    "parameters": [_id_param("citizen_id")],
+                    "responses": {
+                        "200": {
+                            "description": "The circle",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Circle"}
+                                }
+                            },
+                        },
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/tasks/{task_id}": {
+                "get": {
+                    "summary": "A task with its occurrences and who holds each",
+                    "parameters": [_id_param("task_id")],
+                    "responses": {
+                        "200": {
+                            "description": "The task",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Task"}
+                                }
+                            },
+                        },
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem details",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+            },
+            "schemas": _SCHEMAS,
+        },
+    }
+
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    },
+    "Member": {
+        "type": "object",
+        "required": ["id", "name", "role", "visibility", "locale", "calendar"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "email": _NULLABLE_STRING,
+            "role": {"enum": ["relative", "network", "staff"]},
+            "visibility": {"enum": ["full", "limited"]},
+            "locale": {"type": "string"},
+            "calendar": {"enum": ["hosted", "external", "feed"]},
+            "external": {
+                "type": ["object", "null"],
+                "properties": {"url": {"type": "string"}, "username": {"type": "string"}},
+            },
+            "capacity": {
+                "type": "object",
+                "properties": {
+                    "hours_per_week": {"type": ["number", "null"]},
+                    "tasks_per_week": {"type": ["integer", "null"]},
+                },
+            },
+            "availability": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "weekday": {"type": "integer", "minimum": 1, "maximum": 7},
+                        "start": {"type": "string"},
+                        "end": {"type": "string"},
+                    },
+                },
+            },
+            "paused_until": {"type": ["string", "null"], "format": "date"},
+        },
+    },
+    "Circle": {
+        "type": "object",
+        "required": ["citizen", "version", "members"],
+        "properties": {
+            "citizen": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "display_name": {"type": "string"},
+                    "timezone": {"type": "string"},
+                    "locale": {"type": "string"},
+                },
+            },
+            "version": {"type": "integer"},
+            "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}},
+        },
+    },
+    "Claim": {
+        "type": "object",
+        "required": ["member_id", "channel", "at"],
+        "properties": {
+            "member_id": {"type": "string"},
+            "channel": {"enum": ["caldav", "link", "api", "staff", "host"]},
+            "at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Occurrence": {
+        "type": "object",
+        "required": ["id", "start", "end", "status", "free_slots", "claims"],
+        "properties": {
+            "id": {"type": "string"},
+            "start": {"type": "string", "format": "date-time", "description": "local, with offset"},
+            "end": {"type": "string", "format": "date-time", "description": "local, with offset"},
+            "status": {"enum": ["open", "partial", "filled", "cancelled"]},
+            "free_slots": {"type": "integer", "minimum": 0},
+            "claims": {"type": "array", "items": {"$ref": "#/components/schemas/Claim"}},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "citizen_id", "version", "kind", "category", "status", "occurrences"],
+        "properties": {
+            "id": {"type": "string"},
+            "citizen_id": {"type": "string"},
+            "version": {"type": "integer"},
+            "kind": {"enum": ["task", "visit", "relief"]},
+            "category": {"type": "string"},
+            "status": {"enum": ["active", "cancelled"]},
+            "details": _NULLABLE_STRING,
+            "location": _NULLABLE_STRING,
+            "start": {"type": "string", "description": "local wall-clock time, no offset"},
+            "end": {"type": "string", "description": "local wall-clock time, no offset"},
+            "timezone": {"type": "string"},
+            "people_needed": {"type": "integer"},
+            "recurrence": _NULLABLE_STRING,
+            "claim_deadline_hours": {"type": ["integer", "null"]},
+            "assigned_member_id": _NULLABLE_STRING,
+            "occurrences": {"type": "array", "items": {"$ref": "#/components/schemas/Occurrence"}},
+        },
+    },
+}

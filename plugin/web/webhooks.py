@@ -1,0 +1,120 @@
+"""`POST /webhooks/{tenant}`: host events, Standard Webhooks signed.
+
+Checks run cheapest and safest first, and nothing unauthenticated is parsed:
+
+    unknown tenant 404 → not JSON 415 → body over the limit 413 (while reading) →
+    bad or stale signature 401 → malformed JSON 400 → schema errors 422 →
+    202 once recorded durably in the inbox, or 200 for a webhook-id seen before
+
+The inbox applier applies the event right after (`plugin.services.inbox`); an event older than
+what is stored is acknowledged here and ignored there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapters.host.signing import InvalidWebhook, StaleTimestamp, verify
+from plugin.services.commands import HostCommand, UpdateCircle
+from plugin.services.ports import InboxItem, StoreError
+from plugin.web.body import BodyTooLarge, read_limited_body
+from plugin.web.problems import problem
+from plugin.web.schemas import EventError, MalformedEvent, parse_event
+from plugin.web.state import state_of
+
+log = logging.getLogger(__name__)
+
+
+async def receive(request: Request) -> Response:
+    state = state_of(request)
+    settings, metrics = state["settings"], state["metrics"]
+    started = time.perf_counter()
+
+    def reject(
+        reason: str, status: int, title: str, detail: str | None = None, **ext: Any
+    ) -> Response:
+        metrics.webhooks_rejected.labels(reason).inc()
+        log.info("webhook rejected", extra={"reason": reason, "status": status})
+        # After a 413 the rest of the upload is unread: closing stops the server draining it.
+        headers = {"connection": "close"} if status == 413 else None
+        return problem(status, title, detail, headers=headers, **ext)
+
+    tenant = settings.tenant(request.path_params["tenant"])
+    if tenant is None:
+        return reject("unknown_tenant", 404, "Unknown tenant")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return reject("unsupported_media_type", 415, "Body must be application/json")
+    try:
+        body = await read_limited_body(request, settings.server.max_body_bytes)
+    except BodyTooLarge:
+        return reject(
+            "too_large",
+            413,
+            "Body too large",
+            f"The limit is {settings.server.max_body_bytes} bytes.",
+        )
+    try:
+        verify(
+            tenant.webhook_secrets,
+            request.headers,
+            body,
+            now=time.time(),
+            tolerance_seconds=settings.server.webhook_tolerance_seconds,
+        )
+    except StaleTimestamp:
+        return reject("stale", 401, "Stale webhook timestamp")
+    except InvalidWebhook as exc:
+        return reject("bad_signature", 401, "Invalid webhook signature", str(exc))
+    try:
+        event = parse_event(body)
+    except MalformedEvent as exc:
+        return reject("malformed_json", 400, "Malformed JSON", str(exc))
+    except EventError as exc:
+        return reject(
+            "schema",
+            422,
+            "Invalid event",
+            "The event does not match the schema.",
+            errors=exc.errors,
+        )
+
+    command = event.to_command(tenant.id)
+    if not tenant.data_keys and _has_external_calendar(command):
+        return reject(
+            "no_data_key",
+            422,
+            "External calendars are not enabled for this tenant",
+            "The tenant has no data_key to encrypt members' calendar passwords with.",
+        )
+    item = InboxItem(
+        tenant_id=tenant.id,
+        webhook_id=request.headers["webhook-id"],
+        event_type=event.type,
+        body=body,
+        received_at=state["clock"](),
+    )
+    try:
+        new = await state["inbox"].accept(item)
+    except StoreError:
+        # Not recorded, so not accepted: the host keeps it and retries (Standard Webhooks).
+        log.exception("webhook could not be recorded")
+        response = reject("store_unavailable", 503, "Temporarily unavailable", "Please retry.")
+        response.headers["retry-after"] = "5"
+        return response
+    metrics.webhooks_accepted.labels(tenant.id, event.type, "new" if new else "duplicate").inc()
+    metrics.request_seconds.observe(time.perf_counter() - started)
+    if not new:
+        return JSONResponse({"status": "duplicate"}, status_code=200)
+    return JSONResponse({"status": "accepted"}, status_code=202)
+
+
+def _has_external_calendar(command: HostCommand) -> bool:
+    return isinstance(command, UpdateCircle) and any(
+        member.external is not None for member in command.circle.members
+    )

@@ -1,0 +1,151 @@
+"""The background worker: leases jobs from the store and runs their handlers.
+
+Jobs are written in the same transaction as the change that causes them, so a crash between a
+change and its follow-up work loses nothing: the job is still queued, or its lease expires and
+another worker takes it. On shutdown the worker finishes the job in hand and returns the rest
+of its leased batch to the queue.
+
+Job kinds and their handlers:
+
+    circle.sync       extend recurring tasks to the current horizon (and, with calendar
+                      delivery, sync the circle's views)
+    member.withdraw   withdraw a removed member's calendar copy and links (calendar delivery;
+                      until that exists, such jobs wait in the queue and are retried)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from plugin.config import Settings
+from plugin.domain.model import TaskStatus
+from plugin.metrics import Metrics
+from plugin.services.ingest import JOB_CIRCLE_SYNC, materialise
+from plugin.services.ports import Job, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(minutes=15)
+# A job whose kind this version cannot handle waits this long between tries, so that an
+# upgrade that brings its handler finds it still queued.
+UNHANDLED_RETRY = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    store: Store
+    settings: Settings
+    now: datetime
+
+
+Handler = Callable[[Job, JobContext], Awaitable[None]]
+
+
+async def refresh_circle(job: Job, ctx: JobContext) -> None:
+    """Extend the citizen's recurring tasks to the horizon as time passes."""
+    citizen_id = str(job.payload["citizen_id"])
+    horizon = timedelta(weeks=ctx.settings.horizon_weeks)
+    async with ctx.store.transaction() as tx:
+        for task in await tx.list_tasks(job.tenant_id, citizen_id):
+            if task.status is TaskStatus.ACTIVE and (task.recurrence or task.rdates):
+                await materialise(tx, task, now=ctx.now, horizon=horizon)
+
+
+DEFAULT_HANDLERS: Mapping[str, Handler] = {JOB_CIRCLE_SYNC: refresh_circle}
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential backoff with full jitter: 1 s, 2 s, 4 s … capped at 15 minutes."""
+    ceiling = min(MAX_BACKOFF.total_seconds(), 2.0 ** max(0, attempts))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        handlers: Mapping[str, Handler] = DEFAULT_HANDLERS,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.handlers = handlers
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        log.info("worker started", extra={"worker": self.name})
+        while not self._stopping.is_set():
+            try:
+                done = await self.run_once()
+            except StoreError:
+                log.exception("worker cannot reach the store; retrying")
+                done = 0
+            if done == 0:
+                try:
+                    await asyncio.wait_for(
+                        self._stopping.wait(), timeout=self.settings.worker.poll_seconds
+                    )
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Lease one batch and run it; returns how many jobs were leased."""
+        cfg = self.settings.worker
+        jobs = await self.store.lease_jobs(
+            self.name, now=self.clock(), limit=cfg.batch_size, lease_seconds=cfg.lease_seconds
+        )
+        for job in jobs:
+            if self._stopping.is_set():
+                break  # the rest of the batch goes back to the queue in stop()
+            await self._execute(job)
+        return len(jobs)
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        self._stopping.set()
+        await task
+        released = await self.store.release_leases(self.name)
+        log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
+
+    async def _execute(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        now = self.clock()
+        if handler is None:
+            await self.store.fail_job(
+                job.id,
+                self.name,
+                error=f"no handler for job kind {job.kind!r} in this version",
+                retry_at=now + UNHANDLED_RETRY,
+            )
+            self.metrics.jobs_processed.labels(job.kind, "unhandled").inc()
+            return
+        try:
+            await handler(job, JobContext(self.store, self.settings, now))
+        except Exception as exc:
+            final = job.attempts + 1 >= self.settings.worker.max_attempts
+            retry_at = None if final else now + backoff(job.attempts)
+            log.warning(
+                "job failed",
+                exc_info=True,
+                extra={"job_id": job.id, "kind": job.kind, "attempts": job.attempts + 1},
+            )
+            await self.store.fail_job(
+                job.id, self.name, error=type(exc).__name__, retry_at=retry_at
+            )
+            self.metrics.jobs_processed.labels(job.kind, "failed" if final else "retry").inc()
+            return
+        await self.store.finish_job(job.id, self.name)
+        self.metrics.jobs_processed.labels(job.kind, "done").inc()

@@ -1,0 +1,64 @@
+"""The hand-written migrations build exactly the schema of `adapters/store/tables.py`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.store.migrate import head_revision, is_up_to_date, upgrade
+from adapters.store.sql import create_engine
+from adapters.store.tables import metadata
+from tests.contract.support import POSTGRES_ENV, POSTGRES_SKIP
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def _assert_migrations_match_tables(engine: AsyncEngine, url: str | AsyncEngine) -> None:
+    assert not await is_up_to_date(url)
+    await upgrade(url)
+    assert await is_up_to_date(url)
+    await upgrade(url)  # a second run is a no-op
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_diff) == []
+        version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).one()
+    assert version == (head_revision(),)
+
+
+async def test_sqlite_migrations_match_tables(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/carecal.db"
+    engine = create_engine(url)
+    try:
+        await _assert_migrations_match_tables(engine, url)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_migrations_match_tables() -> None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(POSTGRES_SKIP)
+    schema = f"carecal_migrate_{secrets.token_hex(6)}"
+    admin = create_engine(url)
+    engine = create_engine(url, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        async with admin.begin() as connection:
+            await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await _assert_migrations_match_tables(engine, engine)
+    finally:
+        await engine.dispose()
+        async with admin.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()

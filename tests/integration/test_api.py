@@ -1,0 +1,197 @@
+"""`/api/v1` through the real app: the DST scenario, versions, cross-tenant denial, OpenAPI."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.routing import Mount
+
+from adapters.store.sql import SqlStore
+from plugin.web.app import create_app
+from tests.integration.support import (
+    NORTH_TOKEN,
+    SOUTH_SECRET,
+    SOUTH_TOKEN,
+    auth,
+    circle_event,
+    make_settings,
+    post_event,
+    task_event,
+)
+
+
+async def test_weekly_task_shows_local_times_across_dst(client: httpx.AsyncClient) -> None:
+    assert (await post_event(client, circle_event())).status_code == 202
+    assert (await post_event(client, task_event())).status_code == 202
+
+    response = await client.get("/api/v1/tasks/t-1", headers=auth())
+    assert response.status_code == 200
+    task = response.json()
+    assert task["people_needed"] == 2
+    starts = [o["start"] for o in task["occurrences"]]
+    # Europe/Copenhagen moves to summer time on 28 March 2027: 10:00 stays 10:00 on the wall.
+    assert starts == [
+        "2027-03-16T10:00:00+01:00",
+        "2027-03-23T10:00:00+01:00",
+        "2027-03-30T10:00:00+02:00",
+        "2027-04-06T10:00:00+02:00",
+    ]
+    assert [o["end"][11:16] for o in task["occurrences"]] == ["11:00"] * 4
+    assert {o["free_slots"] for o in task["occurrences"]} == {2}
+    assert {o["status"] for o in task["occurrences"]} == {"open"}
+    assert len({o["id"] for o in task["occurrences"]}) == 4
+
+
+async def test_older_version_never_rolls_back_a_newer_one(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    await post_event(client, circle_event())
+    newer = task_event(version=2, start="2027-03-17T14:00:00", end="2027-03-17T15:00:00")
+    assert (await post_event(client, newer)).status_code == 202
+    older = task_event(version=1)
+    response = await post_event(client, older)
+    assert response.status_code == 202  # acknowledged: the host must not retry it
+    task = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()
+    assert task["version"] == 2
+    assert task["occurrences"][0]["start"] == "2027-03-17T14:00:00+01:00"
+    async with store.transaction() as tx:
+        audit = await tx.list_audit("north", "task:t-1")
+    assert [entry.detail["outcome"] for entry in audit] == ["applied", "stale"]
+
+
+async def test_cancellation_is_never_resurrected_by_a_late_upsert(
+    client: httpx.AsyncClient,
+) -> None:
+    await post_event(client, circle_event())
+    await post_event(client, task_event(version=1))
+    cancel = {"type": "task.cancelled", "data": {"id": "t-1", "citizen_id": "c-123", "version": 3}}
+    assert (await post_event(client, cancel)).status_code == 202
+    late = await post_event(client, task_event(version=2))
+    assert late.status_code == 202
+    task = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()
+    assert task["status"] == "cancelled"
+    assert {o["status"] for o in task["occurrences"]} == {"cancelled"}
+    assert {o["free_slots"] for o in task["occurrences"]} == {0}
+
+
+async def test_cancellation_arriving_before_the_task_wins(client: httpx.AsyncClient) -> None:
+    cancel = {"type": "task.cancelled", "data": {"id": "t-9", "citizen_id": "c-123", "version": 2}}
+    assert (await post_event(client, cancel)).status_code == 202
+    late = await post_event(client, task_event(version=1, task_id="t-9"))
+    assert late.status_code == 202
+    task = (await client.get("/api/v1/tasks/t-9", headers=auth())).json()
+    assert task["status"] == "cancelled"
+    assert task["occurrences"] == []
+
+
+async def test_a_newer_upsert_after_cancellation_reinstates(client: httpx.AsyncClient) -> None:
+    await post_event(client, task_event(version=1))
+    cancel = {"type": "task.cancelled", "data": {"id": "t-1", "citizen_id": "c-123", "version": 2}}
+    await post_event(client, cancel)
+    assert (await post_event(client, task_event(version=3))).status_code == 202
+    task = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()
+    assert task["status"] == "active"
+    assert {o["status"] for o in task["occurrences"]} == {"open"}
+
+
+async def test_visit_is_held_by_its_staff_member(client: httpx.AsyncClient) -> None:
+    await post_event(client, circle_event())
+    visit = {
+        "type": "visit.assigned",
+        "data": {
+            "id": "v-9",
+            "citizen_id": "c-123",
+            "version": 1,
+            "staff_member_id": "m-sara",
+            "category": "visit",
+            "start": "2027-03-24T09:00:00",
+            "end": "2027-03-24T09:30:00",
+            "timezone": "Europe/Copenhagen",
+        },
+    }
+    assert (await post_event(client, visit)).status_code == 202
+    task = (await client.get("/api/v1/tasks/v-9", headers=auth())).json()
+    assert task["kind"] == "visit"
+    [occurrence] = task["occurrences"]
+    assert [c["member_id"] for c in occurrence["claims"]] == ["m-sara"]
+    assert occurrence["claims"][0]["channel"] == "staff"
+    assert occurrence["free_slots"] == 0
+
+
+async def test_another_tenants_data_is_404_not_403(client: httpx.AsyncClient) -> None:
+    await post_event(client, circle_event())
+    await post_event(client, task_event())
+    # South has its own citizen c-123 too: each token sees only its tenant's.
+    await post_event(
+        client, circle_event(citizen_id="c-south"), tenant="south", secret=SOUTH_SECRET
+    )
+    for path in ("/api/v1/tasks/t-1", "/api/v1/circles/c-123"):
+        denied = await client.get(path, headers=auth(SOUTH_TOKEN))
+        assert denied.status_code == 404
+        assert "north" not in denied.text
+        assert (await client.get(path, headers=auth(NORTH_TOKEN))).status_code == 200
+    south_circle = await client.get("/api/v1/circles/c-south", headers=auth(NORTH_TOKEN))
+    assert south_circle.status_code == 404
+
+
+async def test_api_needs_a_valid_bearer_token(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/circles/c-123")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = await client.get("/api/v1/circles/c-123", headers=auth("not-a-token-at-all-xx"))
+    assert wrong.status_code == 401
+
+
+async def test_circle_api_never_shows_external_passwords(client: httpx.AsyncClient) -> None:
+    event = circle_event()
+    event["data"]["members"].append(
+        {
+            "id": "m-ext",
+            "name": "Eva",
+            "role": "network",
+            "visibility": "limited",
+            "locale": "da",
+            "calendar": "external",
+            "external": {
+                "url": "https://dav.example.org/eva/",
+                "username": "eva",
+                "password": "eva-app-password-123",
+            },
+        }
+    )
+    assert (await post_event(client, event)).status_code == 202
+    response = await client.get("/api/v1/circles/c-123", headers=auth())
+    eva = next(m for m in response.json()["members"] if m["id"] == "m-ext")
+    assert eva["external"] == {"url": "https://dav.example.org/eva/", "username": "eva"}
+    assert "eva-app-password-123" not in response.text
+
+
+async def test_openapi_describes_exactly_the_routes_that_exist(
+    client: httpx.AsyncClient, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    document = (await client.get("/api/v1/openapi.json")).json()
+    documented = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    app = create_app(make_settings(tmp_path))
+    [api] = [r for r in app.routes if isinstance(r, Mount) and r.path == "/api/v1"]
+    existing = {
+        (method, route.path)
+        for route in api.routes
+        for method in (getattr(route, "methods", None) or ())
+        if method != "HEAD"
+    }
+    assert documented == existing
+
+
+async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    await post_event(client, circle_event())
+    await client.get("/api/v1/circles/c-123", headers=auth())  # applied: its job is queued
+    metrics = await client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'carecal_jobs{status="queued"} 1.0' in metrics.text
+    assert "x-request-id" in metrics.headers

@@ -1,0 +1,233 @@
+"""`POST /webhooks/{tenant}`: every status in DESIGN.md's table, through the real app and store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from adapters.host.signing import sign
+from adapters.store.sql import SqlStore
+from tests.integration.support import (
+    FIXED_NOW,
+    NORTH_OLD_SECRET,
+    NORTH_SECRET,
+    SOUTH_SECRET,
+    auth,
+    circle_event,
+    post_event,
+    sign_event,
+    task_event,
+)
+
+PROBLEM = "application/problem+json"
+
+
+async def test_accepted_webhook_is_durable_and_visible(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    response = await post_event(client, circle_event())
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted"}
+    # Recorded durably before the 202: the inbox holds it, pending or already applied.
+    counts = await store.inbox_counts()
+    assert counts.get("pending", 0) + counts.get("applied", 0) == 1
+    circle = (await client.get("/api/v1/circles/c-123", headers=auth())).json()
+    assert [m["id"] for m in circle["members"]] == ["m-anna", "m-bo", "m-sara"]
+    assert (await store.inbox_counts()).get("applied", 0) == 1
+
+
+async def test_replayed_webhook_id_is_answered_200_and_applied_once(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    await post_event(client, circle_event())
+    body, headers = sign_event(task_event(), msg_id="msg_replayed")
+    first = await client.post("/webhooks/north", content=body, headers=headers)
+    second = await client.post("/webhooks/north", content=body, headers=headers)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json() == {"status": "duplicate"}
+    assert (await client.get("/api/v1/tasks/t-1", headers=auth())).status_code == 200
+    async with store.transaction() as tx:
+        audit = await tx.list_audit("north", "task:t-1")
+    assert len(audit) == 1
+
+
+async def test_same_webhook_id_in_another_tenant_is_not_a_duplicate(
+    client: httpx.AsyncClient,
+) -> None:
+    north = await post_event(client, circle_event(), msg_id="msg_shared")
+    south = await post_event(
+        client, circle_event(), tenant="south", secret=SOUTH_SECRET, msg_id="msg_shared"
+    )
+    assert (north.status_code, south.status_code) == (202, 202)
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    body = b'{"type": "circle.updated", "data": '
+    headers = {
+        "webhook-id": "msg_bad_json",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": sign(NORTH_SECRET, "msg_bad_json", int(time.time()), body),
+        "content-type": "application/json",
+    }
+    response = await client.post("/webhooks/north", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["status"] == 400
+
+
+async def test_bad_signature_is_401(client: httpx.AsyncClient) -> None:
+    response = await post_event(client, circle_event(), secret=SOUTH_SECRET)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_tampered_body_is_401(client: httpx.AsyncClient) -> None:
+    body, headers = sign_event(circle_event())
+    tampered = body.replace(b"Fru Jensen", b"Hr. Jensen")
+    response = await client.post("/webhooks/north", content=tampered, headers=headers)
+    assert response.status_code == 401
+
+
+async def test_missing_signature_headers_are_401(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/webhooks/north",
+        content=json.dumps(circle_event()),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 401
+
+
+async def test_stale_timestamp_is_401(client: httpx.AsyncClient) -> None:
+    stale = int(time.time()) - 6 * 60
+    response = await post_event(client, circle_event(), timestamp=stale)
+    assert response.status_code == 401
+    assert "stale" in response.json()["title"].lower()
+    future = int(time.time()) + 6 * 60
+    assert (await post_event(client, circle_event(), timestamp=future)).status_code == 401
+
+
+async def test_timestamp_within_tolerance_is_accepted(client: httpx.AsyncClient) -> None:
+    slightly_old = int(time.time()) - 4 * 60
+    response = await post_event(client, circle_event(), timestamp=slightly_old)
+    assert response.status_code == 202
+
+
+async def test_key_rotation_several_signatures_and_several_secrets(
+    client: httpx.AsyncClient,
+) -> None:
+    # The host rotates: it signs with an unknown new key and with our current key.
+    body = json.dumps(circle_event()).encode()
+    now = int(time.time())
+    unknown = "whsec_" + base64.b64encode(b"a-key-we-have-never-heard-of-00").decode()
+    signatures = (
+        f"{sign(unknown, 'msg_rot1', now, body)} {sign(NORTH_SECRET, 'msg_rot1', now, body)}"
+    )
+    headers = {
+        "webhook-id": "msg_rot1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": signatures,
+        "content-type": "application/json",
+    }
+    assert (await client.post("/webhooks/north", content=body, headers=headers)).status_code == 202
+    # We rotate: the tenant still accepts its previous secret during the overlap.
+    response = await post_event(client, circle_event(version=2), secret=NORTH_OLD_SECRET)
+    assert response.status_code == 202
+    # Only unknown keys: refused.
+    only_unknown = {
+        **headers,
+        "webhook-id": "msg_rot2",
+        "webhook-signature": sign(unknown, "msg_rot2", now, body),
+    }
+    response = await client.post("/webhooks/north", content=body, headers=only_unknown)
+    assert response.status_code == 401
+
+
+async def test_unknown_tenant_is_404(client: httpx.AsyncClient) -> None:
+    response = await post_event(client, circle_event(), tenant="atlantis")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    event = circle_event()
+    event["data"]["citizen"]["display_name"] = "x" * (300 * 1024)
+    response = await post_event(client, event)
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_chunked_oversized_body_is_413_without_reading_it_all(
+    client: httpx.AsyncClient,
+) -> None:
+    sent = 0
+    chunk = b"x" * 65536
+
+    async def fifty_megabytes() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(50 * 1024 * 1024 // len(chunk)):
+            sent += len(chunk)
+            yield chunk
+
+    response = await client.post(
+        "/webhooks/north",
+        content=fifty_megabytes(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    # The app stopped reading just past the 256 KiB limit.
+    assert sent <= 256 * 1024 + 2 * len(chunk)
+
+
+async def test_not_json_is_415(client: httpx.AsyncClient) -> None:
+    body, headers = sign_event(circle_event())
+    headers["content-type"] = "text/plain"
+    response = await client.post("/webhooks/north", content=body, headers=headers)
+    assert response.status_code == 415
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_schema_errors_are_422_and_do_not_echo_input(client: httpx.AsyncClient) -> None:
+    event = task_event(category="diagnosis: dementia", people_needed=0)
+    response = await post_event(client, event)
+    assert response.status_code == 422
+    problem = response.json()
+    assert response.headers["content-type"].startswith(PROBLEM)
+    fields = {tuple(error["loc"])[-1] for error in problem["errors"]}
+    assert {"category", "people_needed"} <= fields
+    assert "dementia" not in response.text
+
+
+async def test_unknown_event_type_is_422(client: httpx.AsyncClient) -> None:
+    response = await post_event(client, {"type": "task.exploded", "data": {}})
+    assert response.status_code == 422
+
+
+async def test_rejections_are_counted_by_reason(client: httpx.AsyncClient) -> None:
+    await post_event(client, circle_event(), tenant="atlantis")
+    await post_event(client, circle_event(), secret=SOUTH_SECRET)
+    await post_event(client, circle_event())
+    await client.get("/api/v1/circles/c-123", headers=auth())  # applied
+    metrics = (await client.get("/metrics")).text
+    assert 'carecal_webhooks_rejected_total{reason="unknown_tenant"} 1.0' in metrics
+    assert 'carecal_webhooks_applied_total{outcome="applied",type="circle.updated"} 1.0' in metrics
+    assert 'carecal_inbox{status="applied"} 1.0' in metrics
+    assert 'carecal_webhooks_rejected_total{reason="bad_signature"} 1.0' in metrics
+    assert 'type="circle.updated"' in metrics
+
+
+async def test_circle_update_removes_absent_members_and_queues_withdrawal(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    await post_event(client, circle_event(version=1))
+    without_bo = circle_event(version=2)
+    without_bo["data"]["members"] = [m for m in without_bo["data"]["members"] if m["id"] != "m-bo"]
+    assert (await post_event(client, without_bo)).status_code == 202
+    circle = (await client.get("/api/v1/circles/c-123", headers=auth())).json()
+    assert [m["id"] for m in circle["members"]] == ["m-anna", "m-sara"]
+    jobs = await store.lease_jobs("test", now=FIXED_NOW, limit=50, lease_seconds=60)
+    withdrawals = [j.payload for j in jobs if j.kind == "member.withdraw"]
+    assert withdrawals == [{"citizen_id": "c-123", "member_id": "m-bo"}]
