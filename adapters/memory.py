@@ -27,6 +27,7 @@ from plugin.domain.model import (
     Pass,
     ReliefRequest,
     Task,
+    TaskStatus,
 )
 from plugin.services.ports import (
     AuditEntry,
@@ -225,6 +226,14 @@ class MemoryTx:
             if t == tenant_id and task.citizen_id == citizen_id
         ]
         return sorted(found, key=lambda task: (task.start, task.id))
+
+    async def list_recurring_tasks(self, tenant_id: str) -> list[Task]:
+        found = [
+            task
+            for (t, _), task in self._s.tasks.items()
+            if t == tenant_id and task.status is TaskStatus.ACTIVE and task.recurrence is not None
+        ]
+        return sorted(found, key=lambda task: task.id)
 
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]

@@ -189,6 +189,7 @@ class WorkerSettings(_Section):
     batch_size: int = Field(20, ge=1)
     lease_seconds: float = Field(120, gt=0)
     max_attempts: int = Field(10, ge=1)
+    horizon_refresh_seconds: float = Field(3600, gt=0)
 
 
 class LoggingSettings(_Section):

@@ -48,6 +48,11 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.horizon_refreshes = Counter(
+            "carecal_horizon_refreshes_total",
+            "Rounds of extending recurring tasks to the horizon",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "carecal_webhook_seconds",
             "Time to accept a host webhook (verified, validated and durably recorded)",

@@ -7,10 +7,12 @@ of its leased batch to the queue.
 
 Job kinds and their handlers:
 
-    circle.sync       extend recurring tasks to the current horizon (and, with calendar
-                      delivery, sync the circle's views)
     member.withdraw   withdraw a removed member's calendar copy and links (calendar delivery;
                       until that exists, such jobs wait in the queue and are retried)
+
+Besides jobs, the worker extends every recurring task to the horizon as time passes, once at
+start and then every `worker.horizon_refresh_seconds` (idempotent, so several workers doing it
+is harmless).
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from plugin.config import Settings
-from plugin.domain.model import TaskStatus
 from plugin.metrics import Metrics
-from plugin.services.ingest import JOB_CIRCLE_SYNC, materialise
+from plugin.services.ingest import materialise
 from plugin.services.ports import Job, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -48,17 +49,22 @@ class JobContext:
 Handler = Callable[[Job, JobContext], Awaitable[None]]
 
 
-async def refresh_circle(job: Job, ctx: JobContext) -> None:
-    """Extend the citizen's recurring tasks to the horizon as time passes."""
-    citizen_id = str(job.payload["citizen_id"])
-    horizon = timedelta(weeks=ctx.settings.horizon_weeks)
-    async with ctx.store.transaction() as tx:
-        for task in await tx.list_tasks(job.tenant_id, citizen_id):
-            if task.status is TaskStatus.ACTIVE and (task.recurrence or task.rdates):
-                await materialise(tx, task, now=ctx.now, horizon=horizon)
+async def extend_horizons(store: Store, settings: Settings, *, now: datetime) -> int:
+    """Expand every recurring task up to `now + horizon`; returns how many were looked at.
+    One transaction per task keeps the single SQLite writer free for webhooks meanwhile."""
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    count = 0
+    for tenant in settings.tenants:
+        async with store.transaction() as tx:
+            recurring = await tx.list_recurring_tasks(tenant.id)
+        for task in recurring:
+            async with store.transaction() as tx:
+                await materialise(tx, task, now=now, horizon=horizon)
+            count += 1
+    return count
 
 
-DEFAULT_HANDLERS: Mapping[str, Handler] = {JOB_CIRCLE_SYNC: refresh_circle}
+DEFAULT_HANDLERS: Mapping[str, Handler] = {}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -85,11 +91,13 @@ class Worker:
         self.handlers = handlers
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = asyncio.Event()
+        self._horizons_due: datetime | None = None  # now: extend at start
 
     async def run(self) -> None:
         log.info("worker started", extra={"worker": self.name})
         while not self._stopping.is_set():
             try:
+                await self.extend_horizons_when_due()
                 done = await self.run_once()
             except StoreError:
                 log.exception("worker cannot reach the store; retrying")
@@ -101,6 +109,16 @@ class Worker:
                     )
                 except TimeoutError:
                     pass
+
+    async def extend_horizons_when_due(self) -> None:
+        now = self.clock()
+        if self._horizons_due is not None and now < self._horizons_due:
+            return
+        count = await extend_horizons(self.store, self.settings, now=now)
+        interval = timedelta(seconds=self.settings.worker.horizon_refresh_seconds)
+        self._horizons_due = now + interval
+        self.metrics.horizon_refreshes.inc()
+        log.info("horizons extended", extra={"recurring_tasks": count})
 
     async def run_once(self) -> int:
         """Lease one batch and run it; returns how many jobs were leased."""

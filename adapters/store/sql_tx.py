@@ -61,6 +61,7 @@ from plugin.domain.model import (
     Pass,
     ReliefRequest,
     Task,
+    TaskStatus,
 )
 from plugin.services.ports import (
     AuditEntry,
@@ -294,6 +295,18 @@ class SqlTx:
             select(tasks)
             .where(tasks.c.tenant_id == tenant_id, tasks.c.citizen_id == citizen_id)
             .order_by(tasks.c.start_local, tasks.c.id)
+        )
+        return [task_from_row(row) for row in rows]
+
+    async def list_recurring_tasks(self, tenant_id: str) -> list[Task]:
+        rows = await self._c.execute(
+            select(tasks)
+            .where(
+                tasks.c.tenant_id == tenant_id,
+                tasks.c.status == TaskStatus.ACTIVE.value,
+                tasks.c.recurrence.is_not(None),
+            )
+            .order_by(tasks.c.id)
         )
         return [task_from_row(row) for row in rows]
 

@@ -35,7 +35,6 @@ from plugin.services.ports import AuditEntry, InboxEntry, Store, StoreUnavailabl
 log = logging.getLogger(__name__)
 
 # Job kinds written here; the worker owns their handlers.
-JOB_CIRCLE_SYNC = "circle.sync"
 JOB_MEMBER_WITHDRAW = "member.withdraw"
 
 
@@ -165,7 +164,6 @@ class _Applier:
                 run_at=self.now,
                 key=f"{circle.citizen.id}:{member_id}",
             )
-        await self.sync_circle(circle.citizen.id)
         return True
 
     async def upsert_task(self, task: Task) -> bool:
@@ -174,7 +172,6 @@ class _Applier:
             return False
         await self.tx.save_task(task)
         await materialise(self.tx, task, now=self.now, horizon=self.horizon)
-        await self.sync_circle(task.citizen_id)
         return True
 
     async def cancel_task(self, command: CancelTask) -> bool:
@@ -187,7 +184,6 @@ class _Applier:
             replace(stored, version=command.version, status=TaskStatus.CANCELLED)
         )
         await self.tx.sync_occurrences(self.tenant_id, command.task_id, [])
-        await self.sync_circle(command.citizen_id)
         return True
 
     async def decide_relief(self, command: DecideRelief) -> bool:
@@ -207,15 +203,6 @@ class _Applier:
             for visit in command.visits:
                 await self.upsert_task(visit)
         return True
-
-    async def sync_circle(self, citizen_id: str) -> None:
-        await self.tx.enqueue_job(
-            self.tenant_id,
-            JOB_CIRCLE_SYNC,
-            {"citizen_id": citizen_id},
-            run_at=self.now,
-            key=citizen_id,
-        )
 
 
 async def materialise(tx: Tx, task: Task, *, now: datetime, horizon: timedelta) -> None:

@@ -31,8 +31,9 @@ def planned_occurrences(
     """
     if task.status is TaskStatus.CANCELLED:
         return []
-    if task.recurrence is None and not task.rdates:
-        # A single occurrence is kept whatever its date: the host asked for exactly it.
+    if task.recurrence is None:
+        # A single occurrence, or an explicit list of dates (RDATE), is kept whatever its
+        # dates: the host asked for exactly those, and there are finitely many.
         far = timedelta(days=366 * 200)
         return expand(task, window_start=now - far, window_end=now + far)
     window_start = now - LOOKBACK

@@ -162,6 +162,10 @@ class Tx(Protocol):
 
     async def list_tasks(self, tenant_id: str, citizen_id: str) -> list[Task]: ...
 
+    async def list_recurring_tasks(self, tenant_id: str) -> list[Task]:
+        """The tenant's active tasks with a recurrence rule (their horizon moves with time)."""
+        ...
+
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
     ) -> None:

@@ -20,11 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adapters.host.signing import InvalidWebhook, StaleTimestamp, verify
-from plugin.services.commands import HostCommand, UpdateCircle
 from plugin.services.ports import InboxItem, StoreError
 from plugin.web.body import BodyTooLarge, read_limited_body
 from plugin.web.problems import problem
-from plugin.web.schemas import EventError, MalformedEvent, parse_event
+from plugin.web.schemas import CircleUpdated, EventError, HostEvent, MalformedEvent, parse_event
 from plugin.web.state import state_of
 
 log = logging.getLogger(__name__)
@@ -84,8 +83,7 @@ async def receive(request: Request) -> Response:
             errors=exc.errors,
         )
 
-    command = event.to_command(tenant.id)
-    if not tenant.data_keys and _has_external_calendar(command):
+    if not tenant.data_keys and _has_external_calendar(event):
         return reject(
             "no_data_key",
             422,
@@ -114,7 +112,7 @@ async def receive(request: Request) -> Response:
     return JSONResponse({"status": "accepted"}, status_code=202)
 
 
-def _has_external_calendar(command: HostCommand) -> bool:
-    return isinstance(command, UpdateCircle) and any(
-        member.external is not None for member in command.circle.members
+def _has_external_calendar(event: HostEvent) -> bool:
+    return isinstance(event, CircleUpdated) and any(
+        member.external is not None for member in event.data.members
     )

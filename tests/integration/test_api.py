@@ -190,8 +190,10 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     await post_event(client, circle_event())
-    await client.get("/api/v1/circles/c-123", headers=auth())  # applied: its job is queued
+    removed = circle_event(version=2, members=[])
+    await post_event(client, removed)
+    await client.get("/api/v1/circles/c-123", headers=auth())  # applied: 3 withdrawals queued
     metrics = await client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'carecal_jobs{status="queued"} 1.0' in metrics.text
+    assert 'carecal_jobs{status="queued"} 3.0' in metrics.text
     assert "x-request-id" in metrics.headers

@@ -85,3 +85,48 @@ def test_backoff_grows_and_is_capped() -> None:
     assert timedelta(seconds=0.5) <= backoff(0) <= timedelta(seconds=1)
     assert timedelta(seconds=16) <= backoff(5) <= timedelta(seconds=32)
     assert backoff(50) <= timedelta(minutes=15)
+
+
+async def test_recurring_tasks_grow_with_the_horizon_as_time_passes(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    from datetime import datetime
+
+    from plugin.domain.model import Task
+    from plugin.services.ingest import materialise
+
+    weekly = Task(
+        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
+        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
+        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
+    )  # fmt: skip
+    once = Task(
+        tenant_id="north", id="t-once", citizen_id="c-1", version=1, kind="task",
+        category="walk", start=datetime(2027, 3, 3, 10), end=datetime(2027, 3, 3, 11),
+        timezone="Europe/Copenhagen",
+    )  # fmt: skip
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        for task in (weekly, once):
+            await tx.save_task(task)
+            await materialise(tx, task, now=clock.now, horizon=horizon)
+        before = await tx.get_occurrences("north", "t-weekly")
+    assert len(before) == 8  # 1 March + 8 weeks: 2 March … 20 April
+
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={})
+    await worker.extend_horizons_when_due()
+    refreshes = worker.metrics.horizon_refreshes
+    clock.now += timedelta(minutes=30)
+    await worker.extend_horizons_when_due()  # not due yet: refreshed once an hour
+    assert refreshes._value.get() == 1
+    clock.now += timedelta(weeks=4)
+    await worker.extend_horizons_when_due()
+    assert refreshes._value.get() == 2
+    async with store.transaction() as tx:
+        after = await tx.get_occurrences("north", "t-weekly")
+        assert len(await tx.get_occurrences("north", "t-once")) == 1
+    assert len(after) == 12
+    # The past stays: the first occurrences keep their ids, and nothing was cancelled.
+    assert [r.occurrence.id for r in after[:8]] == [r.occurrence.id for r in before]
+    assert not any(r.occurrence.cancelled for r in after)

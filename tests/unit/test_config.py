@@ -68,9 +68,12 @@ def test_environment_overrides_keys_and_addresses_tenants_by_id(tmp_path: Path) 
 
 
 def test_every_bad_key_is_named(tmp_path: Path) -> None:
-    bad = GOOD.replace("port = 8099", 'port = "eighty"').replace(
-        'timezone = "Europe/Copenhagen"', 'timezone = "Europe/Atlantis"'
-    ) + '\n[calendar]\ntype = "caldav"\nurl = "https://dav.example.org"\n'
+    bad = (
+        GOOD.replace("port = 8099", 'port = "eighty"').replace(
+            'timezone = "Europe/Copenhagen"', 'timezone = "Europe/Atlantis"'
+        )
+        + '\n[calendar]\ntype = "caldav"\nurl = "https://dav.example.org"\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, bad), environ={"CARECAL_TENANTS__NORTH__API_TOKEN": "short"})
     keys = {key for key, _ in caught.value.problems}

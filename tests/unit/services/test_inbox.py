@@ -110,9 +110,7 @@ async def test_a_store_outage_while_applying_leaves_the_entry_pending() -> None:
 
 async def test_applier_applies_in_arrival_order_and_newest_version_wins() -> None:
     store = MemoryStore()
-    await store.accept_webhooks(
-        [item("v2", task_body("t-1", 2)), item("v1", task_body("t-1", 1))]
-    )
+    await store.accept_webhooks([item("v2", task_body("t-1", 2)), item("v1", task_body("t-1", 1))])
     seen: list[tuple[str, Any]] = []
     applier = InboxApplier(
         store, decode_entry, clock=lambda: NOW, horizon=HORIZON, poll_seconds=0.01,
