@@ -12,7 +12,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -125,6 +125,14 @@ class _State:
             audit=list(self.audit),
         )
 
+    def restore(self, snapshot: _State) -> None:
+        """Put back what `snapshot` (a `copy()`) holds; this state object stays the one in use."""
+        for name in _STATE_FIELDS:
+            setattr(self, name, getattr(snapshot, name))
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(_State))
+
 
 class MemoryTx:
     def __init__(self, state: _State, event_seq: Iterator[int]) -> None:
@@ -134,19 +142,29 @@ class MemoryTx:
     async def ensure_tenant(self, tenant_id: str) -> None:
         self._s.tenants.add(tenant_id)
 
-    async def next_pending_webhook(self) -> InboxEntry | None:
+    async def pending_webhooks(self, limit: int) -> list[InboxEntry]:
         # Transactions already run one at a time, which serialises appliers.
-        row = next((row for row in self._s.inbox.values() if row.status == "pending"), None)
-        if row is None:
-            return None
-        return InboxEntry(
-            seq=row.seq,
-            tenant_id=row.tenant_id,
-            webhook_id=row.webhook_id,
-            event_type=row.event_type,
-            body=row.body if row.body is not None else b"",
-            received_at=row.received_at,
-        )
+        pending = (row for row in self._s.inbox.values() if row.status == "pending")
+        return [
+            InboxEntry(
+                seq=row.seq,
+                tenant_id=row.tenant_id,
+                webhook_id=row.webhook_id,
+                event_type=row.event_type,
+                body=row.body if row.body is not None else b"",
+                received_at=row.received_at,
+            )
+            for row in itertools.islice(pending, max(limit, 0))
+        ]
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        snapshot = self._s.copy()
+        try:
+            yield
+        except BaseException:
+            self._s.restore(snapshot)
+            raise
 
     async def finish_webhook(
         self,

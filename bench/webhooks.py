@@ -270,7 +270,41 @@ def measure_carecal(
     ) as server:
         libraries = server.loaded("uvloop", "httptools")
         seed_circle(server, secret)
-        return measure(server, pool, args), libraries
+        result = measure(server, pool, args)
+        report_drain(server)
+        return result, libraries
+
+
+def inbox_pending(server: Server) -> int:
+    status, body = request(server.host, server.port, "GET", "/metrics", timeout=60)
+    if status != 200:
+        raise ServerFailed(f"/metrics answered {status}")
+    for line in body.decode().splitlines():
+        if line.startswith('carecal_inbox{status="pending"}'):
+            return int(float(line.split()[-1]))
+    raise ServerFailed("/metrics has no carecal_inbox gauge")
+
+
+def report_drain(server: Server, limit_seconds: float = 600) -> None:
+    """A 202 means recorded, not yet applied: say how long the applier took to catch up
+    after the burst, so the sustainable rate is on the page too (nothing is asserted)."""
+    started = time.monotonic()
+    backlog = inbox_pending(server)
+    pending = backlog
+    while pending and time.monotonic() - started < limit_seconds:
+        time.sleep(0.5)
+        pending = inbox_pending(server)
+    took = time.monotonic() - started
+    if backlog == 0:
+        print("  carecal: the applier kept up; no backlog after the load", flush=True)
+    elif pending:
+        print(f"  carecal: {pending} of {backlog} still pending after {took:.0f} s", flush=True)
+    else:
+        print(
+            f"  carecal: backlog of {backlog} applied in {took:.1f} s after the load "
+            f"(about {backlog / took:.0f} applied/s while idle)",
+            flush=True,
+        )
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:

@@ -12,6 +12,7 @@ Secrets are `SecretStr`: they never print, and `describe()` masks them.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -217,7 +218,12 @@ class Settings(_Section):
         return value
 
     def tenant(self, tenant_id: str) -> TenantSettings | None:
-        return next((t for t in self.tenants if t.id == tenant_id), None)
+        return self._tenants_by_id.get(tenant_id)
+
+    @functools.cached_property
+    def _tenants_by_id(self) -> dict[str, TenantSettings]:
+        # Looked up on every webhook; a frozen model can cache it.
+        return {t.id: t for t in self.tenants}
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -53,12 +53,21 @@ class Metrics:
             "Rounds of extending recurring tasks to the horizon",
             registry=self.registry,
         )
+        self._accepted: dict[tuple[str, str, str], Counter] = {}
         self.request_seconds = Histogram(
             "carecal_webhook_seconds",
             "Time to accept a host webhook (verified, validated and durably recorded)",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+
+    def count_accepted(self, tenant: str, event_type: str, result: str) -> None:
+        # labels() hashes and locks on every call; the few label sets are bound once.
+        key = (tenant, event_type, result)
+        child = self._accepted.get(key)
+        if child is None:
+            child = self._accepted[key] = self.webhooks_accepted.labels(*key)
+        child.inc()
 
     def set_job_counts(self, counts: Mapping[JobStatus, int]) -> None:
         for status in ("queued", "running", "done", "failed"):

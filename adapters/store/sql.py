@@ -11,7 +11,7 @@ Concurrency:
 - PostgreSQL: `lock_occurrence` takes a row lock (SELECT ... FOR UPDATE); `lease_jobs` skips rows
   other workers hold (FOR UPDATE SKIP LOCKED). Two transaction-scoped advisory locks order the
   inbox: `accept_webhooks` batches commit one at a time, and so do inbox appliers
-  (`SqlTx.next_pending_webhook`); both rely on READ COMMITTED, the default.
+  (`SqlTx.pending_webhooks`); both rely on READ COMMITTED, the default.
 - SQLite has one writer. Every transaction starts with BEGIN IMMEDIATE, so it holds the write
   lock from its first statement and concurrent writers queue on `busy_timeout` instead of failing
   with "database is locked" when a reader tries to upgrade. Inside one process an asyncio.Lock
@@ -29,28 +29,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, delete, event, exc, func, literal, or_, select, update
+from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from adapters.store.sql_rows import Cipher
-from adapters.store.sql_tx import INBOX_ACCEPT_LOCK, SqlTx, new_event_id
-from adapters.store.tables import inbox, jobs, outbox, tenants
+from adapters.store.sql_tx import SqlTx, new_event_id, translate_errors
+from adapters.store.sql_tx_statements import statements
+from adapters.store.tables import inbox, jobs, outbox
 from plugin.services.ports import (
-    Conflict,
     InboxItem,
     InboxStatus,
     Job,
     JobStatus,
     OutboxEvent,
-    StoreError,
-    StoreUnavailable,
 )
 
 __all__ = ["Cipher", "SqlStore", "SqlTx", "create_engine", "new_event_id", "translate_errors"]
@@ -62,23 +60,6 @@ INBOX_STATUSES: tuple[InboxStatus, ...] = ("pending", "applied", "stale", "faile
 # most 5450 rows of 6 parameters and bigger batches take several statements, one transaction.
 INBOX_PAGE_ROWS = 5000
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn driver exceptions into the store's errors, once, at the adapter boundary."""
-    try:
-        yield
-    except exc.IntegrityError as error:
-        raise Conflict(str(error.orig)) from error
-    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
-        raise StoreUnavailable(str(error)) from error
-    except exc.DBAPIError as error:
-        if error.connection_invalidated:
-            raise StoreUnavailable(str(error)) from error
-        raise StoreError(str(error)) from error
-    except exc.SQLAlchemyError as error:
-        raise StoreError(str(error)) from error
 
 
 def _is_sqlite(url: URL) -> bool:
@@ -127,11 +108,20 @@ class SqlStore:
     an engine you made with `create_engine`. Connections are made on first use."""
 
     def __init__(self, engine: AsyncEngine, *, cipher: Cipher | None = None) -> None:
+        self._known_tenants: set[str] = set()
         self.engine = engine
         self._cipher = cipher
         self._sqlite = engine.dialect.name == "sqlite"
         self._writer = asyncio.Lock() if self._sqlite else None
         self._event_seq = itertools.count()
+        self._statements = statements(engine.dialect.name)
+        dialect = sqlite if self._sqlite else postgresql
+        self._add_entries = (
+            dialect.insert(inbox)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
+            .returning(inbox.c.tenant_id, inbox.c.webhook_id)
+            .execution_options(insertmanyvalues_page_size=INBOX_PAGE_ROWS)
+        )
 
     @classmethod
     async def open(
@@ -203,27 +193,21 @@ class SqlStore:
             )
         if not rows:
             return []
+        # Tenants are few and never deleted: once one is known to exist, skip its INSERT.
+        new_tenants = sorted({item.tenant_id for item in items} - self._known_tenants)
         now = _utcnow()
-        tenant_ids = sorted({item.tenant_id for item in items})  # one lock order everywhere
-        dialect = postgresql if not self._sqlite else sqlite
-        add_tenants = (
-            dialect.insert(tenants)
-            .values([{"id": tenant_id, "created_at": now} for tenant_id in tenant_ids])
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        add_entries = (
-            dialect.insert(inbox)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
-            .returning(inbox.c.tenant_id, inbox.c.webhook_id)
-            .execution_options(insertmanyvalues_page_size=INBOX_PAGE_ROWS)
-        )
         async with self._begin() as connection:
             if not self._sqlite:
+                await connection.execute(self._statements.accept_lock)
+            if new_tenants:  # sorted: one lock order everywhere
                 await connection.execute(
-                    select(func.pg_advisory_xact_lock(literal(INBOX_ACCEPT_LOCK, BigInteger)))
+                    self._statements.add_tenant,
+                    [{"id": tenant_id, "created_at": now} for tenant_id in new_tenants],
                 )
-            await connection.execute(add_tenants)
-            inserted = {(row[0], row[1]) for row in await connection.execute(add_entries, rows)}
+            inserted = {
+                (row[0], row[1]) for row in await connection.execute(self._add_entries, rows)
+            }
+        self._known_tenants.update(new_tenants)
         return [
             first[item.tenant_id, item.webhook_id] == index
             and (item.tenant_id, item.webhook_id) in inserted

@@ -1,30 +1,21 @@
 """`ports.Tx` on one open SQLAlchemy connection: what a unit of work can read and write.
 
 Rows are turned into domain values here and nowhere else. Inserts that may meet an existing row
-use INSERT ... ON CONFLICT (both SQLite and PostgreSQL have it), so they are race-safe without
-savepoints and leave the transaction usable.
+use INSERT ... ON CONFLICT (both SQLite and PostgreSQL have it), so they are race-safe and leave
+the transaction usable. Every statement is built once (`sql_tx_statements`) and executed with a
+params dict; rows of the same kind are written with one executemany.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import (
-    BigInteger,
-    Table,
-    case,
-    delete,
-    func,
-    literal,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.store.sql_rows import (
@@ -34,24 +25,12 @@ from adapters.store.sql_rows import (
     task_from_row,
     task_values,
 )
-from adapters.store.tables import (
-    INBOX_ERROR_MAX,
-    INBOX_PENDING,
-    audit,
-    citizens,
-    claims,
-    inbox,
-    jobs,
-    memberships,
-    outbox,
-    passes,
-    relief_requests,
-    tasks,
-    tenants,
+from adapters.store.sql_tx_statements import (
+    INBOX_ACCEPT_LOCK,
+    INBOX_APPLIER_LOCK,
+    statements,
 )
-from adapters.store.tables import (
-    occurrences as occ_t,
-)
+from adapters.store.tables import INBOX_ERROR_MAX
 from plugin.domain.model import (
     Circle,
     Citizen,
@@ -61,7 +40,6 @@ from plugin.domain.model import (
     Pass,
     ReliefRequest,
     Task,
-    TaskStatus,
 )
 from plugin.services.ports import (
     AuditEntry,
@@ -70,13 +48,33 @@ from plugin.services.ports import (
     InboxEntry,
     InboxStatus,
     StoreError,
+    StoreUnavailable,
 )
 
-# pg_advisory_xact_lock keys (bigint), held for the length of a transaction:
-# the inbox applier, int.from_bytes(b"ccinbapp"), "carecal inbox applier" ...
-INBOX_APPLIER_LOCK = 0x6363696E62617070
-# ... and `accept_webhooks`, int.from_bytes(b"ccinbacc"), "carecal inbox accept".
-INBOX_ACCEPT_LOCK = 0x6363696E62616363
+__all__ = [
+    "INBOX_ACCEPT_LOCK",
+    "INBOX_APPLIER_LOCK",
+    "SqlTx",
+    "new_event_id",
+    "translate_errors",
+]
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver exceptions into the store's errors, once, at the adapter boundary."""
+    try:
+        yield
+    except exc.IntegrityError as error:
+        raise Conflict(str(error.orig)) from error
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
+        raise StoreUnavailable(str(error)) from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise StoreUnavailable(str(error)) from error
+        raise StoreError(str(error)) from error
+    except exc.SQLAlchemyError as error:
+        raise StoreError(str(error)) from error
 
 
 def new_event_id(now: datetime, seq: Iterator[int]) -> str:
@@ -93,56 +91,46 @@ class SqlTx:
         self._c = connection
         self._cipher = cipher
         self._event_seq = event_seq
-
-    def _insert(self, table: Table) -> Any:
-        dialect = postgresql if self._c.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table)
+        self._postgres = connection.dialect.name == "postgresql"
+        self._q = statements(connection.dialect.name)
 
     # tenants and the webhook inbox
 
     async def ensure_tenant(self, tenant_id: str) -> None:
-        await self._c.execute(
-            self._insert(tenants)
-            .values(id=tenant_id, created_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
+        await self._c.execute(self._q.add_tenant, {"id": tenant_id, "created_at": _utcnow()})
 
-    async def next_pending_webhook(self) -> InboxEntry | None:
-        """The oldest pending entry. On PostgreSQL the transaction first takes the applier's
+    async def pending_webhooks(self, limit: int) -> list[InboxEntry]:
+        """The oldest pending entries. On PostgreSQL the transaction first takes the applier's
         advisory lock (`INBOX_APPLIER_LOCK`, released at commit or rollback), so appliers in
-        several instances apply one entry at a time and never the same one twice. The query
+        several instances apply one batch at a time and never the same entry twice. The query
         after the lock sees the previous holder's commit because each statement of a READ
         COMMITTED transaction (the default) takes a fresh snapshot. On SQLite the transaction
         already holds the single write lock (BEGIN IMMEDIATE)."""
-        if self._c.dialect.name == "postgresql":
-            await self._c.execute(
-                select(func.pg_advisory_xact_lock(literal(INBOX_APPLIER_LOCK, BigInteger)))
+        if self._postgres:
+            await self._c.execute(self._q.applier_lock)
+        if limit <= 0:
+            return []
+        rows = await self._c.execute(self._q.pending_webhooks, {"p_limit": limit})
+        return [
+            InboxEntry(
+                seq=row.seq,
+                tenant_id=row.tenant_id,
+                webhook_id=row.webhook_id,
+                event_type=row.event_type,
+                body=row.body if row.body is not None else b"",
+                received_at=row.received_at,
             )
-        row = (
-            await self._c.execute(
-                select(
-                    inbox.c.seq,
-                    inbox.c.tenant_id,
-                    inbox.c.webhook_id,
-                    inbox.c.event_type,
-                    inbox.c.body,
-                    inbox.c.received_at,
-                )
-                .where(INBOX_PENDING)  # a literal, so the partial index applies
-                .order_by(inbox.c.seq)
-                .limit(1)
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        return InboxEntry(
-            seq=row.seq,
-            tenant_id=row.tenant_id,
-            webhook_id=row.webhook_id,
-            event_type=row.event_type,
-            body=row.body if row.body is not None else b"",
-            received_at=row.received_at,
-        )
+            for row in rows
+        ]
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """SAVEPOINT ... RELEASE, or ROLLBACK TO on an exception (which goes on, translated
+        into the store's errors like at the transaction's end, so a caller isolating one
+        piece of work can still tell an outage from a failure of that piece)."""
+        with translate_errors():
+            async with self._c.begin_nested():
+                yield
 
     async def finish_webhook(
         self,
@@ -153,35 +141,23 @@ class SqlTx:
         error: str | None = None,
     ) -> None:
         values: dict[str, Any] = {
+            "p_seq": seq,
             "status": status,
             "finished_at": now,
             "error": None if error is None else error[:INBOX_ERROR_MAX],
         }
         if status in ("applied", "stale"):
             values["body"] = None  # the data now lives in its tables (data minimisation)
-        await self._c.execute(update(inbox).where(inbox.c.seq == seq).values(values))
+        await self._c.execute(self._q.finish_webhook, values)
 
     # circles
 
     async def get_circle(self, tenant_id: str, citizen_id: str) -> Circle | None:
-        citizen = (
-            await self._c.execute(
-                select(citizens).where(
-                    citizens.c.tenant_id == tenant_id, citizens.c.id == citizen_id
-                )
-            )
-        ).one_or_none()
+        key = {"p_tenant": tenant_id, "p_citizen": citizen_id}
+        citizen = (await self._c.execute(self._q.get_citizen, key)).one_or_none()
         if citizen is None:
             return None
-        rows = await self._c.execute(
-            select(memberships)
-            .where(
-                memberships.c.tenant_id == tenant_id,
-                memberships.c.citizen_id == citizen_id,
-                memberships.c.removed_at.is_(None),
-            )
-            .order_by(memberships.c.position)
-        )
+        rows = await self._c.execute(self._q.get_members, key)
         return Circle(
             citizen=Citizen(
                 tenant_id=tenant_id,
@@ -199,28 +175,24 @@ class SqlTx:
         value differs in any field are `changed`; active members absent from `circle` are
         `removed` (kept as rows with `removed_at`, so history and audit still resolve)."""
         citizen = circle.citizen
-        values = {
-            "display_name": citizen.display_name,
-            "timezone": citizen.timezone,
-            "locale": citizen.locale,
-            "circle_version": circle.version,
-            "updated_at": now,
-        }
         await self._c.execute(
-            self._insert(citizens)
-            .values(tenant_id=tenant_id, id=citizen.id, **values)
-            .on_conflict_do_update(index_elements=["tenant_id", "id"], set_=values)
+            self._q.upsert_citizen,
+            {
+                "tenant_id": tenant_id,
+                "id": citizen.id,
+                "display_name": citizen.display_name,
+                "timezone": citizen.timezone,
+                "locale": citizen.locale,
+                "circle_version": circle.version,
+                "updated_at": now,
+            },
         )
-        stored = {
-            row.member_id: row
-            for row in await self._c.execute(
-                select(memberships).where(
-                    memberships.c.tenant_id == tenant_id, memberships.c.citizen_id == citizen.id
-                )
-            )
-        }
+        key = {"p_tenant": tenant_id, "p_citizen": citizen.id}
+        stored = {row.member_id: row for row in await self._c.execute(self._q.stored_members, key)}
         added: list[str] = []
         changed: list[str] = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         for position, member in enumerate(circle.members):
             row_values = member_values(tenant_id, member, self._cipher) | {
                 "position": position,
@@ -229,13 +201,13 @@ class SqlTx:
             }
             old = stored.get(member.id)
             if old is None:
-                await self._c.execute(
-                    memberships.insert().values(
-                        tenant_id=tenant_id,
-                        citizen_id=citizen.id,
-                        member_id=member.id,
+                inserts.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "citizen_id": citizen.id,
+                        "member_id": member.id,
                         **row_values,
-                    )
+                    }
                 )
                 added.append(member.id)
                 continue
@@ -243,15 +215,11 @@ class SqlTx:
                 added.append(member.id)
             elif member_from_row(tenant_id, old, self._cipher) != member:
                 changed.append(member.id)
-            await self._c.execute(
-                update(memberships)
-                .where(
-                    memberships.c.tenant_id == tenant_id,
-                    memberships.c.citizen_id == citizen.id,
-                    memberships.c.member_id == member.id,
-                )
-                .values(row_values)
-            )
+            updates.append(key | {"p_member": member.id} | row_values)
+        if inserts:
+            await self._c.execute(self._q.add_member, inserts)
+        if updates:
+            await self._c.execute(self._q.update_member, updates)
         present = {member.id for member in circle.members}
         removed = [
             member_id
@@ -260,13 +228,8 @@ class SqlTx:
         ]
         if removed:
             await self._c.execute(
-                update(memberships)
-                .where(
-                    memberships.c.tenant_id == tenant_id,
-                    memberships.c.citizen_id == citizen.id,
-                    memberships.c.member_id.in_(removed),
-                )
-                .values(removed_at=now, updated_at=now)
+                self._q.remove_members,
+                key | {"p_ids": removed, "removed_at": now, "updated_at": now},
             )
         return CircleChange(
             added=tuple(added), removed=tuple(sorted(removed)), changed=tuple(changed)
@@ -276,71 +239,52 @@ class SqlTx:
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         row = (
-            await self._c.execute(
-                select(tasks).where(tasks.c.tenant_id == tenant_id, tasks.c.id == task_id)
-            )
+            await self._c.execute(self._q.get_task, {"p_tenant": tenant_id, "p_task": task_id})
         ).one_or_none()
         return None if row is None else task_from_row(row)
 
     async def save_task(self, task: Task) -> None:
-        values = task_values(task)
         await self._c.execute(
-            self._insert(tasks)
-            .values(tenant_id=task.tenant_id, id=task.id, **values)
-            .on_conflict_do_update(index_elements=["tenant_id", "id"], set_=values)
+            self._q.upsert_task, {"tenant_id": task.tenant_id, "id": task.id} | task_values(task)
         )
 
     async def list_tasks(self, tenant_id: str, citizen_id: str) -> list[Task]:
         rows = await self._c.execute(
-            select(tasks)
-            .where(tasks.c.tenant_id == tenant_id, tasks.c.citizen_id == citizen_id)
-            .order_by(tasks.c.start_local, tasks.c.id)
+            self._q.list_tasks, {"p_tenant": tenant_id, "p_citizen": citizen_id}
         )
         return [task_from_row(row) for row in rows]
 
     async def list_recurring_tasks(self, tenant_id: str) -> list[Task]:
-        rows = await self._c.execute(
-            select(tasks)
-            .where(
-                tasks.c.tenant_id == tenant_id,
-                tasks.c.status == TaskStatus.ACTIVE.value,
-                tasks.c.recurrence.is_not(None),
-            )
-            .order_by(tasks.c.id)
-        )
+        rows = await self._c.execute(self._q.list_recurring_tasks, {"p_tenant": tenant_id})
         return [task_from_row(row) for row in rows]
 
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
     ) -> None:
-        zone = (
+        rows = (
             await self._c.execute(
-                select(tasks.c.timezone).where(
-                    tasks.c.tenant_id == tenant_id, tasks.c.id == task_id
-                )
+                self._q.stored_occurrences, {"p_tenant": tenant_id, "p_task": task_id}
             )
-        ).scalar_one_or_none()
-        if zone is None:
+        ).all()
+        if not rows:
             raise StoreError(f"no task {task_id!r} in tenant {tenant_id!r}")
-        stored = {
-            row.id: row
-            for row in await self._c.execute(
-                select(occ_t).where(occ_t.c.tenant_id == tenant_id, occ_t.c.task_id == task_id)
-            )
-        }
+        zone = rows[0].timezone
+        stored = {row.id: row for row in rows if row.id is not None}
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         for occ in occurrences:
             old = stored.pop(occ.id, None)
             if old is None:
-                await self._c.execute(
-                    occ_t.insert().values(
-                        tenant_id=tenant_id,
-                        id=occ.id,
-                        task_id=task_id,
-                        start_utc=occ.start,
-                        end_utc=occ.end,
-                        tz=zone,
-                        cancelled=occ.cancelled,
-                    )
+                inserts.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "id": occ.id,
+                        "task_id": task_id,
+                        "start_utc": occ.start,
+                        "end_utc": occ.end,
+                        "tz": zone,
+                        "cancelled": occ.cancelled,
+                    }
                 )
             elif (old.start_utc, old.end_utc, old.cancelled, old.tz) != (
                 occ.start,
@@ -348,67 +292,62 @@ class SqlTx:
                 occ.cancelled,
                 zone,
             ):
-                await self._c.execute(
-                    update(occ_t)
-                    .where(occ_t.c.tenant_id == tenant_id, occ_t.c.id == occ.id)
-                    .values(start_utc=occ.start, end_utc=occ.end, cancelled=occ.cancelled, tz=zone)
+                updates.append(
+                    {
+                        "p_tenant": tenant_id,
+                        "p_id": occ.id,
+                        "start_utc": occ.start,
+                        "end_utc": occ.end,
+                        "cancelled": occ.cancelled,
+                        "tz": zone,
+                    }
                 )
+        if inserts:
+            await self._c.execute(self._q.add_occurrence, inserts)
+        if updates:
+            await self._c.execute(self._q.update_occurrence, updates)
         gone = [occ_id for occ_id, row in stored.items() if not row.cancelled]
         if gone:
             await self._c.execute(
-                update(occ_t)
-                .where(occ_t.c.tenant_id == tenant_id, occ_t.c.id.in_(gone))
-                .values(cancelled=True)
+                self._q.cancel_occurrences, {"p_tenant": tenant_id, "p_ids": gone}
             )
 
     async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
-        return await self._records(tenant_id, occ_t.c.task_id == task_id, lock=False)
+        return await self._records(
+            tenant_id, self._q.task_records, {"p_tenant": tenant_id, "p_task": task_id}
+        )
 
     async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
-        records = await self._records(tenant_id, occ_t.c.id == occurrence_id, lock=True)
+        records = await self._records(
+            tenant_id, self._q.locked_record, {"p_tenant": tenant_id, "p_id": occurrence_id}
+        )
         return records[0] if records else None
 
-    async def _records(self, tenant_id: str, where: Any, *, lock: bool) -> list[OccurrenceRecord]:
-        query = (
-            select(occ_t, tasks.c.people_needed)
-            .join(
-                tasks,
-                (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id),
-            )
-            .where(occ_t.c.tenant_id == tenant_id, where)
-            .order_by(occ_t.c.start_utc, occ_t.c.id)
-        )
-        if lock:
-            # Row lock on PostgreSQL; SQLite renders no FOR UPDATE (its transactions already
-            # hold the single write lock from BEGIN IMMEDIATE).
-            query = query.with_for_update(of=occ_t)
-        rows = (await self._c.execute(query)).all()
+    async def _records(
+        self, tenant_id: str, query: Any, params: dict[str, Any]
+    ) -> list[OccurrenceRecord]:
+        rows = (await self._c.execute(query, params)).all()
         if not rows:
             return []
         ids = [row.id for row in rows]
         held: dict[str, list[Claim]] = {occ_id: [] for occ_id in ids}
-        for row in await self._c.execute(
-            select(claims)
-            .where(claims.c.tenant_id == tenant_id, claims.c.occurrence_id.in_(ids))
-            .order_by(claims.c.at, claims.c.member_id)
-        ):
-            held[row.occurrence_id].append(
-                Claim(
-                    occurrence_id=row.occurrence_id,
-                    member_id=row.member_id,
-                    channel=row.channel,
-                    at=row.at,
-                )
-            )
         passed: dict[str, list[Pass]] = {occ_id: [] for occ_id in ids}
         for row in await self._c.execute(
-            select(passes)
-            .where(passes.c.tenant_id == tenant_id, passes.c.occurrence_id.in_(ids))
-            .order_by(passes.c.at, passes.c.member_id)
+            self._q.claims_and_passes, {"p_tenant": tenant_id, "p_ids": ids}
         ):
-            passed[row.occurrence_id].append(
-                Pass(occurrence_id=row.occurrence_id, member_id=row.member_id, at=row.at)
-            )
+            if row.kind == 0:
+                held[row.occurrence_id].append(
+                    Claim(
+                        occurrence_id=row.occurrence_id,
+                        member_id=row.member_id,
+                        channel=row.channel,
+                        at=row.at,
+                    )
+                )
+            else:
+                passed[row.occurrence_id].append(
+                    Pass(occurrence_id=row.occurrence_id, member_id=row.member_id, at=row.at)
+                )
         return [
             OccurrenceRecord(
                 occurrence=Occurrence(
@@ -427,69 +366,57 @@ class SqlTx:
 
     async def add_claim(self, tenant_id: str, claim: Claim) -> None:
         inserted = await self._c.execute(
-            self._insert(claims)
-            .values(
-                tenant_id=tenant_id,
-                occurrence_id=claim.occurrence_id,
-                member_id=claim.member_id,
-                channel=claim.channel,
-                at=claim.at,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_id", "member_id"])
-            .returning(literal(1))
+            self._q.add_claim,
+            {
+                "tenant_id": tenant_id,
+                "occurrence_id": claim.occurrence_id,
+                "member_id": claim.member_id,
+                "channel": claim.channel,
+                "at": claim.at,
+            },
         )
         if inserted.first() is None:
             raise Conflict(f"{claim.member_id} already holds {claim.occurrence_id}")
 
     async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
         removed = await self._c.execute(
-            delete(claims)
-            .where(
-                claims.c.tenant_id == tenant_id,
-                claims.c.occurrence_id == occurrence_id,
-                claims.c.member_id == member_id,
-            )
-            .returning(literal(1))
+            self._q.remove_claim,
+            {"p_tenant": tenant_id, "p_occurrence": occurrence_id, "p_member": member_id},
         )
         return removed.first() is not None
 
     async def add_pass(self, tenant_id: str, passed: Pass) -> None:
         """Idempotent: passing again keeps the first pass."""
         await self._c.execute(
-            self._insert(passes)
-            .values(
-                tenant_id=tenant_id,
-                occurrence_id=passed.occurrence_id,
-                member_id=passed.member_id,
-                at=passed.at,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_id", "member_id"])
+            self._q.add_pass,
+            {
+                "tenant_id": tenant_id,
+                "occurrence_id": passed.occurrence_id,
+                "member_id": passed.member_id,
+                "at": passed.at,
+            },
         )
 
     # relief
 
     async def save_relief_request(self, request: ReliefRequest) -> None:
-        values = {
-            "citizen_id": request.citizen_id,
-            "member_id": request.member_id,
-            "start_at": request.start,
-            "end_at": request.end,
-            "status": request.status,
-            "version": request.version,
-        }
         await self._c.execute(
-            self._insert(relief_requests)
-            .values(tenant_id=request.tenant_id, id=request.id, **values)
-            .on_conflict_do_update(index_elements=["tenant_id", "id"], set_=values)
+            self._q.upsert_relief,
+            {
+                "tenant_id": request.tenant_id,
+                "id": request.id,
+                "citizen_id": request.citizen_id,
+                "member_id": request.member_id,
+                "start_at": request.start,
+                "end_at": request.end,
+                "status": request.status,
+                "version": request.version,
+            },
         )
 
     async def get_relief_request(self, tenant_id: str, request_id: str) -> ReliefRequest | None:
         row = (
-            await self._c.execute(
-                select(relief_requests).where(
-                    relief_requests.c.tenant_id == tenant_id, relief_requests.c.id == request_id
-                )
-            )
+            await self._c.execute(self._q.get_relief, {"p_tenant": tenant_id, "p_id": request_id})
         ).one_or_none()
         if row is None:
             return None
@@ -515,29 +442,21 @@ class SqlTx:
         run_at: datetime,
         key: str | None = None,
     ) -> None:
-        now = datetime.now(UTC)
-        stmt = self._insert(jobs).values(
-            tenant_id=tenant_id,
-            kind=kind,
-            key=key,
-            payload=dict(payload),
-            status="queued",
-            run_at=run_at,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
+        now = _utcnow()
+        await self._c.execute(
+            self._q.add_job if key is None else self._q.add_keyed_job,
+            {
+                "tenant_id": tenant_id,
+                "kind": kind,
+                "key": key,
+                "payload": dict(payload),
+                "status": "queued",
+                "run_at": run_at,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
-        if key is not None:
-            # The partial unique index `uq_jobs_queued_key` is the conflict target.
-            earlier = case(
-                (stmt.excluded.run_at < jobs.c.run_at, stmt.excluded.run_at), else_=jobs.c.run_at
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["tenant_id", "kind", "key"],
-                index_where=text("status = 'queued'"),
-                set_={"run_at": earlier, "updated_at": now},
-            )
-        await self._c.execute(stmt)
 
     async def add_outbox(
         self,
@@ -550,36 +469,40 @@ class SqlTx:
     ) -> str:
         event_id = new_event_id(now, self._event_seq)
         await self._c.execute(
-            outbox.insert().values(
-                id=event_id,
-                tenant_id=tenant_id,
-                type=event_type,
-                data=dict(data),
-                ordering_key=ordering_key,
-                created_at=now,
-                attempts=0,
-            )
+            self._q.add_outbox,
+            {
+                "id": event_id,
+                "tenant_id": tenant_id,
+                "type": event_type,
+                "data": dict(data),
+                "ordering_key": ordering_key,
+                "created_at": now,
+                "attempts": 0,
+            },
         )
         return event_id
 
     async def audit(self, entry: AuditEntry) -> None:
         await self._c.execute(
-            audit.insert().values(
-                tenant_id=entry.tenant_id,
-                at=entry.at,
-                actor=entry.actor,
-                action=entry.action,
-                channel=entry.channel,
-                subject=entry.subject,
-                detail=dict(entry.detail),
-            )
+            self._q.add_audit,
+            {
+                "tenant_id": entry.tenant_id,
+                "at": entry.at,
+                "actor": entry.actor,
+                "action": entry.action,
+                "channel": entry.channel,
+                "subject": entry.subject,
+                "detail": dict(entry.detail),
+            },
         )
 
     async def list_audit(self, tenant_id: str, subject: str | None = None) -> list[AuditEntry]:
-        query = select(audit).where(audit.c.tenant_id == tenant_id)
-        if subject is not None:
-            query = query.where(audit.c.subject == subject)
-        rows = await self._c.execute(query.order_by(audit.c.at, audit.c.id))
+        if subject is None:
+            rows = await self._c.execute(self._q.list_audit, {"p_tenant": tenant_id})
+        else:
+            rows = await self._c.execute(
+                self._q.list_audit_subject, {"p_tenant": tenant_id, "p_subject": subject}
+            )
         return [
             AuditEntry(
                 tenant_id=row.tenant_id,
@@ -592,3 +515,7 @@ class SqlTx:
             )
             for row in rows
         ]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

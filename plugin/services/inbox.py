@@ -1,13 +1,14 @@
 """The webhook inbox: record durably with group commit, then apply in arrival order.
 
     request ──accept()──▶ InboxWriter ──one INSERT per batch──▶ inbox ──▶ InboxApplier
-       ◀── 202 once the batch has committed                         apply_next() per entry
+       ◀── 202 once the batch has committed                 apply_batch(): a few per transaction
 
 Why: applying a webhook touches many rows (citizen, members, task, occurrences, jobs, audit);
 doing that inside the request made every request wait for dozens of statements. Recording the
 verified, validated webhook is one row, and concurrent requests share one transaction, so the
-host gets its 202 as soon as its event is durable. The applier then applies entries one at a
-time; readers that must see every accepted event first (the API) call `catch_up()`.
+host gets its 202 as soon as its event is durable. The applier then applies entries in small
+batches, in arrival order; readers that must see every accepted event first (the API) call
+`catch_up()`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from plugin.services.ingest import ApplyResult, Decode, apply_next
+from plugin.services.ingest import ApplyResult, Decode, apply_batch
 from plugin.services.ports import InboxItem, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,12 @@ class InboxApplier:
         count = 0
         async with self._lock:
             while not self._stopping.is_set():
-                result = await apply_next(
+                results = await apply_batch(
                     self.store, self.decode, now=self.clock(), horizon=self.horizon
                 )
-                if result is None:
+                if not results:
                     break
-                count += 1
-                self.on_applied(result)
+                count += len(results)
+                for result in results:
+                    self.on_applied(result)
         return count

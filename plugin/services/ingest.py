@@ -1,8 +1,8 @@
 """Apply host webhooks from the inbox to the store, one at a time, in arrival order.
 
 A webhook reaches the inbox durably before the host gets its 202 (`plugin.services.inbox`);
-here each inbox entry is applied in one transaction together with the background jobs it
-causes, its audit entry and the mark that it was applied, so a crash in between applies it
+here each inbox entry is applied together with the background jobs it causes, its audit entry
+and the mark that it was applied, in the same transaction, so a crash in between applies it
 again from the start, and never half.
 
 Versions: every host entity carries a `version`; an event older than (or as old as) the stored
@@ -53,48 +53,53 @@ class ApplyResult:
 Decode = Callable[[InboxEntry], HostCommand]
 
 
-async def apply_next(
-    store: Store, decode: Decode, *, now: datetime, horizon: timedelta
-) -> ApplyResult | None:
-    """Apply the oldest pending inbox entry, in one transaction with the jobs and the audit
-    entry it causes. None when the inbox is drained.
+async def apply_batch(
+    store: Store, decode: Decode, *, now: datetime, horizon: timedelta, limit: int = 20
+) -> list[ApplyResult]:
+    """Apply up to `limit` of the oldest pending inbox entries in one transaction, each with
+    the jobs and the audit entry it causes. An empty list when the inbox is drained.
 
-    An entry that cannot be applied (a bug, data the store refuses) is marked failed in a
-    transaction of its own, so it never blocks the entries behind it. A store outage is
-    raised: the entry stays pending and is applied when the database is back.
+    Each entry runs in a savepoint: one that cannot be applied (a bug, data the store refuses)
+    is rolled back alone and marked failed, so it never blocks the entries behind it. A store
+    outage is raised: the whole batch stays pending and is applied when the database is back.
+    The batch is small so that the single SQLite writer is soon free for incoming webhooks.
     """
-    try:
-        async with store.transaction() as tx:
-            entry = await tx.next_pending_webhook()
-            if entry is None:
-                return None
-            command = decode(entry)
-            applier = _Applier(tx, entry.tenant_id, now=now, horizon=horizon)
-            applied = await applier.apply(command)
-            outcome = Outcome.APPLIED if applied else Outcome.STALE
-            await _audit(tx, entry, outcome, now, subject=_subject(command))
-            await tx.finish_webhook(entry.seq, status=outcome.value, now=now)
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
-        log.exception("webhook could not be applied; marked failed")
-        async with store.transaction() as tx:
-            failed = await tx.next_pending_webhook()
-            if failed is None:
-                return None
-            await _audit(tx, failed, Outcome.FAILED, now, subject=f"webhook:{failed.webhook_id}")
-            await tx.finish_webhook(failed.seq, status="failed", now=now, error=type(exc).__name__)
-        return ApplyResult(failed, Outcome.FAILED)
-    log.info(
-        "webhook applied",
-        extra={
-            "tenant": entry.tenant_id,
-            "event_type": entry.event_type,
-            "webhook_id": entry.webhook_id,
-            "outcome": outcome.value,
-        },
-    )
-    return ApplyResult(entry, outcome)
+    results: list[ApplyResult] = []
+    async with store.transaction() as tx:
+        for entry in await tx.pending_webhooks(limit):
+            try:
+                async with tx.savepoint():
+                    command = decode(entry)
+                    applier = _Applier(tx, entry.tenant_id, now=now, horizon=horizon)
+                    applied = await applier.apply(command)
+                    outcome = Outcome.APPLIED if applied else Outcome.STALE
+                    await _audit(tx, entry, outcome, now, subject=_subject(command))
+                    await tx.finish_webhook(entry.seq, status=outcome.value, now=now)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "webhook could not be applied; marked failed",
+                    extra={"tenant": entry.tenant_id, "webhook_id": entry.webhook_id},
+                )
+                outcome = Outcome.FAILED
+                subject = f"webhook:{entry.webhook_id}"
+                await _audit(tx, entry, outcome, now, subject=subject)
+                await tx.finish_webhook(
+                    entry.seq, status="failed", now=now, error=type(exc).__name__
+                )
+            results.append(ApplyResult(entry, outcome))
+    for result in results:  # logged once committed
+        log.info(
+            "webhook applied",
+            extra={
+                "tenant": result.entry.tenant_id,
+                "event_type": result.entry.event_type,
+                "webhook_id": result.entry.webhook_id,
+                "outcome": result.outcome.value,
+            },
+        )
+    return results
 
 
 async def _audit(

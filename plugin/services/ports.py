@@ -130,10 +130,15 @@ class Tx(Protocol):
     # tenants and the webhook inbox
     async def ensure_tenant(self, tenant_id: str) -> None: ...
 
-    async def next_pending_webhook(self) -> InboxEntry | None:
-        """The oldest pending inbox entry (lowest seq), or None. Serialises appliers: on
-        PostgreSQL it takes a transaction-scoped advisory lock first, so two instances never
-        apply webhooks concurrently; on SQLite the single writer already does."""
+    async def pending_webhooks(self, limit: int) -> list[InboxEntry]:
+        """The oldest pending inbox entries (lowest seq first), at most `limit`. Serialises
+        appliers: on PostgreSQL it takes a transaction-scoped advisory lock first, so two
+        instances never apply webhooks concurrently; on SQLite the single writer already does."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested transaction: an exception inside rolls back only what was done inside,
+        and the transaction goes on (used to isolate one inbox entry of a batch)."""
         ...
 
     async def finish_webhook(

@@ -6,10 +6,11 @@ personal claim and feed tokens.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +19,9 @@ from plugin.logs import request_id_var
 log = logging.getLogger("carecal.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Unique across processes (random prefix) and cheap per request (a counter), unlike uuid4.
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(1)
 
 
 class RequestContextMiddleware:
@@ -29,7 +33,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = (
+            incoming if _SAFE_REQUEST_ID.match(incoming) else f"{_PREFIX}-{next(_COUNTER):x}"
+        )
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -138,6 +138,69 @@ async def test_rollback_on_exception_leaves_nothing(store: Store) -> None:
     assert await store.due_outbox(now=NOW, limit=10) == []
 
 
+async def test_savepoint_that_raises_keeps_the_rest_of_the_transaction(store: Store) -> None:
+    async with store.transaction() as tx:
+        async with tx.savepoint():  # the first thing the transaction does
+            await tx.ensure_tenant(T)
+        await tx.save_task(task("t-before"))
+        with pytest.raises(RuntimeError):
+            async with tx.savepoint():
+                await tx.save_task(task("t-inside"))
+                await tx.save_task(task("t-before", version=9))
+                await tx.save_circle(T, circle(ANNA), NOW)
+                await tx.enqueue_job(T, "sync", {}, run_at=NOW)
+                await tx.audit(AuditEntry(T, NOW, "host", "x", "host", "inside"))
+                raise RuntimeError("boom")
+        # undone at once, within the transaction
+        assert await tx.get_task(T, "t-inside") is None
+        assert await tx.get_task(T, "t-before") == task("t-before")
+        await tx.save_task(task("t-after"))
+        await tx.audit(AuditEntry(T, NOW, "host", "x", "host", "after"))
+    async with store.transaction() as tx:
+        assert await tx.get_task(T, "t-before") == task("t-before")
+        assert await tx.get_task(T, "t-after") == task("t-after")
+        assert await tx.get_task(T, "t-inside") is None
+        assert await tx.get_circle(T, "c-1") is None
+        assert [e.subject for e in await tx.list_audit(T)] == ["after"]
+    assert (await store.job_counts())["queued"] == 0
+
+
+async def test_savepoint_that_succeeds_commits_with_the_transaction(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_tenant(T)
+        async with tx.savepoint():
+            await tx.save_task(task())
+            async with tx.savepoint():  # nested in turn
+                await tx.sync_occurrences(T, "t-1", [occ(0)])
+            with pytest.raises(RuntimeError):
+                async with tx.savepoint():
+                    await tx.sync_occurrences(T, "t-1", [occ(1)])
+                    raise RuntimeError("boom")
+            await tx.add_claim(T, Claim("t-1@0", "m-anna", "link", NOW))
+    async with store.transaction() as tx:
+        assert await tx.get_task(T, "t-1") == task()
+        [record] = await tx.get_occurrences(T, "t-1")
+    assert record.occurrence == occ(0) and [c.member_id for c in record.claims] == ["m-anna"]
+
+
+async def test_store_error_in_a_savepoint_leaves_the_transaction_usable(store: Store) -> None:
+    """A statement the database refuses (on PostgreSQL that aborts the transaction) is undone
+    by the savepoint alone, and comes out as the store's own error."""
+    await seed_task(store, occ(0))
+    async with store.transaction() as tx:
+        await tx.add_pass(T, Pass("t-1@0", "m-bo", NOW))
+        with pytest.raises(StoreError):
+            async with tx.savepoint():
+                await tx.add_claim(T, Claim("t-1@0", "m-anna", "link", NOW))
+                await tx.add_claim(T, Claim("nope", "m-anna", "link", NOW))
+        await tx.add_claim(T, Claim("t-1@0", "m-sara", "api", NOW))
+    async with store.transaction() as tx:
+        record = await tx.lock_occurrence(T, "t-1@0")
+    assert record is not None
+    assert [c.member_id for c in record.claims] == ["m-sara"]
+    assert [p.member_id for p in record.passes] == ["m-bo"]
+
+
 # the webhook inbox
 
 
@@ -175,16 +238,25 @@ async def stored_inbox(store: Store) -> dict[tuple[str, str], StoredEntry]:
     }
 
 
-async def drain(store: Store) -> list[InboxEntry]:
-    """Apply every pending entry, one transaction each, as the applier does."""
+async def drain(store: Store, batch: int = 1) -> list[InboxEntry]:
+    """Apply every pending entry, `batch` per transaction and each in a savepoint, as the
+    applier does."""
     applied: list[InboxEntry] = []
     while True:
         async with store.transaction() as tx:
-            entry = await tx.next_pending_webhook()
-            if entry is None:
+            entries = await tx.pending_webhooks(batch)
+            if not entries:
                 return applied
-            await tx.finish_webhook(entry.seq, status="applied", now=NOW)
-        applied.append(entry)
+            for entry in entries:
+                async with tx.savepoint():
+                    await tx.finish_webhook(entry.seq, status="applied", now=NOW)
+        applied.extend(entries)
+
+
+async def head(store: Store) -> InboxEntry | None:
+    async with store.transaction() as tx:
+        found = await tx.pending_webhooks(1)
+    return found[0] if found else None
 
 
 async def test_accept_webhooks_reports_new_and_duplicate_ids(store: Store) -> None:
@@ -212,16 +284,15 @@ async def test_accept_webhooks_creates_unknown_tenants(store: Store) -> None:
 
 async def test_pending_webhooks_come_out_in_arrival_order(store: Store) -> None:
     async with store.transaction() as tx:
-        assert await tx.next_pending_webhook() is None
+        assert await tx.pending_webhooks(10) == []
     later = NOW + timedelta(seconds=1)
     await store.accept_webhooks([item("wh-c"), item("wh-a"), item("wh-b", "other")])
     await store.accept_webhooks([item("wh-a"), item("wh-0", at=later), item("wh-z")])
     async with store.transaction() as tx:
-        head = await tx.next_pending_webhook()
-        assert head == await tx.next_pending_webhook()  # reading does not take it
-    assert head is not None
-    assert (head.tenant_id, head.webhook_id, head.event_type) == (T, "wh-c", "task.upserted")
-    assert head.body == b'{"id": "demo/wh-c"}' and head.received_at == NOW
+        [first] = await tx.pending_webhooks(1)
+        assert [first] == await tx.pending_webhooks(1)  # reading does not take it
+    assert (first.tenant_id, first.webhook_id, first.event_type) == (T, "wh-c", "task.upserted")
+    assert first.body == b'{"id": "demo/wh-c"}' and first.received_at == NOW
 
     applied = await drain(store)
     assert [(e.tenant_id, e.webhook_id) for e in applied] == [
@@ -233,8 +304,7 @@ async def test_pending_webhooks_come_out_in_arrival_order(store: Store) -> None:
     ]
     assert [e.seq for e in applied] == sorted({e.seq for e in applied})
     assert applied[3].received_at == later
-    async with store.transaction() as tx:
-        assert await tx.next_pending_webhook() is None
+    assert await head(store) is None
     assert await store.inbox_counts() == {"pending": 0, "applied": 5, "stale": 0, "failed": 0}
     # An applied id stays a duplicate.
     assert await store.accept_webhooks([item("wh-c")]) == [False]
@@ -248,10 +318,9 @@ async def test_finish_webhook_drops_the_body_unless_failed(store: Store) -> None
         ("stale", None),
         ("failed", "boom " * 400),  # 2000 characters: kept cut to the column's bound
     ]
-    for status, error in outcomes:
-        async with store.transaction() as tx:
-            entry = await tx.next_pending_webhook()
-            assert entry is not None
+    async with store.transaction() as tx:
+        entries = await tx.pending_webhooks(3)
+        for entry, (status, error) in zip(entries, outcomes, strict=True):
             await tx.finish_webhook(entry.seq, status=status, now=later, error=error)
     stored = await stored_inbox(store)
     assert stored[T, "wh-1"] == StoredEntry("applied", None, later, None)
@@ -266,21 +335,18 @@ async def test_finish_webhook_drops_the_body_unless_failed(store: Store) -> None
     assert 100 <= len(failed.error) <= 1000
     assert stored[T, "wh-4"] == StoredEntry("pending", b'{"id": "demo/wh-4"}', None, None)
     assert await store.inbox_counts() == {"pending": 1, "applied": 1, "stale": 1, "failed": 1}
-    async with store.transaction() as tx:
-        entry = await tx.next_pending_webhook()
-        assert entry is not None and entry.webhook_id == "wh-4"
+    entry = await head(store)
+    assert entry is not None and entry.webhook_id == "wh-4"
 
 
 async def test_rolled_back_finish_leaves_the_webhook_pending(store: Store) -> None:
     await store.accept_webhooks([item("wh-1")])
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:
-            entry = await tx.next_pending_webhook()
-            assert entry is not None
+            [entry] = await tx.pending_webhooks(5)
             await tx.finish_webhook(entry.seq, status="applied", now=NOW)
             raise RuntimeError("boom")
-    async with store.transaction() as tx:
-        again = await tx.next_pending_webhook()
+    again = await head(store)
     assert again is not None and again.webhook_id == "wh-1"
     assert again.body == b'{"id": "demo/wh-1"}'
     assert await store.inbox_counts() == {"pending": 1, "applied": 0, "stale": 0, "failed": 0}
@@ -307,12 +373,39 @@ async def test_concurrent_batches_accept_each_webhook_once(backend: Backend) -> 
     assert (await backend.store.inbox_counts())["pending"] == len(times_new)
 
 
-async def test_concurrent_appliers_apply_each_webhook_once(backend: Backend) -> None:
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_concurrent_appliers_apply_each_webhook_once(backend: Backend, batch: int) -> None:
     await backend.store.accept_webhooks([item(f"wh-{n:02}") for n in range(30)])
     stores = [backend.store, await backend.another(), await backend.another()]
-    drained = await asyncio.gather(*(drain(store) for store in stores))
+    drained = await asyncio.gather(*(drain(store, batch) for store in stores))
     applied = sorted(e.webhook_id for entries in drained for e in entries)
     assert applied == [f"wh-{n:02}" for n in range(30)]
+    assert await store_counts(backend.store) == (0, 30)
+    for entries in drained:  # each applier took them in arrival order
+        assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+
+
+async def store_counts(store: Store) -> tuple[int, int]:
+    counts = await store.inbox_counts()
+    return counts["pending"], counts["applied"]
+
+
+async def test_pending_webhooks_respects_limit_and_order(store: Store) -> None:
+    await store.accept_webhooks([item(f"wh-{n}") for n in range(7)])
+    async with store.transaction() as tx:
+        assert await tx.pending_webhooks(0) == []
+        three = await tx.pending_webhooks(3)
+        assert [e.webhook_id for e in three] == ["wh-0", "wh-1", "wh-2"]
+        everything = await tx.pending_webhooks(100)
+        assert [e.webhook_id for e in everything] == [f"wh-{n}" for n in range(7)]
+        assert everything[:3] == three
+        await tx.finish_webhook(three[1].seq, status="applied", now=NOW)
+        await tx.finish_webhook(three[2].seq, status="failed", now=NOW, error="x")
+        # finished entries drop out at once, within the same transaction
+        after = await tx.pending_webhooks(3)
+    assert [e.webhook_id for e in after] == ["wh-0", "wh-3", "wh-4"]
+    drained = await drain(store, batch=2)
+    assert [e.webhook_id for e in drained] == ["wh-0", "wh-3", "wh-4", "wh-5", "wh-6"]
 
 
 async def test_large_batches_are_split_below_the_parameter_limit(store: Store) -> None:

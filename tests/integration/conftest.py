@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -14,10 +18,41 @@ from plugin.config import Settings
 from plugin.web.app import create_app, open_store
 from tests.integration.support import FIXED_NOW, Clock, make_settings
 
+POSTGRES_SKIP = (
+    "PostgreSQL tests need CARECAL_TEST_POSTGRES_URL "
+    "(e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
+)
+
+
+async def _admin(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every integration test runs on SQLite and on PostgreSQL, each in a fresh database
+    that `open_store` migrates from nothing, as `carecal migrate` would."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'carecal.db'}"
+        return
+    base = os.environ.get("CARECAL_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip(POSTGRES_SKIP)
+    name = f"carecal_it_{secrets.token_hex(5)}"
+    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(_admin(base, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database={"url": database_url})
 
 
 @pytest.fixture

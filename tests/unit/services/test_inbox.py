@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from adapters.memory import MemoryStore
 from plugin.services.commands import HostCommand, UpsertTask
 from plugin.services.inbox import InboxApplier, InboxWriter
-from plugin.services.ingest import Outcome, apply_next
+from plugin.services.ingest import Outcome, apply_batch
 from plugin.services.ports import InboxEntry, InboxItem, StoreUnavailable
 from plugin.web.app import decode_entry
 
@@ -86,12 +87,10 @@ async def test_an_entry_that_cannot_be_applied_is_marked_failed_and_skipped() ->
             raise RuntimeError("a bug")
         return decode_entry(entry)
 
-    first = await apply_next(store, decode, now=NOW, horizon=HORIZON)
-    second = await apply_next(store, decode, now=NOW, horizon=HORIZON)
-    assert first is not None and second is not None
+    first, second = await apply_batch(store, decode, now=NOW, horizon=HORIZON)
     assert (first.entry.webhook_id, first.outcome) == ("bad", Outcome.FAILED)
     assert (second.entry.webhook_id, second.outcome) == ("good", Outcome.APPLIED)
-    assert await apply_next(store, decode, now=NOW, horizon=HORIZON) is None
+    assert await apply_batch(store, decode, now=NOW, horizon=HORIZON) == []
     assert (await store.inbox_counts()).get("failed") == 1
     async with store.transaction() as tx:
         assert await tx.get_task("north", "good") is not None
@@ -102,10 +101,10 @@ async def test_a_store_outage_while_applying_leaves_the_entry_pending() -> None:
     await store.accept_webhooks([item("t-1")])
     store.unavailable = True
     with pytest.raises(StoreUnavailable):
-        await apply_next(store, decode_entry, now=NOW, horizon=HORIZON)
+        await apply_batch(store, decode_entry, now=NOW, horizon=HORIZON)
     store.unavailable = False
-    result = await apply_next(store, decode_entry, now=NOW, horizon=HORIZON)
-    assert result is not None and result.outcome is Outcome.APPLIED
+    [result] = await apply_batch(store, decode_entry, now=NOW, horizon=HORIZON)
+    assert result.outcome is Outcome.APPLIED
 
 
 async def test_applier_applies_in_arrival_order_and_newest_version_wins() -> None:
@@ -145,3 +144,25 @@ def test_upsert_decodes_to_a_domain_command() -> None:
     command = decode_entry(entry)
     assert isinstance(command, UpsertTask)
     assert command.task.tenant_id == "north"
+
+
+async def test_a_failed_entry_leaves_no_partial_writes_behind() -> None:
+    store = MemoryStore()
+    await store.accept_webhooks([item("before"), item("broken"), item("after")])
+
+    def decode(entry: InboxEntry) -> HostCommand:
+        command = decode_entry(entry)
+        assert isinstance(command, UpsertTask)
+        if entry.webhook_id != "broken":
+            return command
+        # Saved first, then expanding the rule fails: the savepoint must undo the save.
+        return UpsertTask(replace(command.task, recurrence="NOT A RULE"))
+
+    results = await apply_batch(store, decode, now=NOW, horizon=HORIZON)
+    assert [r.outcome for r in results] == [Outcome.APPLIED, Outcome.FAILED, Outcome.APPLIED]
+    async with store.transaction() as tx:
+        assert await tx.get_task("north", "before") is not None
+        assert await tx.get_task("north", "broken") is None
+        assert await tx.get_task("north", "after") is not None
+        audit = await tx.list_audit("north")
+    assert [e.detail["outcome"] for e in audit] == ["applied", "failed", "applied"]

@@ -1,0 +1,266 @@
+"""The statements `SqlTx` runs, built once per dialect with `bindparam()` placeholders.
+
+Building a Core statement (`select(...).where(...)`, `.values(...)`) coerces every argument and
+generating its cache key walks the whole tree: on the applier's path that cost more than the
+database work. Built once here and executed with a params dict, each statement is looked up in
+SQLAlchemy's compiled cache by identity of an already-made cache key and never rebuilt.
+
+INSERT and UPDATE statements carry no `.values()`: SQLAlchemy takes the columns from the keys
+of the params dict (the set of keys is part of the cache key), so one statement serves every
+call that passes the same columns. Placeholders in WHERE clauses are named `p_*`, never a
+column name (SQLAlchemy reserves those for the VALUES/SET clause).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.store.tables import (
+    INBOX_PENDING,
+    audit,
+    citizens,
+    claims,
+    inbox,
+    jobs,
+    memberships,
+    outbox,
+    passes,
+    relief_requests,
+    tasks,
+    tenants,
+)
+from adapters.store.tables import (
+    occurrences as occ_t,
+)
+from plugin.domain.model import TaskStatus
+
+# pg_advisory_xact_lock keys (bigint), held for the length of a transaction:
+# the inbox applier, int.from_bytes(b"ccinbapp"), "carecal inbox applier" ...
+INBOX_APPLIER_LOCK = 0x6363696E62617070
+# ... and `accept_webhooks`, int.from_bytes(b"ccinbacc"), "carecal inbox accept".
+INBOX_ACCEPT_LOCK = 0x6363696E62616363
+
+TENANT = bindparam("p_tenant", type_=String)
+TASK_COLUMNS = tuple(c.name for c in tasks.c if c.name not in ("tenant_id", "id"))
+CITIZEN_COLUMNS = ("display_name", "timezone", "locale", "circle_version", "updated_at")
+RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "version")
+
+
+def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET column = excluded.column, for `columns`."""
+    stmt = dialect.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
+def _records(where: Any, *, lock: bool) -> Any:
+    query = (
+        select(occ_t, tasks.c.people_needed)
+        .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
+        .where(occ_t.c.tenant_id == TENANT, where)
+        .order_by(occ_t.c.start_utc, occ_t.c.id)
+    )
+    if lock:
+        # Row lock on PostgreSQL; SQLite renders no FOR UPDATE (its transactions already
+        # hold the single write lock from BEGIN IMMEDIATE).
+        query = query.with_for_update(of=occ_t)
+    return query
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """Every statement of `SqlTx`, for one dialect."""
+
+    add_tenant: Any
+    applier_lock: Any
+    accept_lock: Any
+    pending_webhooks: Any
+    finish_webhook: Any
+    # circles
+    get_citizen: Any
+    get_members: Any
+    upsert_citizen: Any
+    stored_members: Any
+    add_member: Any
+    update_member: Any
+    remove_members: Any
+    # tasks and occurrences
+    get_task: Any
+    upsert_task: Any
+    list_tasks: Any
+    list_recurring_tasks: Any
+    stored_occurrences: Any
+    add_occurrence: Any
+    update_occurrence: Any
+    cancel_occurrences: Any
+    task_records: Any
+    locked_record: Any
+    claims_and_passes: Any
+    add_claim: Any
+    remove_claim: Any
+    add_pass: Any
+    # relief
+    upsert_relief: Any
+    get_relief: Any
+    # jobs, outbox, audit
+    add_job: Any
+    add_keyed_job: Any
+    add_outbox: Any
+    add_audit: Any
+    list_audit: Any
+    list_audit_subject: Any
+
+
+@cache
+def statements(dialect_name: str) -> Statements:
+    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    task_id = bindparam("p_task", type_=String)
+    ids: Any = bindparam("p_ids", expanding=True)
+    member_key = (memberships.c.tenant_id == TENANT) & (
+        memberships.c.citizen_id == bindparam("p_citizen", type_=String)
+    )
+    # Claims and passes of some occurrences in one query: `kind` 0 is a claim, 1 a pass
+    # (passes have no channel); each kind in (at, member_id) order.
+    held = select(
+        literal_column("0", Integer).label("kind"),
+        claims.c.occurrence_id,
+        claims.c.member_id,
+        claims.c.channel,
+        claims.c.at,
+    ).where(claims.c.tenant_id == TENANT, claims.c.occurrence_id.in_(ids))
+    passed = select(
+        literal_column("1", Integer).label("kind"),
+        passes.c.occurrence_id,
+        passes.c.member_id,
+        null().label("channel"),
+        passes.c.at,
+    ).where(passes.c.tenant_id == TENANT, passes.c.occurrence_id.in_(ids))
+    both = union_all(held, passed).subquery()
+    keyed_job = dialect.insert(jobs)
+    earlier = case(
+        (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
+        else_=jobs.c.run_at,
+    )
+    return Statements(
+        add_tenant=dialect.insert(tenants).on_conflict_do_nothing(index_elements=["id"]),
+        applier_lock=select(func.pg_advisory_xact_lock(literal(INBOX_APPLIER_LOCK, BigInteger))),
+        accept_lock=select(func.pg_advisory_xact_lock(literal(INBOX_ACCEPT_LOCK, BigInteger))),
+        pending_webhooks=select(
+            inbox.c.seq,
+            inbox.c.tenant_id,
+            inbox.c.webhook_id,
+            inbox.c.event_type,
+            inbox.c.body,
+            inbox.c.received_at,
+        )
+        .where(INBOX_PENDING)  # a literal, so the partial index applies
+        .order_by(inbox.c.seq)
+        .limit(bindparam("p_limit", type_=Integer)),
+        finish_webhook=update(inbox).where(inbox.c.seq == bindparam("p_seq", type_=Integer)),
+        get_citizen=select(citizens).where(
+            citizens.c.tenant_id == TENANT, citizens.c.id == bindparam("p_citizen", type_=String)
+        ),
+        get_members=select(memberships)
+        .where(member_key, memberships.c.removed_at.is_(None))
+        .order_by(memberships.c.position),
+        upsert_citizen=_upsert(dialect, citizens, ["tenant_id", "id"], CITIZEN_COLUMNS),
+        stored_members=select(memberships).where(member_key),
+        add_member=memberships.insert(),
+        update_member=update(memberships).where(
+            member_key, memberships.c.member_id == bindparam("p_member", type_=String)
+        ),
+        remove_members=update(memberships).where(member_key, memberships.c.member_id.in_(ids)),
+        get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
+        upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
+        list_tasks=select(tasks)
+        .where(tasks.c.tenant_id == TENANT, tasks.c.citizen_id == bindparam("p_citizen"))
+        .order_by(tasks.c.start_local, tasks.c.id),
+        list_recurring_tasks=select(tasks)
+        .where(
+            tasks.c.tenant_id == TENANT,
+            tasks.c.status == TaskStatus.ACTIVE.value,
+            tasks.c.recurrence.is_not(None),
+        )
+        .order_by(tasks.c.id),
+        # The task's zone and its stored occurrences in one query (no row: no such task).
+        stored_occurrences=select(
+            tasks.c.timezone,
+            occ_t.c.id,
+            occ_t.c.start_utc,
+            occ_t.c.end_utc,
+            occ_t.c.cancelled,
+            occ_t.c.tz,
+        )
+        .select_from(tasks)
+        .outerjoin(
+            occ_t, (occ_t.c.tenant_id == tasks.c.tenant_id) & (occ_t.c.task_id == tasks.c.id)
+        )
+        .where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
+        add_occurrence=occ_t.insert(),
+        update_occurrence=update(occ_t).where(
+            occ_t.c.tenant_id == TENANT, occ_t.c.id == bindparam("p_id", type_=String)
+        ),
+        cancel_occurrences=update(occ_t)
+        .where(occ_t.c.tenant_id == TENANT, occ_t.c.id.in_(ids))
+        .values(cancelled=True),
+        task_records=_records(occ_t.c.task_id == task_id, lock=False),
+        locked_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=True),
+        claims_and_passes=select(both).order_by(
+            both.c.kind, both.c.at, both.c.member_id, both.c.occurrence_id
+        ),
+        add_claim=dialect.insert(claims)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_id", "member_id"])
+        .returning(literal(1)),
+        remove_claim=delete(claims)
+        .where(
+            claims.c.tenant_id == TENANT,
+            claims.c.occurrence_id == bindparam("p_occurrence", type_=String),
+            claims.c.member_id == bindparam("p_member", type_=String),
+        )
+        .returning(literal(1)),
+        add_pass=dialect.insert(passes).on_conflict_do_nothing(
+            index_elements=["tenant_id", "occurrence_id", "member_id"]
+        ),
+        upsert_relief=_upsert(dialect, relief_requests, ["tenant_id", "id"], RELIEF_COLUMNS),
+        get_relief=select(relief_requests).where(
+            relief_requests.c.tenant_id == TENANT,
+            relief_requests.c.id == bindparam("p_id", type_=String),
+        ),
+        add_job=jobs.insert(),
+        # The partial unique index `uq_jobs_queued_key` is the conflict target.
+        add_keyed_job=keyed_job.on_conflict_do_update(
+            index_elements=["tenant_id", "kind", "key"],
+            index_where=text("status = 'queued'"),
+            set_={"run_at": earlier, "updated_at": keyed_job.excluded.updated_at},
+        ),
+        add_outbox=outbox.insert(),
+        add_audit=audit.insert(),
+        list_audit=select(audit)
+        .where(audit.c.tenant_id == TENANT)
+        .order_by(audit.c.at, audit.c.id),
+        list_audit_subject=select(audit)
+        .where(audit.c.tenant_id == TENANT, audit.c.subject == bindparam("p_subject"))
+        .order_by(audit.c.at, audit.c.id),
+    )
