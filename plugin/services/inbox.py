@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from plugin.services.ingest import ApplyResult, Decode, apply_batch
@@ -44,7 +44,13 @@ class InboxWriter:
         self.on_accepted = on_accepted
         self._pending: list[tuple[InboxItem, asyncio.Future[bool]]] = []
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
+
+    async def wait_idle(self) -> None:
+        """Until nothing is queued or being written (the applier defers to ingestion)."""
+        await self._idle.wait()
 
     async def accept(self, item: InboxItem) -> bool:
         """Durably record `item`; True if new, False for a webhook-id seen before."""
@@ -52,6 +58,7 @@ class InboxWriter:
             self._task = asyncio.create_task(self._run(), name="carecal-inbox-writer")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self._idle.clear()
         self._wakeup.set()
         return await future
 
@@ -70,6 +77,13 @@ class InboxWriter:
             await self._flush()
 
     async def _flush(self) -> None:
+        try:
+            await self._write_batches()
+        finally:
+            if not self._pending:
+                self._idle.set()
+
+    async def _write_batches(self) -> None:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
@@ -100,6 +114,7 @@ class InboxApplier:
         horizon: timedelta,
         poll_seconds: float,
         on_applied: Callable[[ApplyResult], None] = lambda _: None,
+        defer_to: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.decode = decode
@@ -107,6 +122,10 @@ class InboxApplier:
         self.horizon = horizon
         self.poll_seconds = poll_seconds
         self.on_applied = on_applied
+        # Ingestion first: on SQLite the applier and the inbox writer share one writer lock,
+        # so the background loop waits until the writer is idle before each batch. Under a
+        # burst the backlog grows and drains right after; `catch_up()` (API reads) never waits.
+        self.defer_to = defer_to
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -117,7 +136,7 @@ class InboxApplier:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.catch_up()
+                await self.catch_up(background=True)
             except StoreError:
                 log.exception("inbox applier cannot reach the store; retrying")
             with contextlib.suppress(TimeoutError):
@@ -128,17 +147,19 @@ class InboxApplier:
         self._stopping.set()
         self._wakeup.set()
 
-    async def catch_up(self) -> int:
+    async def catch_up(self, *, background: bool = False) -> int:
         """Apply everything pending now; returns how many entries were applied."""
         count = 0
-        async with self._lock:
-            while not self._stopping.is_set():
+        while not self._stopping.is_set():
+            if background and self.defer_to is not None:
+                await self.defer_to()
+            async with self._lock:
                 results = await apply_batch(
                     self.store, self.decode, now=self.clock(), horizon=self.horizon
                 )
-                if not results:
-                    break
-                count += len(results)
-                for result in results:
-                    self.on_applied(result)
+            if not results:
+                break
+            count += len(results)
+            for result in results:
+                self.on_applied(result)
         return count

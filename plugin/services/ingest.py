@@ -54,7 +54,7 @@ Decode = Callable[[InboxEntry], HostCommand]
 
 
 async def apply_batch(
-    store: Store, decode: Decode, *, now: datetime, horizon: timedelta, limit: int = 20
+    store: Store, decode: Decode, *, now: datetime, horizon: timedelta, limit: int = 10
 ) -> list[ApplyResult]:
     """Apply up to `limit` of the oldest pending inbox entries in one transaction, each with
     the jobs and the audit entry it causes. An empty list when the inbox is drained.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
@@ -67,7 +67,12 @@ async def open_store(settings: Settings, *, migrate: bool) -> Store:
 
 
 def make_applier(
-    store: Store, settings: Settings, *, metrics: Metrics, clock: Clock
+    store: Store,
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    clock: Clock,
+    defer_to: Callable[[], Awaitable[None]] | None = None,
 ) -> InboxApplier:
     def count(result: ApplyResult) -> None:
         metrics.webhooks_applied.labels(result.entry.event_type, result.outcome.value).inc()
@@ -79,6 +84,7 @@ def make_applier(
         horizon=timedelta(weeks=settings.horizon_weeks),
         poll_seconds=settings.worker.poll_seconds,
         on_applied=count,
+        defer_to=defer_to,
     )
 
 
@@ -103,8 +109,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         owned = store is None
         active = store if store is not None else await open_store(settings, migrate=auto_migrate)
-        applier = make_applier(active, settings, metrics=app_metrics, clock=clock)
-        inbox = InboxWriter(active, on_accepted=applier.notify)
+        inbox = InboxWriter(active)
+        applier = make_applier(
+            active, settings, metrics=app_metrics, clock=clock, defer_to=inbox.wait_idle
+        )
+        inbox.on_accepted = applier.notify
         applier_task = asyncio.create_task(applier.run(), name="carecal-inbox-applier")
         worker: Worker | None = None
         worker_task: asyncio.Task[None] | None = None

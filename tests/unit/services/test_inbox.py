@@ -166,3 +166,39 @@ async def test_a_failed_entry_leaves_no_partial_writes_behind() -> None:
         assert await tx.get_task("north", "after") is not None
         audit = await tx.list_audit("north")
     assert [e.detail["outcome"] for e in audit] == ["applied", "failed", "applied"]
+
+
+async def test_background_applier_defers_to_ingestion_but_reads_do_not() -> None:
+    store = MemoryStore()
+    ingestion_idle = asyncio.Event()
+    applier = InboxApplier(
+        store, decode_entry, clock=lambda: NOW, horizon=HORIZON, poll_seconds=0.01,
+        defer_to=ingestion_idle.wait,
+    )  # fmt: skip
+    running = asyncio.create_task(applier.run())
+    await store.accept_webhooks([item("t-1")])
+    applier.notify()
+    await asyncio.sleep(0.05)
+    assert (await store.inbox_counts()).get("pending") == 1  # the writer is busy: wait
+    assert await applier.catch_up() == 1  # an API read catches up regardless
+    await store.accept_webhooks([item("t-2")])
+    ingestion_idle.set()
+    applier.notify()
+    for _ in range(100):
+        if (await store.inbox_counts()).get("applied") == 2:
+            break
+        await asyncio.sleep(0.01)
+    applier.stop()
+    await running
+    assert (await store.inbox_counts()).get("applied") == 2
+
+
+async def test_writer_reports_idle_only_when_nothing_is_queued_or_written() -> None:
+    store = CountingStore()
+    writer = InboxWriter(store)
+    accepting = asyncio.gather(*(writer.accept(item(f"w{i}")) for i in range(50)))
+    await asyncio.sleep(0)
+    assert not writer._idle.is_set()
+    await accepting
+    await asyncio.wait_for(writer.wait_idle(), timeout=1)
+    await writer.close()
