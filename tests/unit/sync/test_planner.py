@@ -1,0 +1,502 @@
+"""The planner against a simulated collection: `Server` is href -> (etag, body) with
+conditional writes and a normalising store, `sync` runs one whole cycle the way the view-sync
+service does (plan, apply, fetch, read, plan after fetch, apply)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from icalendar import Alarm, Calendar
+
+from plugin.sync.fingerprint import fingerprint
+from plugin.sync.gestures import Gesture, MemberCopy, read_member_copy
+from plugin.sync.planner import (
+    Create,
+    Delete,
+    DesiredItem,
+    Fetch,
+    Fetched,
+    Forget,
+    Intent,
+    MemberDeleted,
+    MemberGesture,
+    Plan,
+    Readings,
+    Remember,
+    RemoteItem,
+    StorageEmpty,
+    SyncRecord,
+    Update,
+    desired_item,
+    plan_after_fetch,
+    plan_view_sync,
+    read_member_copies,
+)
+from plugin.sync.render import attendee_address
+from tests.unit.sync.support import ANNA, DOMAIN, record, render, set_partstat, vevent
+
+ADDRESS = attendee_address(ANNA, DOMAIN)
+LIMIT = 64 * 1024
+UIDS = tuple(f"o{i}" for i in range(5))
+VARIANTS = ("open", "mine", "taken", "later", "cancelled", "passed")
+
+
+@cache
+def item(uid: str, variant: str = "open") -> DesiredItem:
+    kwargs: dict[str, object] = {"oid": uid}
+    if variant == "mine":
+        kwargs["holders"] = ("m-anna",)
+    elif variant == "taken":
+        kwargs["holders"] = ("m-cy",)
+    elif variant == "later":
+        kwargs["start"] = datetime(2027, 3, 30, 15)
+    elif variant == "cancelled":
+        kwargs["cancelled"] = True
+    elif variant == "passed":
+        kwargs["passers"] = ("m-anna",)
+    return desired_item(render(ANNA, record(**kwargs)))  # type: ignore[arg-type]
+
+
+def full_uid(uid: str) -> str:
+    return f"{uid}@{DOMAIN}"
+
+
+def desired_of(variants: Mapping[str, str]) -> dict[str, DesiredItem]:
+    items = (item(uid, variant) for uid, variant in variants.items())
+    return {i.uid: i for i in items}
+
+
+@dataclass
+class Server:
+    """A CalDAV collection: conditional writes; stores a normalised copy, as Radicale does."""
+
+    items: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    counter: int = 0
+
+    def _etag(self) -> str:
+        self.counter += 1
+        return f'"{self.counter}"'
+
+    def put(self, href: str, body: bytes, if_match: str | None) -> str:
+        current = self.items.get(href)
+        if if_match is None:
+            assert current is None, f"If-None-Match: * failed for {href}"
+        else:
+            assert current is not None and current[0] == if_match, f"If-Match failed for {href}"
+        calendar = Calendar.from_ical(body)
+        vevent(calendar).pop("DTSTAMP")
+        vevent(calendar).add("dtstamp", datetime(2027, 3, 5, 12, 0, self.counter, tzinfo=UTC))
+        calendar.pop("PRODID")
+        calendar.add("prodid", "-//Radicale//NONSGML Radicale Server//EN")
+        etag = self._etag()
+        self.items[href] = (etag, calendar.to_ical())
+        return etag
+
+    def delete(self, href: str, if_match: str) -> None:
+        assert self.items[href][0] == if_match, f"If-Match failed for {href}"
+        del self.items[href]
+
+    def listing(self) -> dict[str, RemoteItem]:
+        return {href: RemoteItem(href, etag) for href, (etag, _) in self.items.items()}
+
+    def member_writes(self, href: str, body: bytes) -> None:
+        self.items[href] = (self._etag(), body)
+
+
+def apply(plan: Plan, server: Server, records: dict[str, SyncRecord]) -> None:
+    """The applier of the view-sync service, reduced to the fake server and a dict store."""
+    for action in plan.actions:
+        if isinstance(action, Create):
+            href = f"{action.uid}.ics"
+            etag = server.put(href, action.body, None)
+            records[action.uid] = replace(action.record, href=href, etag=etag)
+        elif isinstance(action, Update):
+            etag = server.put(action.href, action.body, action.if_match)
+            records[action.uid] = replace(action.record, etag=etag)
+        elif isinstance(action, Delete):
+            server.delete(action.href, action.if_match)
+            del records[action.uid]
+        elif isinstance(action, Forget):
+            del records[action.uid]
+        elif isinstance(action, Remember):
+            records[action.record.uid] = action.record
+
+
+@dataclass
+class Cycle:
+    first: Plan
+    readings: Readings
+    second: Plan
+
+    @property
+    def intents(self) -> tuple[Intent, ...]:
+        return self.first.intents + self.readings.intents
+
+
+def sync(
+    desired: Mapping[str, DesiredItem], server: Server, records: dict[str, SyncRecord]
+) -> Cycle:
+    first = plan_view_sync(desired, server.listing(), records)
+    apply(first, server, records)
+    fetched = [
+        Fetched(href, *server.items[href]) for href in first.fetch.hrefs if href in server.items
+    ]
+    readings = read_member_copies(fetched, records, member_address=ADDRESS, max_bytes=LIMIT)
+    # (the service applies the intents to the domain here and renders `desired` again)
+    second = plan_after_fetch(desired, readings)
+    apply(second, server, records)
+    return Cycle(first, readings, second)
+
+
+def copy_at(server: Server, uid: str) -> Calendar:
+    return Calendar.from_ical(server.items[f"{full_uid(uid)}.ics"][1])
+
+
+def synced(variants: Mapping[str, str]) -> tuple[Server, dict[str, SyncRecord]]:
+    server, records = Server(), dict[str, SyncRecord]()
+    sync(desired_of(variants), server, records)
+    return server, records
+
+
+# --- examples -------------------------------------------------------------------------------
+
+
+def test_the_module_docstring_example() -> None:
+    a, b, c = item("a"), item("b"), item("c")
+    records = {
+        a.uid: SyncRecord(a.uid, "a.ics", '"1"', a.fingerprint, a.material, "NEEDS-ACTION"),
+        b.uid: SyncRecord(b.uid, "b.ics", '"1"', b.fingerprint, b.material),
+    }
+    remote = {"a.ics": RemoteItem("a.ics", '"2"'), "x.ics": RemoteItem("x.ics", '"7"')}
+    plan = plan_view_sync({i.uid: i for i in (a, b, c)}, remote, records)
+    tombstone = SyncRecord(b.uid, None, None, b.fingerprint, b.material)
+    assert plan.actions == (
+        Remember(tombstone),
+        Create(c.uid, c.body, SyncRecord(c.uid, None, None, c.fingerprint, c.material)),
+    )
+    assert plan.fetch == Fetch(("a.ics",))
+    assert plan.intents == (MemberDeleted(b.uid),)
+
+    theirs = set_partstat(Calendar.from_ical(a.body), "ACCEPTED")
+    alarm = Alarm()
+    alarm.add("action", "DISPLAY")
+    alarm.add("trigger", timedelta(minutes=-15))
+    vevent(theirs).add_component(alarm)
+    fetched = [Fetched("a.ics", '"2"', theirs.to_ical())]
+    readings = read_member_copies(fetched, records, member_address=ADDRESS, max_bytes=LIMIT)
+    assert readings.intents == (MemberGesture(a.uid, Gesture.CLAIM),)
+
+    mine = item("a", "mine")
+    (update,) = plan_after_fetch({mine.uid: mine}, readings).actions
+    assert isinstance(update, Update)
+    assert (update.href, update.if_match) == ("a.ics", '"2"')
+    written = Calendar.from_ical(update.body)
+    assert fingerprint(written) == mine.fingerprint and len(written.walk("VALARM")) == 1
+    assert update.record == SyncRecord(
+        mine.uid, "a.ics", None, mine.fingerprint, mine.material, "ACCEPTED", True
+    )
+
+
+def test_first_sync_creates_then_nothing_to_do() -> None:
+    server, records = Server(), dict[str, SyncRecord]()
+    cycle = sync(desired_of({"o0": "open", "o1": "mine"}), server, records)
+    assert [type(a) for a in cycle.first.actions] == [Create, Create]
+    assert set(records) == {full_uid("o0"), full_uid("o1")}
+    again = plan_view_sync(desired_of({"o0": "open", "o1": "mine"}), server.listing(), records)
+    assert again.empty
+
+
+def test_server_normalisation_is_remembered_not_rewritten() -> None:
+    server, records = synced({"o0": "open"})
+    href = f"{full_uid('o0')}.ics"
+    calendar = Calendar.from_ical(server.items[href][1])
+    vevent(calendar).add("last-modified", datetime(2031, 1, 1))
+    server.member_writes(href, calendar.to_ical())  # e.g. a server-side rewrite: new etag
+    cycle = sync(desired_of({"o0": "open"}), server, records)
+    assert cycle.first.fetch == Fetch((href,))
+    assert cycle.intents == ()
+    assert [type(a) for a in cycle.second.actions] == [Remember]
+    assert records[full_uid("o0")].etag == server.items[href][0]
+
+
+def test_desired_change_is_an_update_with_if_match() -> None:
+    server, records = synced({"o0": "open"})
+    record_before = records[full_uid("o0")]
+    plan = plan_view_sync(desired_of({"o0": "taken"}), server.listing(), records)
+    (update,) = plan.actions
+    assert isinstance(update, Update)
+    assert (update.href, update.if_match) == (record_before.href, record_before.etag)
+    assert update.record.fingerprint == item("o0", "taken").fingerprint
+
+
+def test_a_claim_by_partstat_then_the_update_after_it_was_applied() -> None:
+    server, records = synced({"o0": "open"})
+    server.member_writes(
+        f"{full_uid('o0')}.ics", set_partstat(copy_at(server, "o0"), "ACCEPTED").to_ical()
+    )
+    first = plan_view_sync(desired_of({"o0": "open"}), server.listing(), records)
+    fetched = [Fetched(h, *server.items[h]) for h in first.fetch.hrefs]
+    readings = read_member_copies(fetched, records, member_address=ADDRESS, max_bytes=LIMIT)
+    assert readings.intents == (MemberGesture(full_uid("o0"), Gesture.CLAIM),)
+    # the claim won: desired now says [Dig]/ACCEPTED; the write shows it at once
+    won = plan_after_fetch(desired_of({"o0": "mine"}), readings)
+    (update,) = won.actions
+    assert isinstance(update, Update)
+    assert b"[Dig]" in update.body and update.record.partstat == "ACCEPTED"
+    # the claim lost a race: desired says [Cy]; the member's ACCEPTED is reset
+    lost = plan_after_fetch(desired_of({"o0": "taken"}), readings)
+    (update,) = lost.actions
+    assert isinstance(update, Update)
+    assert b"[Cy]" in update.body and b"PARTSTAT=NEEDS-ACTION" in update.body
+
+
+def test_a_release_and_a_pass_by_partstat() -> None:
+    server, records = synced({"o0": "mine", "o1": "mine"})
+    for uid, partstat in (("o0", "TENTATIVE"), ("o1", "DECLINED")):
+        body = set_partstat(copy_at(server, uid), partstat).to_ical()
+        server.member_writes(f"{full_uid(uid)}.ics", body)
+    cycle = sync(desired_of({"o0": "open", "o1": "passed"}), server, records)
+    assert cycle.intents == (
+        MemberGesture(full_uid("o0"), Gesture.RELEASE),
+        MemberGesture(full_uid("o1"), Gesture.PASS),
+    )
+
+
+def test_member_deleted_is_a_pass_and_not_recreated_until_the_task_changes() -> None:
+    server, records = synced({"o0": "mine", "o1": "open"})
+    del server.items[f"{full_uid('o0')}.ics"]
+    cycle = sync(desired_of({"o0": "mine", "o1": "open"}), server, records)
+    assert cycle.intents == (MemberDeleted(full_uid("o0")),)
+    assert not any(isinstance(a, Create) for a in cycle.first.actions)
+    assert records[full_uid("o0")].href is None  # a tombstone
+    # after the pass was applied (and while others claim and release) it stays away
+    for variant in ("passed", "taken", "cancelled", "open"):
+        assert plan_view_sync(
+            desired_of({"o0": variant, "o1": "open"}), server.listing(), records
+        ).empty
+    # a new time is a material change: the member sees it again
+    cycle = sync(desired_of({"o0": "later", "o1": "open"}), server, records)
+    assert [type(a) for a in cycle.first.actions] == [Create]
+    assert cycle.intents == ()
+    assert fingerprint(copy_at(server, "o0")) == item("o0", "later").fingerprint
+    # a tombstone whose occurrence left the view is forgotten
+    del server.items[f"{full_uid('o0')}.ics"]
+    sync(desired_of({"o0": "later", "o1": "open"}), server, records)
+    plan = plan_view_sync(desired_of({"o1": "open"}), server.listing(), records)
+    assert plan.actions == (Forget(full_uid("o0")),)
+
+
+def test_deleted_and_changed_at_once_is_a_pass_and_a_recreate() -> None:
+    server, records = synced({"o0": "open", "o1": "open"})
+    del server.items[f"{full_uid('o0')}.ics"]
+    plan = plan_view_sync(desired_of({"o0": "later", "o1": "open"}), server.listing(), records)
+    assert plan.intents == (MemberDeleted(full_uid("o0")),)
+    assert [type(a) for a in plan.actions] == [Create]
+
+
+def test_items_that_are_not_ours_are_left_alone() -> None:
+    server, records = synced({"o0": "open"})
+    server.member_writes("birthday.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    cycle = sync(desired_of({"o0": "taken"}), server, records)
+    touched = {getattr(a, "href", None) for a in cycle.first.actions + cycle.second.actions}
+    assert "birthday.ics" not in touched and "birthday.ics" not in cycle.first.fetch.hrefs
+    assert "birthday.ics" in server.items
+
+
+def test_an_item_leaving_the_view_is_deleted_with_if_match() -> None:
+    server, records = synced({"o0": "open", "o1": "open"})
+    plan = plan_view_sync(desired_of({"o1": "open"}), server.listing(), records)
+    href = f"{full_uid('o0')}.ics"
+    assert plan.actions == (Delete(full_uid("o0"), href, server.items[href][0]),)
+
+
+def test_bad_member_data_is_overwritten_with_ours() -> None:
+    server, records = synced({"o0": "open"})
+    server.member_writes(f"{full_uid('o0')}.ics", b"BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nEND:VTODO")
+    cycle = sync(desired_of({"o0": "open"}), server, records)
+    assert cycle.intents == ()
+    (update,) = cycle.second.actions
+    assert isinstance(update, Update) and update.body == item("o0", "open").body
+
+
+def test_member_alarms_survive_a_later_update() -> None:
+    server, records = synced({"o0": "open"})
+    calendar = copy_at(server, "o0")
+    alarm = Alarm()
+    alarm.add("action", "DISPLAY")
+    alarm.add("trigger", timedelta(minutes=-45))
+    vevent(calendar).add_component(alarm)
+    server.member_writes(f"{full_uid('o0')}.ics", calendar.to_ical())
+    cycle = sync(desired_of({"o0": "open"}), server, records)
+    assert [type(a) for a in cycle.second.actions] == [Remember]
+    assert records[full_uid("o0")].member_alarms
+    # the time changes: the planner fetches first, so the update keeps the alarm
+    cycle = sync(desired_of({"o0": "later"}), server, records)
+    assert cycle.first.actions == () and cycle.first.fetch.hrefs
+    copy = copy_at(server, "o0")
+    assert [a.decoded("TRIGGER") for a in copy.walk("VALARM")] == [timedelta(minutes=-45)]
+    assert fingerprint(copy) == item("o0", "later").fingerprint
+
+
+def test_an_empty_collection_raises_instead_of_passing_everything() -> None:
+    server, records = synced({"o0": "open", "o1": "mine"})
+    server.items.clear()
+    with pytest.raises(StorageEmpty) as raised:
+        plan_view_sync(desired_of({"o0": "open", "o1": "mine"}), server.listing(), records)
+    assert raised.value.records == 2
+
+
+def test_an_empty_collection_is_fine_when_nothing_recorded_is_wanted() -> None:
+    server, records = synced({"o0": "open"})
+    server.items.clear()
+    plan = plan_view_sync({}, server.listing(), records)
+    assert plan.actions == (Forget(full_uid("o0")),) and plan.intents == ()
+
+
+# --- properties -----------------------------------------------------------------------------
+
+MEMBER_EDITS = ("none", "delete", "accept", "decline", "alarm", "retitle", "normalise", "garbage")
+
+views = st.dictionaries(st.sampled_from(UIDS), st.sampled_from(VARIANTS), max_size=len(UIDS))
+rounds = st.lists(
+    st.tuples(st.dictionaries(st.sampled_from(UIDS), st.sampled_from(MEMBER_EDITS)), views),
+    min_size=1,
+    max_size=3,
+)
+
+
+def member_edit(server: Server, uid: str, edit: str) -> bool:
+    """The member (or their server) does `edit` to their copy; True if it deleted it."""
+    href = f"{full_uid(uid)}.ics"
+    if href not in server.items or edit == "none":
+        return False
+    calendar = Calendar.from_ical(server.items[href][1])
+    if edit == "delete":
+        del server.items[href]
+        return True
+    if edit in ("accept", "decline"):
+        calendar = set_partstat(calendar, "ACCEPTED" if edit == "accept" else "DECLINED")
+    elif edit == "alarm":
+        alarm = Alarm()
+        alarm.add("action", "DISPLAY")
+        alarm.add("trigger", timedelta(minutes=-10))
+        vevent(calendar).add_component(alarm)
+    elif edit == "retitle":
+        vevent(calendar).pop("SUMMARY")
+        vevent(calendar).add("summary", "mine now")
+    elif edit == "normalise":
+        vevent(calendar).add("last-modified", datetime(2031, 1, 1))
+    elif edit == "garbage":
+        server.member_writes(href, b"\x00 not a calendar")
+        return False
+    server.member_writes(href, calendar.to_ical())
+    return False
+
+
+def agrees(
+    server: Server, records: Mapping[str, SyncRecord], desired: Mapping[str, DesiredItem]
+) -> None:
+    """Every desired item is on the server as rendered, or tombstoned by a member delete."""
+    ours = {r.href for r in records.values() if r.href is not None}
+    for uid, wanted in desired.items():
+        rec = records[uid]
+        if rec.href is None:
+            continue
+        copy = read_member_copy(
+            server.items[rec.href][1], member_address=ADDRESS, max_bytes=LIMIT, expected_uid=uid
+        )
+        assert isinstance(copy, MemberCopy)
+        assert (copy.fingerprint, copy.partstat) == (wanted.fingerprint, wanted.partstat)
+        assert server.items[rec.href][0] == rec.etag
+    assert set(records) <= set(desired)
+    assert ours <= set(server.items)
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=views, rounds=rounds, foreign=st.booleans())
+def test_applying_a_plan_converges_and_replanning_yields_nothing(
+    start: dict[str, str], rounds: list[tuple[dict[str, str], dict[str, str]]], foreign: bool
+) -> None:
+    server, records = synced(start)
+    if foreign:
+        server.member_writes("foreign.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    for edits, variants in rounds:
+        deleted = {full_uid(u) for u, e in edits.items() if member_edit(server, u, e)}
+        desired = desired_of(variants)
+        before = dict(records)
+        try:
+            cycle = sync(desired, server, records)
+        except StorageEmpty:
+            assert not server.listing()
+            return
+        actions = cycle.first.actions + cycle.second.actions
+        for kind in {type(a).__name__ for a in actions} | {type(i).__name__ for i in cycle.intents}:
+            event(kind)
+        deletions = [a for a in actions if isinstance(a, Delete)]
+        assert len(deletions) <= len(before)
+        assert {d.href for d in deletions} <= {r.href for r in before.values()}
+        reported = {i.uid for i in cycle.intents if isinstance(i, MemberDeleted)}
+        assert reported == {u for u in deleted if u in desired and before[u].href is not None}
+        agrees(server, records, desired)
+        assert plan_view_sync(desired, server.listing(), records).empty
+        if foreign:
+            assert "foreign.ics" in server.items
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    uids=st.sets(st.sampled_from(UIDS), min_size=1),
+    extra=st.dictionaries(st.sampled_from(UIDS), st.sampled_from(VARIANTS)),
+)
+def test_storage_empty_for_an_unexpectedly_empty_collection(
+    uids: set[str], extra: dict[str, str]
+) -> None:
+    records = {
+        full_uid(u): SyncRecord(
+            full_uid(u), f"{u}.ics", '"1"', item(u).fingerprint, item(u).material
+        )
+        for u in uids
+    }
+    desired = desired_of({**extra, **{u: "open" for u in uids}})
+    with pytest.raises(StorageEmpty):
+        plan_view_sync(desired, {}, records)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    recorded=st.dictionaries(
+        st.sampled_from(UIDS), st.sampled_from(("live", "tombstone", "moved"))
+    ),
+    listed=st.sets(st.sampled_from(UIDS)),
+    variants=views,
+)
+def test_never_more_deletions_than_records(
+    recorded: dict[str, str], listed: set[str], variants: dict[str, str]
+) -> None:
+    records = {
+        full_uid(u): SyncRecord(
+            full_uid(u),
+            None if state == "tombstone" else f"{u}.ics",
+            None if state == "tombstone" else '"1"',
+            item(u).fingerprint,
+            item(u).material,
+        )
+        for u, state in recorded.items()
+    }
+    remote = {
+        f"{u}.ics": RemoteItem(f"{u}.ics", '"2"' if recorded.get(u) == "moved" else '"1"')
+        for u in listed
+    }
+    remote["foreign.ics"] = RemoteItem("foreign.ics", '"9"')
+    plan = plan_view_sync(desired_of(variants), remote, records)
+    deletions = [a for a in plan.actions if isinstance(a, Delete | Forget)]
+    assert len(deletions) <= len(records)
+    assert len({d.uid for d in deletions}) == len(deletions)
+    assert all(a.href != "foreign.ics" for a in plan.actions if isinstance(a, Update | Delete))
+    assert "foreign.ics" not in plan.fetch.hrefs
