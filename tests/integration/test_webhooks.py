@@ -6,11 +6,15 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+from asgi_lifespan import LifespanManager
 
 from adapters.host.signing import sign
+from adapters.memory import MemoryStore
 from adapters.store.sql import SqlStore
+from plugin.web.app import create_app
 from tests.integration.support import (
     FIXED_NOW,
     NORTH_OLD_SECRET,
@@ -18,6 +22,7 @@ from tests.integration.support import (
     SOUTH_SECRET,
     auth,
     circle_event,
+    make_settings,
     post_event,
     sign_event,
     task_event,
@@ -231,3 +236,21 @@ async def test_circle_update_removes_absent_members_and_queues_withdrawal(
     jobs = await store.lease_jobs("test", now=FIXED_NOW, limit=50, lease_seconds=60)
     withdrawals = [j.payload for j in jobs if j.kind == "member.withdraw"]
     assert withdrawals == [{"citizen_id": "c-123", "member_id": "m-bo"}]
+
+
+async def test_a_database_outage_is_503_and_nothing_is_accepted(tmp_path: Path) -> None:
+    store = MemoryStore()  # the store's outage switch; no database involved
+    app = create_app(make_settings(tmp_path), store=store)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            body, headers = sign_event(circle_event(), msg_id="msg_outage")
+            store.unavailable = True
+            down = await c.post("/webhooks/north", content=body, headers=headers)
+            assert down.status_code == 503
+            assert down.headers["retry-after"] == "5"
+            assert down.headers["content-type"].startswith(PROBLEM)
+            store.unavailable = False
+            # The host's retry of the same id is new, not a duplicate: it was never recorded.
+            again = await c.post("/webhooks/north", content=body, headers=headers)
+            assert again.status_code == 202
