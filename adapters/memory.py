@@ -31,6 +31,7 @@ from plugin.domain.model import (
 )
 from plugin.services.ports import (
     AuditEntry,
+    CalendarCredential,
     CircleChange,
     Conflict,
     InboxEntry,
@@ -104,6 +105,7 @@ class _State:
     next_job_id: int = 1
     outbox: dict[str, OutboxEvent] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
+    credentials: dict[Key2, CalendarCredential] = field(default_factory=dict)  # (tenant, member)
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -123,6 +125,7 @@ class _State:
             next_job_id=self.next_job_id,
             outbox=dict(self.outbox),
             audit=list(self.audit),
+            credentials=dict(self.credentials),
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -228,6 +231,24 @@ class MemoryTx:
         return CircleChange(
             added=tuple(added), removed=tuple(sorted(removed)), changed=tuple(changed)
         )
+
+    async def is_current_member(self, tenant_id: str, member_id: str) -> bool:
+        return any(
+            (t, m) == (tenant_id, member_id) and row.removed_at is None
+            for (t, _, m), row in self._s.memberships.items()
+        )
+
+    # calendar credentials
+
+    async def save_calendar_credential(self, credential: CalendarCredential) -> None:
+        key = (credential.tenant_id, credential.member_id)
+        for other_key, other in self._s.credentials.items():
+            if other.username == credential.username and other_key != key:
+                raise Conflict(f"username {credential.username!r} is taken")
+        self._s.credentials[key] = credential
+
+    async def get_calendar_credential(self, username: str) -> CalendarCredential | None:
+        return next((c for c in self._s.credentials.values() if c.username == username), None)
 
     # tasks and occurrences
 

@@ -43,6 +43,7 @@ from plugin.domain.model import (
 )
 from plugin.services.ports import (
     AuditEntry,
+    CalendarCredential,
     CircleChange,
     Conflict,
     InboxEntry,
@@ -233,6 +234,42 @@ class SqlTx:
             )
         return CircleChange(
             added=tuple(added), removed=tuple(sorted(removed)), changed=tuple(changed)
+        )
+
+    async def is_current_member(self, tenant_id: str, member_id: str) -> bool:
+        found = await self._c.execute(
+            self._q.current_member, {"p_tenant": tenant_id, "p_member": member_id}
+        )
+        return found.first() is not None
+
+    # calendar credentials
+
+    async def save_calendar_credential(self, credential: CalendarCredential) -> None:
+        await self._c.execute(
+            self._q.upsert_credential,
+            {
+                "tenant_id": credential.tenant_id,
+                "member_id": credential.member_id,
+                "username": credential.username,
+                "password_hash": credential.password_hash,
+                "created_at": credential.created_at,
+                "revoked_at": credential.revoked_at,
+            },
+        )
+
+    async def get_calendar_credential(self, username: str) -> CalendarCredential | None:
+        row = (
+            await self._c.execute(self._q.get_credential, {"p_username": username})
+        ).one_or_none()
+        if row is None:
+            return None
+        return CalendarCredential(
+            tenant_id=row.tenant_id,
+            member_id=row.member_id,
+            username=row.username,
+            password_hash=row.password_hash,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
         )
 
     # tasks and occurrences

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from adapters.store.tables import (
     INBOX_PENDING,
     audit,
+    calendar_credentials,
     citizens,
     claims,
     inbox,
@@ -106,6 +107,10 @@ class Statements:
     add_member: Any
     update_member: Any
     remove_members: Any
+    current_member: Any
+    # calendar credentials
+    upsert_credential: Any
+    get_credential: Any
     # tasks and occurrences
     get_task: Any
     upsert_task: Any
@@ -192,6 +197,22 @@ def statements(dialect_name: str) -> Statements:
             member_key, memberships.c.member_id == bindparam("p_member", type_=String)
         ),
         remove_members=update(memberships).where(member_key, memberships.c.member_id.in_(ids)),
+        current_member=select(literal(1))
+        .where(
+            memberships.c.tenant_id == TENANT,
+            memberships.c.member_id == bindparam("p_member", type_=String),
+            memberships.c.removed_at.is_(None),
+        )
+        .limit(1),
+        upsert_credential=_upsert(
+            dialect,
+            calendar_credentials,
+            ["tenant_id", "member_id"],
+            ("username", "password_hash", "created_at", "revoked_at"),
+        ),
+        get_credential=select(calendar_credentials).where(
+            calendar_credentials.c.username == bindparam("p_username", type_=String)
+        ),
         get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
         upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
         list_tasks=select(tasks)

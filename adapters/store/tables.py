@@ -304,3 +304,19 @@ audit = Table(
     Column("detail", JSON, nullable=False),
     Index(None, "tenant_id", "subject", "at"),
 )
+
+# App passwords for the embedded CalDAV server: one per member of a tenant, replaced when
+# issued again. `username` is what the member's calendar app sends (unique across tenants,
+# since Radicale knows nothing else); `password_hash` is a slow salted hash, never the password.
+calendar_credentials = Table(
+    "calendar_credentials",
+    metadata,
+    _tenant_id(),
+    Column("member_id", String(128), nullable=False),
+    Column("username", String(255), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("tenant_id", "member_id"),
+    UniqueConstraint("username"),
+)

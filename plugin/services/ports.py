@@ -11,6 +11,8 @@ Glossary:
                same transaction as the data it concerns, and leased by one worker at a time
 - OutboxEvent  an event for the host; its `id` is the stable `webhook-id` across retries
 - AuditEntry   who did what, when, through which channel
+- CalendarCredential  a member's app password for the embedded CalDAV server, kept only as a
+               slow salted hash; issuing again replaces it (the old one stops working)
 
 Each port has an in-memory fake in `adapters/memory.py`; `tests/contract/` runs one suite
 against the fake and the real adapters (SQLite, PostgreSQL).
@@ -118,6 +120,19 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class CalendarCredential:
+    """One member's login on the embedded CalDAV server. `username` is unique across tenants
+    (the server knows nothing else); `password_hash` is what `verify_password` checks."""
+
+    tenant_id: str
+    member_id: str
+    username: str
+    password_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CircleChange:
     """What `save_circle` did: members new to the circle, removed, and whose access changed."""
 
@@ -159,6 +174,18 @@ class Tx(Protocol):
     async def save_circle(self, tenant_id: str, circle: Circle, now: datetime) -> CircleChange:
         """Replace the citizen and the whole membership; members absent are marked removed."""
         ...
+
+    async def is_current_member(self, tenant_id: str, member_id: str) -> bool:
+        """Whether the member belongs to at least one circle of the tenant (not removed)."""
+        ...
+
+    # calendar credentials (the embedded CalDAV server)
+    async def save_calendar_credential(self, credential: CalendarCredential) -> None:
+        """Store the member's credential, replacing any earlier one of the same member (and
+        clearing its revocation). Raises Conflict if another member holds the username."""
+        ...
+
+    async def get_calendar_credential(self, username: str) -> CalendarCredential | None: ...
 
     # tasks and occurrences
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None: ...

@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from plugin.config import TenantSettings
+from plugin.config import EmbeddedCalendarSettings, TenantSettings
 from plugin.domain.model import Circle, Member, OccurrenceRecord
 from plugin.domain.states import state_of as occurrence_state
+from plugin.services.calendar_access import issue_calendar_credential
 from plugin.services.queries import TaskView, read_circle, read_task
 from plugin.web.openapi import openapi_document
 from plugin.web.problems import problem
@@ -27,6 +28,12 @@ def routes() -> list[BaseRoute]:
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
         Route("/circles/{citizen_id}", get_circle, methods=["GET"], name="circle"),
         Route("/tasks/{task_id}", get_task, methods=["GET"], name="task"),
+        Route(
+            "/members/{member_id}/calendar-credentials",
+            issue_calendar_credentials,
+            methods=["POST"],
+            name="calendar_credentials",
+        ),
     ]
 
 
@@ -74,6 +81,33 @@ async def get_task(request: Request) -> Response:
     if view is None:
         return problem(404, "Not found")
     return JSONResponse(task_json(view))
+
+
+async def issue_calendar_credentials(request: Request) -> Response:
+    """A new app password for the member's calendar on the embedded CalDAV server, shown
+    once; it replaces (and so disables) the one issued before."""
+    tenant = authenticate(request)
+    if tenant is None:
+        return unauthorized()
+    state = state_of(request)
+    settings = state["settings"]
+    if not isinstance(settings.calendar, EmbeddedCalendarSettings):
+        return problem(409, "Conflict", "Calendars are not on the embedded CalDAV server.")
+    await state["applier"].catch_up()  # a member added by a webhook just accepted is known
+    issued = await issue_calendar_credential(
+        state["store"], tenant.id, request.path_params["member_id"], now=state["clock"]()
+    )
+    if issued is None:
+        return problem(404, "Not found")
+    return JSONResponse(
+        {
+            "caldav_url": f"{settings.server.public_url}/dav/{issued.username}/",
+            "username": issued.username,
+            "password": issued.password,
+        },
+        status_code=201,
+        headers={"cache-control": "no-store"},
+    )
 
 
 def circle_json(circle: Circle) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Nothing is opened at import. The lifespan opens the store (bringing an SQLite database up to
 date when asked), starts the inbox writer and applier, starts the background worker when
 asked, and on shutdown stops them, returns the worker's leased jobs to the queue and closes
-the store.
+the store. With `calendar.type = "embedded"` it also serves the embedded CalDAV server
+(Radicale) at `/dav/`, with `/.well-known/caldav` pointing there.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from plugin.config import Settings
+from plugin.config import EmbeddedCalendarSettings, Settings
 from plugin.metrics import Metrics
 from plugin.services.commands import HostCommand
 from plugin.services.inbox import InboxApplier, InboxWriter
@@ -30,6 +32,9 @@ from plugin.web.middleware import RequestContextMiddleware
 from plugin.web.problems import install_handlers
 from plugin.web.schemas import parse_event
 from plugin.worker import Worker
+
+if TYPE_CHECKING:
+    from adapters.caldav.embedded import EmbeddedCalDAV
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class AppState(TypedDict):
     clock: Clock
     inbox: InboxWriter
     applier: InboxApplier
+    calendar_server: EmbeddedCalDAV | None  # the embedded CalDAV server, when configured
 
 
 def decode_entry(entry: InboxEntry) -> HostCommand:
@@ -104,6 +110,11 @@ def create_app(
     migrations first when `auto_migrate` is set (what `carecal serve` does for SQLite).
     """
     app_metrics = metrics or Metrics()
+    dav: EmbeddedCalDAV | None = None
+    if isinstance(settings.calendar, EmbeddedCalendarSettings):
+        from adapters.caldav.embedded import MOUNT_PATH, EmbeddedCalDAV
+
+        dav = EmbeddedCalDAV(settings.calendar, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -121,14 +132,18 @@ def create_app(
             worker = Worker(active, settings, metrics=app_metrics, clock=clock)
             worker_task = asyncio.create_task(worker.run(), name="carecal-worker")
         try:
-            yield AppState(
-                settings=settings,
-                store=active,
-                metrics=app_metrics,
-                clock=clock,
-                inbox=inbox,
-                applier=applier,
-            )
+            async with contextlib.AsyncExitStack() as stack:
+                if dav is not None:
+                    await stack.enter_async_context(dav.running(active))
+                yield AppState(
+                    settings=settings,
+                    store=active,
+                    metrics=app_metrics,
+                    clock=clock,
+                    inbox=inbox,
+                    applier=applier,
+                    calendar_server=dav,
+                )
         finally:
             # Requests are finished by now (uvicorn drains them before the lifespan ends).
             await inbox.close()
@@ -144,6 +159,14 @@ def create_app(
         Mount("/api/v1", routes=api.routes()),
         *ops.routes(),
     ]
+    if dav is not None:
+        # RFC 6764 section 5. The response itself is the endpoint: a plain ASGI app takes
+        # every method, and calendar apps PROPFIND here as often as they GET.
+        well_known = RedirectResponse(f"{settings.server.public_url}{MOUNT_PATH}/", status_code=301)
+        routes += [
+            Route("/.well-known/caldav", well_known, name="well_known_caldav"),
+            Mount(MOUNT_PATH, app=dav, name="dav"),
+        ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware)],

@@ -68,6 +68,31 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/members/{member_id}/calendar-credentials": {
+                "post": {
+                    "summary": "Issue the member's app password for the embedded CalDAV server",
+                    "description": (
+                        "The password is shown once and replaces the one issued before, which "
+                        "stops working. The member must be in a current circle of the tenant."
+                    ),
+                    "parameters": [_id_param("member_id")],
+                    "responses": {
+                        "201": {
+                            "description": "The new credentials",
+                            "headers": {
+                                "Cache-Control": {"schema": {"type": "string", "const": "no-store"}}
+                            },
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CalendarCredentials"}
+                                }
+                            },
+                        },
+                        **_AUTH_ERRORS,
+                        "409": _PROBLEM,
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -89,6 +114,19 @@ def openapi_document(public_url: str) -> dict[str, Any]:
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
 _SCHEMAS: dict[str, Any] = {
+    "CalendarCredentials": {
+        "type": "object",
+        "required": ["caldav_url", "username", "password"],
+        "properties": {
+            "caldav_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "The member's calendar home on the embedded CalDAV server",
+            },
+            "username": {"type": "string"},
+            "password": {"type": "string", "description": "Shown once; keep it in the app"},
+        },
+    },
     "Problem": {
         "type": "object",
         "properties": {

@@ -1,0 +1,251 @@
+"""The embedded CalDAV server: Radicale's WSGI app at `/dav`, its auth, rights and hook
+backed by carecal's store.
+
+    dav = EmbeddedCalDAV(settings.calendar, clock=utc_now)
+    Mount("/dav", app=dav)                      # at create_app time; answers 503 until started
+    async with dav.running(store):              # in the lifespan
+        ...
+
+Radicale runs its plugins synchronously, in the WSGI worker threads of `a2wsgi`; the store is
+async and bound to the app's event loop. The bridge is `asyncio.run_coroutine_threadsafe` onto
+that loop: a plugin submits one small store call and blocks its own worker thread (never the
+loop) until it is done. So every login sees the store as it is — a re-issued password stops the
+old one at once, in every instance sharing the database — and no cache has to be kept in step.
+What would make that costly is the slow hash, so a password once verified against a given stored
+hash is remembered (keyed by that hash, as an HMAC under a per-process key): issuing a new
+password changes the stored hash, and the remembered entry no longer matches anything.
+
+Identities:
+    member    `<tenant>~<member>` (see plugin.services.calendar_access), password issued by the
+              API, reads and writes only under `/<username>/`
+    service   `carecal`, a random password made per process and kept in memory only; carecal's
+              own view sync uses it to write into every member's home
+
+Radicale's `auth.delay` (a sleep of about a second on every 401/403) is 0: passwords are 256-bit
+random tokens that cannot be guessed, and sleeping would hold one of the few WSGI threads, so a
+stream of bad logins could starve the real members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import radicale.config
+from a2wsgi import WSGIMiddleware
+from radicale.app import Application as RadicaleApplication
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from plugin.config import EmbeddedCalendarSettings
+from plugin.services.calendar_access import verify_password
+from plugin.services.ports import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MOUNT_PATH = "/dav"  # where create_app mounts the server; hrefs clients see start with it
+SERVICE_USER = "carecal"  # never a member username: those always contain "~"
+VIEW_SYNC = "view.sync"
+STORE_TIMEOUT_SECONDS = 10.0
+WSGI_THREADS = 10
+VERIFIED_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"ServiceIdentity(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Who a Radicale user name stands for."""
+
+    username: str
+    tenant_id: str | None  # None for the service identity
+    member_id: str | None
+
+
+class EmbeddedCalDAV:
+    """The ASGI app mounted at `/dav`, and the bridge its Radicale plugins call."""
+
+    def __init__(
+        self, settings: EmbeddedCalendarSettings, *, clock: Callable[[], datetime]
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self.service = ServiceIdentity(SERVICE_USER, secrets.token_urlsafe(32))
+        self._store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._asgi: WSGIMiddleware | None = None
+        self._verified: dict[str, bytes] = {}  # stored hash -> HMAC of the password
+        self._verified_key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # Radicale may log its configuration, which holds us
+        return f"EmbeddedCalDAV(folder={str(self._settings.folder)!r})"
+
+    @contextlib.asynccontextmanager
+    async def running(self, store: Store) -> AsyncIterator[None]:
+        self._store = store
+        self._loop = asyncio.get_running_loop()
+        self._settings.folder.mkdir(parents=True, exist_ok=True)
+        wsgi = WSGIMiddleware(RadicaleApplication(self._radicale_config()), workers=WSGI_THREADS)
+        self._asgi = wsgi
+        try:
+            yield
+        finally:
+            self._asgi = None
+            await asyncio.to_thread(wsgi.executor.shutdown, wait=True)
+            self._store = None
+            self._loop = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._asgi is None:
+            await PlainTextResponse("The calendar server is not running.", 503)(
+                scope, receive, send
+            )
+            return
+        # a2wsgi types the ASGI triple more narrowly than Starlette; the values are the same.
+        await self._asgi(cast(Any, scope), cast(Any, receive), cast(Any, send))
+
+    def _radicale_config(self) -> radicale.config.Configuration:
+        configuration = radicale.config.load()  # defaults only: no files are read
+        plugin = {"carecal": self}  # a plugin section with a module `type` takes extra options
+        configuration.update(
+            {
+                "storage": {"filesystem_folder": str(self._settings.folder)},
+                "auth": {"type": "adapters.caldav.radicale_auth", "delay": "0", **plugin},
+                "rights": {"type": "adapters.caldav.radicale_rights", **plugin},
+                "hook": {"type": "adapters.caldav.radicale_hook", **plugin},
+                "web": {"type": "none"},
+            },
+            "carecal",
+        )
+        return configuration
+
+    # called from Radicale's worker threads
+
+    def _call(self, make: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+        store, loop = self._store, self._loop
+        if store is None or loop is None:
+            raise StoreError("the calendar server is not running")
+        future = asyncio.run_coroutine_threadsafe(make(store), loop)
+        try:
+            return future.result(timeout=STORE_TIMEOUT_SECONDS)
+        except FutureTimeout:
+            future.cancel()
+            raise StoreError("the store did not answer in time") from None
+
+    def login(self, username: str, password: str) -> Login | None:
+        """The identity behind (username, password), or None. Never logs the password."""
+        if hmac.compare_digest(username.encode(), self.service.username.encode()):
+            ok = hmac.compare_digest(password.encode(), self.service.password.encode())
+            return Login(username, None, None) if ok else None
+        if "~" not in username:
+            return None
+
+        async def lookup(store: Store) -> Any:
+            async with store.transaction() as tx:
+                return await tx.get_calendar_credential(username)
+
+        try:
+            credential = self._call(lookup)
+        except StoreError:
+            log.warning("caldav login could not reach the store", extra={"username": username})
+            return None
+        if credential is None or credential.revoked_at is not None:
+            return None
+        if not self._verify(password, credential.password_hash):
+            return None
+        return Login(username, credential.tenant_id, credential.member_id)
+
+    def _verify(self, password: str, stored_hash: str) -> bool:
+        mac = hmac.new(self._verified_key, password.encode(), hashlib.sha256).digest()
+        with self._lock:
+            remembered = self._verified.get(stored_hash)
+        if remembered is not None and hmac.compare_digest(remembered, mac):
+            return True
+        if not verify_password(password, stored_hash):
+            return False
+        with self._lock:
+            if len(self._verified) >= VERIFIED_CACHE_MAX:
+                self._verified.clear()
+            self._verified[stored_hash] = mac
+        return True
+
+    def authorization(self, user: str, path: str) -> str:
+        """Radicale rights letters for `user` on the sanitised `path` ("/", "/u/", "/u/c/")."""
+        if not user:
+            return ""
+        if user == self.service.username:
+            return "RWrw"
+        parts = path.strip("/").split("/") if path.strip("/") else []
+        if not parts:
+            return "R"  # the root: discovery (current-user-principal) starts here
+        if parts[0] != user:
+            return ""
+        if len(parts) == 1:
+            return "RW"  # the member's home: list and create calendars
+        if len(parts) == 2:
+            return "rw"  # a calendar: its objects
+        return ""
+
+    def member_wrote(self, actor: str, collection: str, change: str) -> None:
+        """A member created, changed or deleted an object of `collection` ("u/cal"): queue a
+        `view.sync` of that collection now, durably (the job is in the store when this
+        returns). Writes by the service identity are carecal's own and queue nothing."""
+        if not actor or actor == self.service.username or "~" not in actor:
+            return
+        user, _, name = collection.partition("/")
+        if user != actor or not name:
+            return  # rights keep members inside their home; nothing else is a view
+
+        async def enqueue(store: Store) -> None:
+            async with store.transaction() as tx:
+                credential = await tx.get_calendar_credential(actor)
+                if credential is None:
+                    return
+                path = f"{MOUNT_PATH}/{collection}/"  # the href a CalDAV client uses
+                await tx.enqueue_job(
+                    credential.tenant_id,
+                    VIEW_SYNC,
+                    {
+                        "member_id": credential.member_id,
+                        "username": actor,
+                        "collection": path,
+                        "reason": "member_write",
+                        "change": change,
+                    },
+                    run_at=self._clock(),
+                    key=path,
+                )
+
+        try:
+            self._call(enqueue)
+        except StoreError:
+            # The object is stored already; the periodic poll of every view picks it up.
+            log.exception("could not queue a view sync", extra={"collection": collection})
+
+
+def embedded_of(configuration: Any, section: str) -> EmbeddedCalDAV:
+    """The bridge a Radicale plugin was configured with (see `_radicale_config`)."""
+    found = configuration.get(section, "carecal")
+    if not isinstance(found, EmbeddedCalDAV):
+        raise RuntimeError(f"the {section} plugin needs carecal's embedded CalDAV server")
+    return found

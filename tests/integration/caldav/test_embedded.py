@@ -1,0 +1,206 @@
+"""The embedded CalDAV server end to end: carecal served by uvicorn on a free loopback port (a
+WSGI app inside needs a real server), credentials issued through the API, and a real CalDAV
+client playing the member's calendar app."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from adapters.caldav.client import CalDAVClient, CalDAVSettings
+from adapters.caldav.embedded import SERVICE_USER, VIEW_SYNC
+from adapters.caldav.port import Forbidden
+from plugin.config import Settings
+from plugin.services.ports import Store
+from plugin.web.app import create_app, open_store
+from tests.integration.support import auth, circle_event, make_settings, post_event
+
+PROPFIND = '<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
+EVENT = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//member's app//EN\r
+BEGIN:VEVENT\r
+UID:anna-1@example.org\r
+DTSTAMP:20270301T090000Z\r
+DTSTART:20270316T090000Z\r
+DTEND:20270316T100000Z\r
+SUMMARY:Mine\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    settings: Settings
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        tmp_path, database={"url": database_url}, server={"public_url": base, "port": port}
+    )
+    app = create_app(settings, auto_migrate=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, name="carecal-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield Served(base, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:
+        response = await post_event(client, circle_event())
+        assert response.status_code == 202
+        yield client
+
+
+@pytest.fixture
+async def store(served: Served) -> AsyncIterator[Store]:
+    """The same database, opened as another process would (the app migrated it)."""
+    opened = await open_store(served.settings, migrate=False)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def issue(http: httpx.AsyncClient, member_id: str) -> dict[str, str]:
+    response = await http.post(f"/api/v1/members/{member_id}/calendar-credentials", headers=auth())
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    found: dict[str, str] = response.json()
+    return found
+
+
+def calendar_app(served: Served, credentials: dict[str, str]) -> CalDAVClient:
+    return CalDAVClient(
+        CalDAVSettings(
+            served.base,
+            credentials["username"],
+            credentials["password"],
+            server="radicale",
+            timeout_seconds=10,
+        )
+    )
+
+
+async def propfind(
+    http: httpx.AsyncClient, path: str, username: str, password: str
+) -> httpx.Response:
+    return await http.request(
+        "PROPFIND",
+        path,
+        content=PROPFIND,
+        auth=(username, password),
+        headers={"Depth": "0", "Content-Type": "application/xml"},
+    )
+
+
+async def test_members_use_their_own_calendar_home_and_nobody_elses(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    anna = await issue(http, "m-anna")
+    bo = await issue(http, "m-bo")
+    assert anna["username"] == "north~m-anna"
+    assert anna["caldav_url"] == f"{served.base}/dav/north~m-anna/"
+    assert len(anna["password"]) >= 22  # at least 128 bits, URL-safe base64
+    assert anna["password"] != bo["password"]
+
+    home = "/dav/north~m-anna/"
+    async with calendar_app(served, anna) as calendars:
+        path = await calendars.ensure_collection(home + "care/", "Fru Jensen - omsorg")
+        etag = await calendars.create(path, "mine.ics", EVENT)
+        fetched = await calendars.fetch(path, [path + "mine.ics"])
+        assert b"UID:anna-1@example.org" in fetched[path + "mine.ics"][1]
+        assert etag is None or etag == fetched[path + "mine.ics"][0]
+        # Bo's home: neither readable nor writable for Anna.
+        bo_home = f"/dav/{bo['username']}/"
+        with pytest.raises(Forbidden):
+            await calendars.ensure_collection(bo_home + "care/", "not hers")
+    assert (await propfind(http, bo_home, anna["username"], anna["password"])).status_code == 403
+    put = await http.put(
+        bo_home + "care/x.ics",
+        content=EVENT,
+        auth=(anna["username"], anna["password"]),
+        headers={"Content-Type": "text/calendar"},
+    )
+    assert put.status_code == 403
+    # Bo reaches his own home.
+    assert (await propfind(http, bo_home, bo["username"], bo["password"])).status_code == 207
+
+    # The member's write is queued for a view sync, durably, in the store.
+    jobs = await store.lease_jobs(
+        "test", now=datetime.now(UTC) + timedelta(minutes=1), limit=10, lease_seconds=60
+    )
+    assert [(j.tenant_id, j.kind, j.key) for j in jobs] == [
+        ("north", VIEW_SYNC, "/dav/north~m-anna/care/")
+    ]
+    assert jobs[0].payload["member_id"] == "m-anna"
+    assert jobs[0].payload["collection"] == "/dav/north~m-anna/care/"
+
+
+async def test_wrong_and_replaced_passwords_are_refused(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    first = await issue(http, "m-anna")
+    home = f"/dav/{first['username']}/"
+    assert (await propfind(http, home, first["username"], first["password"])).status_code == 207
+    wrong = await propfind(http, home, first["username"], first["password"] + "x")
+    assert wrong.status_code == 401
+    assert (await propfind(http, home, "north~m-nobody", "whatever")).status_code == 401
+    assert (await propfind(http, home, SERVICE_USER, "guess")).status_code == 401
+
+    second = await issue(http, "m-anna")
+    assert second["username"] == first["username"]
+    old = await propfind(http, home, first["username"], first["password"])
+    assert old.status_code == 401
+    assert (await propfind(http, home, second["username"], second["password"])).status_code == 207
+
+
+async def test_credentials_only_for_current_members_of_the_tenant(
+    http: httpx.AsyncClient,
+) -> None:
+    path = "/api/v1/members/{}/calendar-credentials"
+    assert (await http.post(path.format("m-anna"))).status_code == 401
+    assert (await http.post(path.format("m-nobody"), headers=auth())).status_code == 404
+    south = auth("south-api-token-0123456789")
+    assert (await http.post(path.format("m-anna"), headers=south)).status_code == 404
+
+
+async def test_well_known_caldav_redirects_to_dav(served: Served, http: httpx.AsyncClient) -> None:
+    for method in ("GET", "PROPFIND"):
+        response = await http.request(method, "/.well-known/caldav")
+        assert response.status_code == 301
+        assert response.headers["location"] == f"{served.base}/dav/"
+    # Without credentials the server asks for them.
+    assert (await http.request("PROPFIND", "/dav/", content=PROPFIND)).status_code == 401
