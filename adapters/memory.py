@@ -43,11 +43,13 @@ from plugin.services.ports import (
     StoreError,
     StoreUnavailable,
 )
+from plugin.sync.planner import SyncRecord
 
 __all__ = ["MemoryStore", "MemoryTx"]
 
 Key2 = tuple[str, str]
 Key3 = tuple[str, str, str]
+Key4 = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ class _State:
     outbox: dict[str, OutboxEvent] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
     credentials: dict[Key2, CalendarCredential] = field(default_factory=dict)  # (tenant, member)
+    # (tenant, member, citizen, uid)
+    view_records: dict[Key4, SyncRecord] = field(default_factory=dict)
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -126,6 +130,7 @@ class _State:
             outbox=dict(self.outbox),
             audit=list(self.audit),
             credentials=dict(self.credentials),
+            view_records=dict(self.view_records),
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -252,6 +257,29 @@ class MemoryTx:
 
     # tasks and occurrences
 
+    # view sync records
+
+    async def list_view_records(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> dict[str, SyncRecord]:
+        view = (tenant_id, member_id, citizen_id)
+        return {k[3]: r for k, r in self._s.view_records.items() if k[:3] == view}
+
+    async def save_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, record: SyncRecord
+    ) -> None:
+        self._s.view_records[(tenant_id, member_id, citizen_id, record.uid)] = record
+
+    async def delete_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, uid: str
+    ) -> None:
+        self._s.view_records.pop((tenant_id, member_id, citizen_id, uid), None)
+
+    async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        view = (tenant_id, member_id, citizen_id)
+        for key in [k for k in self._s.view_records if k[:3] == view]:
+            del self._s.view_records[key]
+
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         return self._s.tasks.get((tenant_id, task_id))
 
@@ -347,6 +375,9 @@ class MemoryTx:
         if (tenant_id, passed.occurrence_id) not in self._s.occurrences:
             raise StoreError(f"no occurrence {passed.occurrence_id!r}")
         self._s.passes.setdefault((tenant_id, passed.occurrence_id, passed.member_id), passed)
+
+    async def remove_pass(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
+        return self._s.passes.pop((tenant_id, occurrence_id, member_id), None) is not None
 
     # relief
 

@@ -7,12 +7,15 @@ of its leased batch to the queue.
 
 Job kinds and their handlers:
 
-    member.withdraw   withdraw a removed member's calendar copy and links (calendar delivery;
-                      until that exists, such jobs wait in the queue and are retried)
+    view.sync         sync one member's calendar view of one circle (`services.view_sync`)
+    member.withdraw   delete a removed member's calendar collection of that circle
+
+Both need the calendar server (`calendar`, given by the composition root); a worker without
+one leaves such jobs queued for one that has it.
 
 Besides jobs, the worker extends every recurring task to the horizon as time passes, once at
 start and then every `worker.horizon_refresh_seconds` (idempotent, so several workers doing it
-is harmless).
+is harmless), and queues a sync of the hosted views of each such task's circle.
 """
 
 from __future__ import annotations
@@ -28,8 +31,17 @@ from datetime import datetime, timedelta
 
 from plugin.config import Settings
 from plugin.metrics import Metrics
-from plugin.services.ingest import materialise
+from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
 from plugin.services.ports import Job, Store, StoreError
+from plugin.services.view_sync import (
+    JOB_VIEW_SYNC,
+    CalendarAccess,
+    View,
+    enqueue_view_syncs,
+    sync_view,
+    view_of_job,
+    withdraw_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,7 @@ class JobContext:
     store: Store
     settings: Settings
     now: datetime
+    calendar: CalendarAccess | None = None
 
 
 Handler = Callable[[Job, JobContext], Awaitable[None]]
@@ -60,11 +73,45 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
         for task in recurring:
             async with store.transaction() as tx:
                 await materialise(tx, task, now=now, horizon=horizon)
+                # New occurrences enter the members' calendars (deduplicated per view).
+                circle = await tx.get_circle(tenant.id, task.citizen_id)
+                if circle is not None:
+                    await enqueue_view_syncs(tx, tenant.id, circle, now=now)
             count += 1
     return count
 
 
+class MissingCalendar(RuntimeError):
+    """A calendar job reached a worker that has no calendar server."""
+
+
+def _calendar(ctx: JobContext) -> CalendarAccess:
+    if ctx.calendar is None:
+        raise MissingCalendar("this worker has no calendar server")
+    return ctx.calendar
+
+
+async def handle_view_sync(job: Job, ctx: JobContext) -> None:
+    view = view_of_job(job.tenant_id, job.payload)
+    if view is None:
+        log.warning("view.sync job names no view", extra={"job_id": job.id})
+        return
+    await sync_view(ctx.store, _calendar(ctx), ctx.settings, view, now=ctx.now)
+
+
+async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
+    member_id, citizen_id = job.payload.get("member_id"), job.payload.get("citizen_id")
+    if not isinstance(member_id, str) or not isinstance(citizen_id, str):
+        log.warning("member.withdraw job names no view", extra={"job_id": job.id})
+        return
+    await withdraw_view(ctx.store, _calendar(ctx), View(job.tenant_id, member_id, citizen_id))
+
+
 DEFAULT_HANDLERS: Mapping[str, Handler] = {}
+CALENDAR_HANDLERS: Mapping[str, Handler] = {
+    JOB_VIEW_SYNC: handle_view_sync,
+    JOB_MEMBER_WITHDRAW: handle_member_withdraw,
+}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -81,13 +128,17 @@ class Worker:
         *,
         metrics: Metrics,
         clock: Callable[[], datetime],
-        handlers: Mapping[str, Handler] = DEFAULT_HANDLERS,
+        handlers: Mapping[str, Handler] | None = None,
+        calendar: CalendarAccess | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.calendar = calendar
+        if handlers is None:
+            handlers = {**DEFAULT_HANDLERS, **(CALENDAR_HANDLERS if calendar is not None else {})}
         self.handlers = handlers
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = asyncio.Event()
@@ -151,7 +202,7 @@ class Worker:
             self.metrics.jobs_processed.labels(job.kind, "unhandled").inc()
             return
         try:
-            await handler(job, JobContext(self.store, self.settings, now))
+            await handler(job, JobContext(self.store, self.settings, now, self.calendar))
         except Exception as exc:
             final = job.attempts + 1 >= self.settings.worker.max_attempts
             retry_at = None if final else now + backoff(job.attempts)

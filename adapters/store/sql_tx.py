@@ -51,6 +51,7 @@ from plugin.services.ports import (
     StoreError,
     StoreUnavailable,
 )
+from plugin.sync.planner import SyncRecord
 
 __all__ = [
     "INBOX_ACCEPT_LOCK",
@@ -272,6 +273,61 @@ class SqlTx:
             revoked_at=row.revoked_at,
         )
 
+    # view sync records
+
+    async def list_view_records(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> dict[str, SyncRecord]:
+        rows = await self._c.execute(
+            self._q.list_view_records,
+            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+        )
+        return {
+            row.uid: SyncRecord(
+                uid=row.uid,
+                href=row.href,
+                etag=row.etag,
+                fingerprint=row.fingerprint,
+                material=row.material,
+                partstat=row.partstat,
+                member_alarms=bool(row.member_alarms),
+            )
+            for row in rows
+        }
+
+    async def save_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, record: SyncRecord
+    ) -> None:
+        await self._c.execute(
+            self._q.upsert_view_record,
+            {
+                "tenant_id": tenant_id,
+                "member_id": member_id,
+                "citizen_id": citizen_id,
+                "uid": record.uid,
+                "href": record.href,
+                "etag": record.etag,
+                "fingerprint": record.fingerprint,
+                "material": record.material,
+                "partstat": record.partstat,
+                "member_alarms": record.member_alarms,
+            },
+        )
+
+    async def delete_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, uid: str
+    ) -> None:
+        await self._c.execute(
+            self._q.delete_view_record,
+            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id, "p_uid": uid},
+        )
+
+    async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        await self._c.execute(
+            self._q.delete_view,
+            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+        )
+
     # tasks and occurrences
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
@@ -418,6 +474,13 @@ class SqlTx:
     async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
         removed = await self._c.execute(
             self._q.remove_claim,
+            {"p_tenant": tenant_id, "p_occurrence": occurrence_id, "p_member": member_id},
+        )
+        return removed.first() is not None
+
+    async def remove_pass(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
+        removed = await self._c.execute(
+            self._q.remove_pass,
             {"p_tenant": tenant_id, "p_occurrence": occurrence_id, "p_member": member_id},
         )
         return removed.first() is not None

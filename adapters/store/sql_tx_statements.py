@@ -50,6 +50,7 @@ from adapters.store.tables import (
     relief_requests,
     tasks,
     tenants,
+    view_records,
 )
 from adapters.store.tables import (
     occurrences as occ_t,
@@ -66,6 +67,9 @@ TENANT = bindparam("p_tenant", type_=String)
 TASK_COLUMNS = tuple(c.name for c in tasks.c if c.name not in ("tenant_id", "id"))
 CITIZEN_COLUMNS = ("display_name", "timezone", "locale", "circle_version", "updated_at")
 RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "version")
+VIEW_RECORD_COLUMNS = (
+    "href", "etag", "fingerprint", "material", "partstat", "member_alarms"
+)  # fmt: skip
 
 
 def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:
@@ -111,6 +115,11 @@ class Statements:
     # calendar credentials
     upsert_credential: Any
     get_credential: Any
+    # view sync records
+    list_view_records: Any
+    upsert_view_record: Any
+    delete_view_record: Any
+    delete_view: Any
     # tasks and occurrences
     get_task: Any
     upsert_task: Any
@@ -126,6 +135,7 @@ class Statements:
     add_claim: Any
     remove_claim: Any
     add_pass: Any
+    remove_pass: Any
     # relief
     upsert_relief: Any
     get_relief: Any
@@ -145,6 +155,11 @@ def statements(dialect_name: str) -> Statements:
     ids: Any = bindparam("p_ids", expanding=True)
     member_key = (memberships.c.tenant_id == TENANT) & (
         memberships.c.citizen_id == bindparam("p_citizen", type_=String)
+    )
+    view_key = (
+        (view_records.c.tenant_id == TENANT)
+        & (view_records.c.member_id == bindparam("p_member", type_=String))
+        & (view_records.c.citizen_id == bindparam("p_citizen", type_=String))
     )
     # Claims and passes of some occurrences in one query: `kind` 0 is a claim, 1 a pass
     # (passes have no channel); each kind in (at, member_id) order.
@@ -213,6 +228,17 @@ def statements(dialect_name: str) -> Statements:
         get_credential=select(calendar_credentials).where(
             calendar_credentials.c.username == bindparam("p_username", type_=String)
         ),
+        list_view_records=select(view_records).where(view_key),
+        upsert_view_record=_upsert(
+            dialect,
+            view_records,
+            ["tenant_id", "member_id", "citizen_id", "uid"],
+            VIEW_RECORD_COLUMNS,
+        ),
+        delete_view_record=delete(view_records).where(
+            view_key, view_records.c.uid == bindparam("p_uid", type_=String)
+        ),
+        delete_view=delete(view_records).where(view_key),
         get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
         upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
         list_tasks=select(tasks)
@@ -259,6 +285,13 @@ def statements(dialect_name: str) -> Statements:
             claims.c.tenant_id == TENANT,
             claims.c.occurrence_id == bindparam("p_occurrence", type_=String),
             claims.c.member_id == bindparam("p_member", type_=String),
+        )
+        .returning(literal(1)),
+        remove_pass=delete(passes)
+        .where(
+            passes.c.tenant_id == TENANT,
+            passes.c.occurrence_id == bindparam("p_occurrence", type_=String),
+            passes.c.member_id == bindparam("p_member", type_=String),
         )
         .returning(literal(1)),
         add_pass=dialect.insert(passes).on_conflict_do_nothing(

@@ -320,3 +320,21 @@ calendar_credentials = Table(
     PrimaryKeyConstraint("tenant_id", "member_id"),
     UniqueConstraint("username"),
 )
+
+# What carecal last wrote into one member's calendar view (member, circle), per event UID:
+# the sync planner's `SyncRecord`. `href` NULL is a tombstone (the member deleted the copy).
+view_records = Table(
+    "view_records",
+    metadata,
+    _tenant_id(),
+    Column("member_id", String(128), nullable=False),
+    Column("citizen_id", String(128), nullable=False),
+    Column("uid", String(255), nullable=False),
+    Column("href", String(1024), nullable=True),
+    Column("etag", String(255), nullable=True),
+    Column("fingerprint", String(128), nullable=False),
+    Column("material", String(128), nullable=False),
+    Column("partstat", String(32), nullable=False),
+    Column("member_alarms", Boolean, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id", "uid"),
+)

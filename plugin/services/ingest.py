@@ -9,6 +9,9 @@ Versions: every host entity carries a `version`; an event older than (or as old 
 one is acknowledged and ignored, so events arriving out of order never roll a task back or
 resurrect a cancelled one. A cancellation for a task never seen leaves a tombstone carrying its
 version for the same reason.
+
+Fan-out: a change to a circle's membership or tasks queues a `view.sync` of every hosted
+member's view of that circle (`view_sync.enqueue_view_syncs`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from plugin.services.commands import (
 )
 from plugin.services.occurrences import planned_occurrences
 from plugin.services.ports import AuditEntry, InboxEntry, Store, StoreUnavailable, Tx
+from plugin.services.view_sync import enqueue_view_syncs
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +173,13 @@ class _Applier:
                 run_at=self.now,
                 key=f"{circle.citizen.id}:{member_id}",
             )
+        await enqueue_view_syncs(self.tx, self.tenant_id, circle, now=self.now)
         return True
+
+    async def fan_out(self, citizen_id: str) -> None:
+        circle = await self.tx.get_circle(self.tenant_id, citizen_id)
+        if circle is not None:
+            await enqueue_view_syncs(self.tx, self.tenant_id, circle, now=self.now)
 
     async def upsert_task(self, task: Task) -> bool:
         stored = await self.tx.get_task(self.tenant_id, task.id)
@@ -177,6 +187,7 @@ class _Applier:
             return False
         await self.tx.save_task(task)
         await materialise(self.tx, task, now=self.now, horizon=self.horizon)
+        await self.fan_out(task.citizen_id)
         return True
 
     async def cancel_task(self, command: CancelTask) -> bool:
@@ -189,6 +200,7 @@ class _Applier:
             replace(stored, version=command.version, status=TaskStatus.CANCELLED)
         )
         await self.tx.sync_occurrences(self.tenant_id, command.task_id, [])
+        await self.fan_out(stored.citizen_id)
         return True
 
     async def decide_relief(self, command: DecideRelief) -> bool:

@@ -11,6 +11,8 @@ Glossary:
                same transaction as the data it concerns, and leased by one worker at a time
 - OutboxEvent  an event for the host; its `id` is the stable `webhook-id` across retries
 - AuditEntry   who did what, when, through which channel
+- SyncRecord   what the view sync last wrote for one event UID in one view (member, circle);
+               the planner's baseline (`plugin.sync.planner`)
 - CalendarCredential  a member's app password for the embedded CalDAV server, kept only as a
                slow salted hash; issuing again replaces it (the old one stops working)
 
@@ -41,6 +43,7 @@ from plugin.domain.model import (
     ReliefRequest,
     Task,
 )
+from plugin.sync.planner import SyncRecord
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 InboxStatus = Literal["pending", "applied", "stale", "failed"]
@@ -187,6 +190,27 @@ class Tx(Protocol):
 
     async def get_calendar_credential(self, username: str) -> CalendarCredential | None: ...
 
+    # view sync records: one view is (tenant, member, citizen)
+    async def list_view_records(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> dict[str, SyncRecord]:
+        """The view's records by UID (tombstones, `href=None`, included)."""
+        ...
+
+    async def save_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, record: SyncRecord
+    ) -> None:
+        """Insert or replace the record of `record.uid` in the view."""
+        ...
+
+    async def delete_view_record(
+        self, tenant_id: str, member_id: str, citizen_id: str, uid: str
+    ) -> None: ...
+
+    async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        """Drop every record of the view (its collection was deleted)."""
+        ...
+
     # tasks and occurrences
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None: ...
 
@@ -219,6 +243,10 @@ class Tx(Protocol):
     async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool: ...
 
     async def add_pass(self, tenant_id: str, passed: Pass) -> None: ...
+
+    async def remove_pass(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
+        """Take a member's pass back (they claimed after all); False if there was none."""
+        ...
 
     # relief
     async def save_relief_request(self, request: ReliefRequest) -> None: ...

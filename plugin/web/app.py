@@ -4,7 +4,9 @@ Nothing is opened at import. The lifespan opens the store (bringing an SQLite da
 date when asked), starts the inbox writer and applier, starts the background worker when
 asked, and on shutdown stops them, returns the worker's leased jobs to the queue and closes
 the store. With `calendar.type = "embedded"` it also serves the embedded CalDAV server
-(Radicale) at `/dav/`, with `/.well-known/caldav` pointing there.
+(Radicale) at `/dav/`, with `/.well-known/caldav` pointing there, and hands the worker a
+CalDAV client logged in to it as the service identity (`service_calendar`), so that it can sync
+members' views.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from plugin.services.commands import HostCommand
 from plugin.services.inbox import InboxApplier, InboxWriter
 from plugin.services.ingest import ApplyResult
 from plugin.services.ports import InboxEntry, Store
+from plugin.services.view_sync import CalendarAccess
 from plugin.web import api, ops, webhooks
 from plugin.web.middleware import RequestContextMiddleware
 from plugin.web.problems import install_handlers
@@ -94,6 +97,40 @@ def make_applier(
     )
 
 
+def local_base_url(settings: Settings) -> str:
+    """Where this process listens, for talking to itself: the embedded calendar server is
+    reached on the loopback, not through `public_url` (which may be a proxy's address)."""
+    host = settings.server.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.server.port}"
+
+
+@contextlib.asynccontextmanager
+async def service_calendar(
+    settings: Settings, dav: EmbeddedCalDAV
+) -> AsyncIterator[CalendarAccess]:
+    """The view sync's way into the embedded server: a CalDAV client logged in as the
+    service identity, open for the lifespan."""
+    from adapters.caldav.client import CalDAVClient, CalDAVSettings
+    from adapters.caldav.embedded import MOUNT_PATH
+
+    client = CalDAVClient(
+        CalDAVSettings(
+            f"{local_base_url(settings)}{MOUNT_PATH}/",
+            dav.service.username,
+            dav.service.password,
+            server="radicale",
+        )
+    )
+    async with client:
+        yield CalendarAccess(client, MOUNT_PATH)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -126,15 +163,20 @@ def create_app(
         )
         inbox.on_accepted = applier.notify
         applier_task = asyncio.create_task(applier.run(), name="carecal-inbox-applier")
-        worker: Worker | None = None
-        worker_task: asyncio.Task[None] | None = None
-        if run_worker:
-            worker = Worker(active, settings, metrics=app_metrics, clock=clock)
-            worker_task = asyncio.create_task(worker.run(), name="carecal-worker")
         try:
             async with contextlib.AsyncExitStack() as stack:
+                calendar: CalendarAccess | None = None
                 if dav is not None:
                     await stack.enter_async_context(dav.running(active))
+                    calendar = await stack.enter_async_context(service_calendar(settings, dav))
+                if run_worker:
+                    # Started after the calendar server and stopped before it (the exit stack
+                    # unwinds in reverse), so a job in hand can finish its writes.
+                    worker = Worker(
+                        active, settings, metrics=app_metrics, clock=clock, calendar=calendar
+                    )
+                    worker_task = asyncio.create_task(worker.run(), name="carecal-worker")
+                    stack.push_async_callback(worker.stop, worker_task)
                 yield AppState(
                     settings=settings,
                     store=active,
@@ -149,8 +191,6 @@ def create_app(
             await inbox.close()
             applier.stop()
             await applier_task
-            if worker is not None and worker_task is not None:
-                await worker.stop(worker_task)
             if owned:
                 await active.close()
 

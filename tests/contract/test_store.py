@@ -571,6 +571,18 @@ async def test_passes_are_recorded_once(store: Store) -> None:
     assert record is not None and record.passes == (Pass("t-1@0", "m-anna", NOW),)
 
 
+async def test_a_pass_can_be_taken_back(store: Store) -> None:
+    await seed_task(store, occ(0))
+    async with store.transaction() as tx:
+        await tx.add_pass(T, Pass("t-1@0", "m-anna", NOW))
+        await tx.add_pass(T, Pass("t-1@0", "m-bo", NOW))
+    async with store.transaction() as tx:
+        assert await tx.remove_pass(T, "t-1@0", "m-anna")
+        assert not await tx.remove_pass(T, "t-1@0", "m-anna")
+        record = await tx.lock_occurrence(T, "t-1@0")
+    assert record is not None and record.passes == (Pass("t-1@0", "m-bo", NOW),)
+
+
 async def test_lock_occurrence_serialises_concurrent_claims(backend: Backend) -> None:
     await seed_task(backend.store, occ(0), people_needed=1)
     stores = [backend.store, await backend.another()]

@@ -192,8 +192,9 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     await post_event(client, circle_event())
     removed = circle_event(version=2, members=[])
     await post_event(client, removed)
-    await client.get("/api/v1/circles/c-123", headers=auth())  # applied: 3 withdrawals queued
+    # applied: 2 view syncs (Anna's and Sara's hosted views) and 3 withdrawals queued
+    await client.get("/api/v1/circles/c-123", headers=auth())
     metrics = await client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'carecal_jobs{status="queued"} 3.0' in metrics.text
+    assert 'carecal_jobs{status="queued"} 5.0' in metrics.text
     assert "x-request-id" in metrics.headers

@@ -238,6 +238,22 @@ async def test_circle_update_removes_absent_members_and_queues_withdrawal(
     assert withdrawals == [{"citizen_id": "c-123", "member_id": "m-bo"}]
 
 
+async def test_circle_and_task_changes_queue_a_sync_of_each_hosted_view(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    # Anna and Sara are hosted, Bo reads a feed: two views, one job each however many changes.
+    assert (await post_event(client, circle_event(version=1))).status_code == 202
+    assert (await post_event(client, task_event(version=1))).status_code == 202
+    assert (await post_event(client, task_event(version=2, people_needed=1))).status_code == 202
+    await client.get("/api/v1/circles/c-123", headers=auth())  # the inbox is applied by now
+    jobs = await store.lease_jobs("test", now=FIXED_NOW, limit=50, lease_seconds=60)
+    syncs = sorted((j.key, dict(j.payload)) for j in jobs if j.kind == "view.sync")
+    assert syncs == [
+        ("c-123:m-anna", {"member_id": "m-anna", "citizen_id": "c-123", "reason": "changed"}),
+        ("c-123:m-sara", {"member_id": "m-sara", "citizen_id": "c-123", "reason": "changed"}),
+    ]
+
+
 async def test_a_database_outage_is_503_and_nothing_is_accepted(tmp_path: Path) -> None:
     store = MemoryStore()  # the store's outage switch; no database involved
     app = create_app(make_settings(tmp_path), store=store)

@@ -130,3 +130,33 @@ async def test_recurring_tasks_grow_with_the_horizon_as_time_passes(
     # The past stays: the first occurrences keep their ids, and nothing was cancelled.
     assert [r.occurrence.id for r in after[:8]] == [r.occurrence.id for r in before]
     assert not any(r.occurrence.cancelled for r in after)
+
+
+async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    from datetime import datetime
+
+    from plugin.domain.model import Circle, Citizen, Member, Task
+
+    circle = Circle(
+        Citizen("north", "c-1", "Fru Jensen"),
+        1,
+        (
+            Member("m-anna", "Anna", "relative", "full"),
+            Member("m-bo", "Bo", "relative", "full", calendar="feed"),
+        ),
+    )
+    weekly = Task(
+        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
+        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
+        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
+    )  # fmt: skip
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_circle("north", circle, clock.now)
+        await tx.save_task(weekly)
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={})
+    await worker.extend_horizons_when_due()
+    jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
+    assert [(j.kind, j.key) for j in jobs] == [("view.sync", "c-1:m-anna")]

@@ -1,0 +1,106 @@
+"""Claim, release and pass as one member asks, through whatever channel: first come, first
+served under the occurrence's row lock.
+
+`decide(tx, ...)` runs inside the caller's transaction: it locks the occurrence
+(`Tx.lock_occurrence`, so concurrent claimers of the last slot are serialised), lets the pure
+rules decide (`plugin.domain.claims`), applies exactly the decision's effects, and writes the
+audit entry and — when a claim came or went — the host event (`task.claimed`/`task.released`)
+in the same transaction.
+
+    decision = await decide(tx, "north", "t-1_20270316T1000", "m-bo", Ask.CLAIM,
+                            channel="caldav", now=now)
+    decision.outcome  # ClaimOutcome.FULL when Anna got there first; nothing was written
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from plugin.domain.claims import (
+    ClaimDecision,
+    decide_claim,
+    decide_pass,
+    decide_release,
+)
+from plugin.domain.model import Channel, OccurrenceRecord
+from plugin.services.ports import AuditEntry, Tx
+
+
+class Ask(StrEnum):
+    CLAIM = "claim"
+    RELEASE = "release"
+    PASS = "pass"
+
+
+async def decide(
+    tx: Tx,
+    tenant_id: str,
+    occurrence_id: str,
+    member_id: str,
+    ask: Ask,
+    *,
+    channel: Channel,
+    now: datetime,
+) -> ClaimDecision | None:
+    """The decision taken and applied, or None when the occurrence is unknown."""
+    record = await tx.lock_occurrence(tenant_id, occurrence_id)
+    if record is None:
+        return None
+    match ask:
+        case Ask.CLAIM:
+            decision = decide_claim(record, member_id, now=now, channel=channel)
+        case Ask.RELEASE:
+            decision = decide_release(record, member_id, now=now)
+        case Ask.PASS:
+            decision = decide_pass(record, member_id, now=now)
+    if decision.remove_claim_of is not None:
+        await tx.remove_claim(tenant_id, occurrence_id, decision.remove_claim_of)
+    if decision.remove_pass_of is not None:
+        await tx.remove_pass(tenant_id, occurrence_id, decision.remove_pass_of)
+    if decision.add_claim is not None:
+        await tx.add_claim(tenant_id, decision.add_claim)
+    if decision.add_pass is not None:
+        await tx.add_pass(tenant_id, decision.add_pass)
+    await tx.audit(
+        AuditEntry(
+            tenant_id=tenant_id,
+            at=now,
+            actor=member_id,
+            action=f"occurrence.{ask.value}",
+            channel=channel,
+            subject=f"occurrence:{occurrence_id}",
+            detail={"outcome": decision.outcome.value},
+        )
+    )
+    event = _host_event(decision)
+    if event is not None:
+        await tx.add_outbox(
+            tenant_id,
+            event,
+            _event_data(record, member_id, channel),
+            now=now,
+            ordering_key=occurrence_id,
+        )
+    return decision
+
+
+def _host_event(decision: ClaimDecision) -> str | None:
+    """A claim that came is `task.claimed`; one that went (a release, or a holder's pass) is
+    `task.released`."""
+    if decision.add_claim is not None:
+        return "task.claimed"
+    if decision.remove_claim_of is not None:
+        return "task.released"
+    return None
+
+
+def _event_data(record: OccurrenceRecord, member_id: str, channel: Channel) -> dict[str, str]:
+    occurrence = record.occurrence
+    return {
+        "task_id": occurrence.task_id,
+        "occurrence_id": occurrence.id,
+        "occurrence_start": occurrence.start.isoformat(),
+        "member_id": member_id,
+        "channel": channel,
+    }

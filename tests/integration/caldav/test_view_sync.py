@@ -1,0 +1,220 @@
+"""View sync end to end: host events in, each hosted member's calendar collection on the
+embedded Radicale out. carecal runs under uvicorn with its worker; a real CalDAV client plays
+the member's calendar app."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import uvicorn
+from icalendar import Calendar
+
+from adapters.caldav.port import NotFound
+from plugin.sync.fingerprint import prop_values
+from plugin.web.app import create_app
+from tests.integration.caldav.test_embedded import Served, calendar_app, free_port, issue
+from tests.integration.support import auth, circle_event, make_settings, post_event, task_event
+
+T = TypeVar("T")
+CPH = ZoneInfo("Europe/Copenhagen")
+WITHIN = 2.0  # seconds: DESIGN's "within one sync cycle" on one machine
+ANNA = {"id": "m-anna", "name": "Anna", "email": "anna@example.org", "role": "relative",
+        "visibility": "full", "locale": "da", "calendar": "hosted"}  # fmt: skip
+BO = {"id": "m-bo", "name": "Bo", "role": "relative", "visibility": "limited", "locale": "da",
+      "calendar": "hosted"}  # fmt: skip
+ANNA_VIEW = "/dav/north~m-anna/c-123/"
+BO_VIEW = "/dav/north~m-bo/c-123/"
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        server={"public_url": base, "port": port},
+        worker={"poll_seconds": 0.05},
+    )
+    app = create_app(settings, auto_migrate=True, run_worker=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None)
+    )
+    thread = threading.Thread(target=server.run, name="carecal-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield Served(base, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:
+        yield client
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
+    """Poll `probe` until it answers something other than None, for at most `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.05)
+
+
+def one_off(start: datetime, version: int = 1) -> dict[str, Any]:
+    return task_event(
+        version,
+        start=f"{start:%Y-%m-%dT%H:%M:%S}",
+        end=f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}",
+        people_needed=1,
+        recurrence=None,
+    )
+
+
+async def test_hosted_members_get_the_circle_in_their_calendar(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna, bo = await issue(http, "m-anna"), await issue(http, "m-bo")
+    start = (datetime.now(CPH) + timedelta(days=7)).replace(
+        hour=10, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    assert (await post_event(http, one_off(start))).status_code == 202
+
+    async with calendar_app(served, anna) as calendars:
+
+        async def events() -> list[Any] | None:
+            try:
+                listing = await calendars.list_etags(ANNA_VIEW)
+            except NotFound:
+                return None
+            if len(listing) != 1:
+                return None
+            fetched = await calendars.fetch(ANNA_VIEW, list(listing))
+            found = [
+                e for _, body in fetched.values() for e in Calendar.from_ical(body).walk("VEVENT")
+            ]
+            return found
+
+        async def copy_at(local_start: datetime) -> Any:
+            found = await events()
+            if not found or found[0].decoded("DTSTART").replace(tzinfo=None) != local_start:
+                return None
+            return found[0]
+
+        event = await eventually(lambda: copy_at(start))
+        assert str(event["SUMMARY"]) == "[Ledig] Indkøb"
+        attendees = prop_values(event, "ATTENDEE")
+        assert [str(a) for a in attendees] == ["mailto:anna@example.org"]
+        assert attendees[0].params["PARTSTAT"] == "NEEDS-ACTION"
+        assert str(event["STATUS"]) == "TENTATIVE"
+
+        # The host moves the task: Anna's copy follows (one copy, at the new time).
+        moved = start + timedelta(hours=2)
+        assert (await post_event(http, one_off(moved, version=2))).status_code == 202
+        event = await eventually(lambda: copy_at(moved))
+        assert str(event["SUMMARY"]) == "[Ledig] Indkøb"
+
+    async with calendar_app(served, bo) as calendars:
+        assert len(await calendars.list_etags(BO_VIEW)) == 1
+
+        # The citizen removes Bo from the circle: his collection goes.
+        assert (await post_event(http, circle_event(2, [ANNA]))).status_code == 202
+
+        async def gone() -> bool | None:
+            try:
+                await calendars.list_etags(BO_VIEW)
+            except NotFound:
+                return True
+            return None
+
+        assert await eventually(gone)
+
+
+def with_partstat(body: bytes, partstat: str) -> bytes:
+    """What a calendar app sends when the member answers the invitation."""
+    calendar = Calendar.from_ical(body)
+    for event in calendar.walk("VEVENT"):
+        for attendee in prop_values(event, "ATTENDEE"):
+            attendee.params["PARTSTAT"] = partstat
+    return bytes(calendar.to_ical())
+
+
+async def test_accepting_in_the_calendar_claims_first_come_first_served(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna, bo = await issue(http, "m-anna"), await issue(http, "m-bo")
+    start = (datetime.now(CPH) + timedelta(days=7)).replace(
+        hour=10, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    assert (await post_event(http, one_off(start))).status_code == 202
+
+    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
+
+        def copy_reading(calendars: Any, view: str, summary: str) -> Callable[[], Awaitable[Any]]:
+            async def probe() -> tuple[str, str, bytes, Any] | None:
+                try:
+                    listing = await calendars.list_etags(view)
+                except NotFound:
+                    return None
+                fetched = await calendars.fetch(view, list(listing))
+                for href, (etag, body) in fetched.items():
+                    event = Calendar.from_ical(body).walk("VEVENT")[0]
+                    if str(event["SUMMARY"]) == summary:
+                        return href, etag, body, event
+                return None
+
+            return probe
+
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
+
+        # Anna accepts in her calendar app: she holds it, and Bo's copy says so.
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        _, _, _, bo_event = await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
+        assert str(bo_event["STATUS"]) == "CONFIRMED"
+        task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+        claims = task["occurrences"][0]["claims"]
+        assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+        _, _, _, anna_event = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
+        assert prop_values(anna_event, "ATTENDEE")[0].params["PARTSTAT"] == "ACCEPTED"
+
+        # Bo accepts too, too late: refused, and his copy is put back as taken.
+        bo_href, bo_etag, bo_body, _ = await eventually(
+            copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb")
+        )
+        # (once restored the copy may be byte for byte what it was, ETag included)
+        await bo_app.update(bo_href, with_partstat(bo_body, "ACCEPTED"), bo_etag)
+
+        async def restored() -> Any:
+            found = await copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb")()
+            if found is None:
+                return None
+            attendee = prop_values(found[3], "ATTENDEE")[0]
+            return found if attendee.params["PARTSTAT"] == "NEEDS-ACTION" else None
+
+        _, _, _, bo_event = await eventually(restored)
+        assert str(bo_event["STATUS"]) == "CONFIRMED"
+        task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+        claims = task["occurrences"][0]["claims"]
+        assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
