@@ -4,24 +4,24 @@ client playing the member's calendar app."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from adapters.caldav.embedded import SERVICE_USER, VIEW_SYNC
 from adapters.caldav.port import Forbidden
-from plugin.config import Settings
 from plugin.services.ports import Store
-from plugin.web.app import create_app, open_store
+from plugin.web.app import open_store
+from tests.integration.caldav.support import (
+    Served,
+    calendar_app,
+    free_port,
+    issue,
+    serve_in_thread,
+)
 from tests.integration.support import auth, circle_event, make_settings, post_event
 
 PROPFIND = '<?xml version="1.0"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
@@ -39,18 +39,6 @@ END:VCALENDAR\r
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Served:
-    base: str
-    settings: Settings
-
-
 @pytest.fixture
 def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
     port = free_port()
@@ -58,22 +46,8 @@ def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
     settings = make_settings(
         tmp_path, database={"url": database_url}, server={"public_url": base, "port": port}
     )
-    app = create_app(settings, auto_migrate=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None)
-    )
-    thread = threading.Thread(target=server.run, name="carecal-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with serve_in_thread(settings):
         yield Served(base, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture
@@ -92,26 +66,6 @@ async def store(served: Served) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-async def issue(http: httpx.AsyncClient, member_id: str) -> dict[str, str]:
-    response = await http.post(f"/api/v1/members/{member_id}/calendar-credentials", headers=auth())
-    assert response.status_code == 201, response.text
-    assert response.headers["cache-control"] == "no-store"
-    found: dict[str, str] = response.json()
-    return found
-
-
-def calendar_app(served: Served, credentials: dict[str, str]) -> CalDAVClient:
-    return CalDAVClient(
-        CalDAVSettings(
-            served.base,
-            credentials["username"],
-            credentials["password"],
-            server="radicale",
-            timeout_seconds=10,
-        )
-    )
 
 
 async def propfind(

@@ -5,7 +5,6 @@ the member's calendar app."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -15,13 +14,17 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import uvicorn
 from icalendar import Calendar
 
 from adapters.caldav.port import NotFound
 from plugin.sync.fingerprint import prop_values
-from plugin.web.app import create_app
-from tests.integration.caldav.test_embedded import Served, calendar_app, free_port, issue
+from tests.integration.caldav.support import (
+    Served,
+    calendar_app,
+    free_port,
+    issue,
+    serve_in_thread,
+)
 from tests.integration.support import auth, circle_event, make_settings, post_event, task_event
 
 T = TypeVar("T")
@@ -45,22 +48,8 @@ def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
         server={"public_url": base, "port": port},
         worker={"poll_seconds": 0.05},
     )
-    app = create_app(settings, auto_migrate=True, run_worker=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None)
-    )
-    thread = threading.Thread(target=server.run, name="carecal-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with serve_in_thread(settings, run_worker=True):
         yield Served(base, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture
