@@ -158,11 +158,16 @@ async def run_worker(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # Ends on a signal, or when the worker itself dies: never idle on behind a dead loop.
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await worker.stop(task)
-        await store.close()
+        stopping.cancel()
+        try:
+            await worker.stop(task)
+        finally:
+            await store.close()
 
 
 if __name__ == "__main__":

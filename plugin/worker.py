@@ -185,9 +185,11 @@ class Worker:
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         self._stopping.set()
-        await task
-        released = await self.store.release_leases(self.name)
-        log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
+        try:
+            await task  # re-raises if the loop died: the process should exit loudly
+        finally:
+            released = await self.store.release_leases(self.name)
+            log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
 
     async def _execute(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)

@@ -163,3 +163,47 @@ def test_serve_refuses_a_chunked_50_mb_body_early(
     rss_kib = int(Path(f"/proc/{process.pid}/status").read_text().split("VmRSS:")[1].split()[0])
     assert rss_kib < 400 * 1024
     assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_worker_alone_stops_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "carecal.toml"
+    config.write_text(
+        f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path}/data/carecal.db"
+
+[worker]
+poll_seconds = 0.1
+
+[[tenants]]
+id = "north"
+webhook_secret = "{NORTH_SECRET}"
+api_token = "{NORTH_TOKEN}"
+""",
+        encoding="utf-8",
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "plugin.cli", "worker", "--config", str(config)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while "worker started" not in log.read_text():
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the worker did not start"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    messages = [
+        json.loads(line)["msg"] for line in log.read_text().splitlines() if line.startswith("{")
+    ]
+    assert messages.count("worker stopped") == 1

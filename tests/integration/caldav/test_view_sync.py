@@ -79,15 +79,23 @@ def one_off(start: datetime, version: int = 1) -> dict[str, Any]:
     )
 
 
-async def test_hosted_members_get_the_circle_in_their_calendar(
-    served: Served, http: httpx.AsyncClient
-) -> None:
+async def anna_and_bo_with_one_task(
+    http: httpx.AsyncClient,
+) -> tuple[dict[str, str], dict[str, str], datetime]:
+    """A circle of two hosted relatives, their credentials, and a one-off task next week."""
     assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
     anna, bo = await issue(http, "m-anna"), await issue(http, "m-bo")
     start = (datetime.now(CPH) + timedelta(days=7)).replace(
         hour=10, minute=0, second=0, microsecond=0, tzinfo=None
     )
     assert (await post_event(http, one_off(start))).status_code == 202
+    return anna, bo, start
+
+
+async def test_hosted_members_get_the_circle_in_their_calendar(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    anna, bo, start = await anna_and_bo_with_one_task(http)
 
     async with calendar_app(served, anna) as calendars:
 
@@ -151,12 +159,7 @@ def with_partstat(body: bytes, partstat: str) -> bytes:
 async def test_accepting_in_the_calendar_claims_first_come_first_served(
     served: Served, http: httpx.AsyncClient
 ) -> None:
-    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
-    anna, bo = await issue(http, "m-anna"), await issue(http, "m-bo")
-    start = (datetime.now(CPH) + timedelta(days=7)).replace(
-        hour=10, minute=0, second=0, microsecond=0, tzinfo=None
-    )
-    assert (await post_event(http, one_off(start))).status_code == 202
+    anna, bo, _ = await anna_and_bo_with_one_task(http)
 
     async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
 
