@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint bench-webhooks clean
+.PHONY: demo serve test lint bench-webhooks browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check plugin adapters tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser test (tests/integration/test_claim_browser.py skips
+# without it). Opt-in: about 350 MB from Debian's packages, needs root.
+browser:
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 bench-webhooks: $(BIN)/.installed
 	$(BIN)/python -m bench.webhooks

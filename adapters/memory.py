@@ -17,10 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from plugin.domain.escalation import claim_deadline
 from plugin.domain.model import (
     Circle,
     Citizen,
     Claim,
+    Delivery,
     Member,
     Occurrence,
     OccurrenceRecord,
@@ -34,14 +36,18 @@ from plugin.services.ports import (
     CalendarCredential,
     CircleChange,
     Conflict,
+    DueDeadline,
     InboxEntry,
     InboxItem,
     InboxStatus,
     Job,
     JobStatus,
+    MemberLink,
     OutboxEvent,
+    OutboxStatus,
     StoreError,
     StoreUnavailable,
+    ViewState,
 )
 from plugin.sync.planner import SyncRecord
 
@@ -106,10 +112,14 @@ class _State:
     jobs: dict[int, _JobRow] = field(default_factory=dict)
     next_job_id: int = 1
     outbox: dict[str, OutboxEvent] = field(default_factory=dict)
+    claim_deadlines: dict[Key2, datetime | None] = field(default_factory=dict)  # by occurrence
+    deadlines_checked: dict[Key2, datetime] = field(default_factory=dict)  # (tenant, occurrence)
     audit: list[AuditEntry] = field(default_factory=list)
     credentials: dict[Key2, CalendarCredential] = field(default_factory=dict)  # (tenant, member)
+    member_links: dict[str, MemberLink] = field(default_factory=dict)  # by link id
     # (tenant, member, citizen, uid)
     view_records: dict[Key4, SyncRecord] = field(default_factory=dict)
+    view_state: dict[Key3, ViewState] = field(default_factory=dict)  # (tenant, member, citizen)
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -128,9 +138,13 @@ class _State:
             jobs=dict(self.jobs),
             next_job_id=self.next_job_id,
             outbox=dict(self.outbox),
+            claim_deadlines=dict(self.claim_deadlines),
+            deadlines_checked=dict(self.deadlines_checked),
             audit=list(self.audit),
             credentials=dict(self.credentials),
+            member_links=dict(self.member_links),
             view_records=dict(self.view_records),
+            view_state=dict(self.view_state),
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -255,7 +269,45 @@ class MemoryTx:
     async def get_calendar_credential(self, username: str) -> CalendarCredential | None:
         return next((c for c in self._s.credentials.values() if c.username == username), None)
 
-    # tasks and occurrences
+    # member links
+
+    async def ensure_member_link(self, candidate: MemberLink) -> MemberLink:
+        active = self._active_link(candidate.tenant_id, candidate.member_id)
+        if active is not None:
+            return active
+        if candidate.id not in self._s.member_links:
+            self._s.member_links[candidate.id] = replace(candidate, revoked_at=None)
+        found = self._active_link(candidate.tenant_id, candidate.member_id)
+        assert found is not None
+        return found
+
+    def _active_link(self, tenant_id: str, member_id: str) -> MemberLink | None:
+        return next(
+            (
+                link
+                for link in self._s.member_links.values()
+                if (link.tenant_id, link.member_id) == (tenant_id, member_id)
+                and link.revoked_at is None
+            ),
+            None,
+        )
+
+    async def get_member_link(self, link_id: str) -> MemberLink | None:
+        return self._s.member_links.get(link_id)
+
+    async def revoke_member_link(self, tenant_id: str, member_id: str, *, now: datetime) -> bool:
+        active = self._active_link(tenant_id, member_id)
+        if active is None:
+            return False
+        self._s.member_links[active.id] = replace(active, revoked_at=now)
+        return True
+
+    async def list_member_circles(self, tenant_id: str, member_id: str) -> list[str]:
+        return sorted(
+            c
+            for (t, c, m), row in self._s.memberships.items()
+            if (t, m) == (tenant_id, member_id) and row.removed_at is None
+        )
 
     # view sync records
 
@@ -279,6 +331,35 @@ class MemoryTx:
         view = (tenant_id, member_id, citizen_id)
         for key in [k for k in self._s.view_records if k[:3] == view]:
             del self._s.view_records[key]
+        self._s.view_state.pop(view, None)
+
+    async def get_membership(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> Member | None:
+        row = self._s.memberships.get((tenant_id, citizen_id, member_id))
+        return None if row is None else row.member
+
+    async def get_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> ViewState | None:
+        return self._s.view_state.get((tenant_id, member_id, citizen_id))
+
+    async def save_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
+    ) -> None:
+        self._s.view_state[(tenant_id, member_id, citizen_id)] = state
+
+    async def list_member_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[tuple[str, str]]:
+        found = sorted(
+            (citizen_id, member_id)
+            for (tenant, citizen_id, member_id), row in self._s.memberships.items()
+            if tenant == tenant_id
+            and row.removed_at is None
+            and row.member.calendar in deliveries
+        )
+        return [(member_id, citizen_id) for citizen_id, member_id in found]
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         return self._s.tasks.get((tenant_id, task_id))
@@ -322,6 +403,10 @@ class MemoryTx:
                 end=occ.end.astimezone(zone),
                 cancelled=occ.cancelled,
             )
+            # As the SQL store: the deadline is fixed when the occurrence is (re)planned.
+            self._s.claim_deadlines[tenant_id, occ.id] = claim_deadline(
+                task.kind, task.claim_deadline_hours, occ.start
+            )
 
     def _record(self, tenant_id: str, occ: Occurrence) -> OccurrenceRecord:
         def mine(key: Key3) -> bool:
@@ -354,6 +439,10 @@ class MemoryTx:
             key=lambda occ: (occ.start, occ.id),
         )
         return [self._record(tenant_id, occ) for occ in found]
+
+    async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
+        occ = self._s.occurrences.get((tenant_id, occurrence_id))
+        return None if occ is None else self._record(tenant_id, occ)
 
     async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
         # Transactions already run one at a time, which is the lock.
@@ -435,6 +524,15 @@ class MemoryTx:
             created_at=now,
         )
         return event_id
+
+    async def check_claim_deadline(
+        self, tenant_id: str, occurrence_id: str, *, now: datetime
+    ) -> bool:
+        key = (tenant_id, occurrence_id)
+        if key not in self._s.occurrences or key in self._s.deadlines_checked:
+            return False
+        self._s.deadlines_checked[key] = now
+        return True
 
     async def audit(self, entry: AuditEntry) -> None:
         self._s.audit.append(entry)
@@ -671,8 +769,75 @@ class MemoryStore:
             event = self._state.outbox.get(event_id)
             if event is None:
                 return
+            if event.delivered_at is not None:
+                return  # a late failure report never undoes a recorded delivery
             if retry_at is None:
                 event = replace(event, dead_at=now)
             else:
                 event = replace(event, next_attempt_at=retry_at)
             self._state.outbox[event_id] = replace(event, attempts=event.attempts + 1)
+
+    async def lease_outbox(
+        self, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        async with self._lock:
+            until = now + timedelta(seconds=lease_seconds)
+            leased = [
+                replace(event, next_attempt_at=until)
+                for event in await self.due_outbox(now=now, limit=limit)
+            ]
+            for event in leased:
+                self._state.outbox[event.id] = event
+            return leased
+
+    async def release_outbox(self, event_ids: Sequence[str], *, now: datetime) -> None:
+        self._check()
+        async with self._lock:
+            for event_id in event_ids:
+                event = self._state.outbox.get(event_id)
+                if event is not None and event.delivered_at is None and event.dead_at is None:
+                    self._state.outbox[event_id] = replace(event, next_attempt_at=now)
+
+    async def replay_dead_outbox(
+        self,
+        *,
+        now: datetime,
+        tenant_id: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        self._check()
+        async with self._lock:
+            dead = [
+                event
+                for event in self._state.outbox.values()
+                if event.dead_at is not None
+                and event.delivered_at is None
+                and (tenant_id is None or event.tenant_id == tenant_id)
+                and (since is None or event.created_at >= since)
+            ]
+            for event in dead:
+                self._state.outbox[event.id] = replace(
+                    event, dead_at=None, next_attempt_at=now, requeued_at=now, attempts=0
+                )
+            return len(dead)
+
+    async def outbox_counts(self) -> Mapping[OutboxStatus, int]:
+        self._check()
+        undelivered = [e for e in self._state.outbox.values() if e.delivered_at is None]
+        dead = sum(1 for e in undelivered if e.dead_at is not None)
+        return {"pending": len(undelivered) - dead, "dead": dead}
+
+    # escalation
+
+    async def due_claim_deadlines(
+        self, *, now: datetime, since: datetime, limit: int
+    ) -> list[DueDeadline]:
+        self._check()
+        state = self._state
+        due: list[tuple[datetime, str, str]] = []
+        for key, deadline in state.claim_deadlines.items():
+            if key in state.deadlines_checked:
+                continue
+            if deadline is not None and since < deadline <= now:
+                due.append((deadline, *key))
+        return [DueDeadline(t, o) for _, t, o in sorted(due)[:limit]]

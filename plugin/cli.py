@@ -5,21 +5,28 @@ carecal worker        the background worker alone (scale-out on PostgreSQL)
 carecal migrate       bring the database schema up to date
 carecal demo          serve with a seeded demo circle and print how to look at it
 carecal check-config  validate the configuration; names every bad key, never a secret
+carecal outbox replay send dead events to the host again, with their webhook-ids unchanged
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from plugin.config import ConfigError, Settings, describe, load_settings
+
+if TYPE_CHECKING:
+    from plugin.worker import Worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `carecal --config X serve` and `carecal serve --config X` both work.
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    add_outbox_commands(commands, config_help)
     args = parser.parse_args(argv)
 
     try:
@@ -62,11 +70,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         asyncio.run(run_worker(settings))
         return 0
+    if args.command == "outbox":
+        return asyncio.run(replay_outbox(settings, tenant_id=args.tenant, since=args.since))
     if args.command == "demo":
         from plugin.demo import seed_demo
 
         asyncio.run(seed_demo(settings))
     serve(settings)
+    return 0
+
+
+def add_outbox_commands(commands: Any, config_help: str) -> None:
+    outbox = commands.add_parser("outbox", help="events to the host")
+    outbox.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    actions = outbox.add_subparsers(dest="outbox_command", required=True)
+    replay = actions.add_parser(
+        "replay",
+        help="send dead events again, with their webhook-ids unchanged",
+        description="Requeue dead events (delivery given up after outbox.dead_after_hours, "
+        "or the tenant had no host_events_url) for delivery by the running worker, with "
+        "their webhook-ids unchanged; prints how many.",
+    )
+    replay.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    replay.add_argument("--tenant", help="only this tenant's events")
+    replay.add_argument(
+        "--since",
+        type=aware_datetime,
+        help="only events created at or after this time, ISO 8601 with an offset "
+        "(2027-03-01T08:00+01:00 or 2027-03-01T07:00Z)",
+    )
+
+
+def aware_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no offset; write e.g. {text}+01:00 (Danish winter time) or {text}Z"
+        )
+    return value
+
+
+async def replay_outbox(
+    settings: Settings, *, tenant_id: str | None, since: datetime | None
+) -> int:
+    from plugin.web.app import open_store, utc_now
+
+    if tenant_id is not None:
+        tenant = settings.tenant(tenant_id)
+        if tenant is None or not tenant.host_events_url:
+            print(
+                f"warning: tenant {tenant_id!r} has no host_events_url; "
+                "its events will be dead letters again",
+                file=sys.stderr,
+            )
+    ensure_sqlite_folder(settings.database.url)
+    store = await open_store(settings, migrate=settings.database.url.startswith("sqlite"))
+    try:
+        count = await store.replay_dead_outbox(now=utc_now(), tenant_id=tenant_id, since=since)
+    finally:
+        await store.close()
+    print(f"carecal: {count} dead event(s) requeued for delivery")
     return 0
 
 
@@ -145,13 +211,40 @@ def serve(settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
+    """The worker loop alone. It syncs members' own calendar accounts and, with `calendar.type
+    = "caldav"`, the views on the municipality's server; the embedded server's views are
+    synced by the `carecal serve` process that hosts it."""
+    from adapters.host.events import open_event_sender
+    from plugin.config import CaldavCalendarSettings
     from plugin.metrics import Metrics
-    from plugin.web.app import open_store, utc_now
+    from plugin.services.calendars import CalendarAccess
+    from plugin.web.app import calendars, open_store, utc_now
     from plugin.worker import Worker
 
     ensure_sqlite_folder(settings.database.url)
     store = await open_store(settings, migrate=settings.database.url.startswith("sqlite"))
-    worker = Worker(store, settings, metrics=Metrics(), clock=utc_now)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            service: CalendarAccess | None = None
+            if isinstance(settings.calendar, CaldavCalendarSettings):
+                from adapters.caldav.accounts import municipal_calendar
+
+                service = await stack.enter_async_context(municipal_calendar(settings.calendar))
+            host_events = await stack.enter_async_context(open_event_sender(settings.outbox))
+            worker = Worker(
+                store,
+                settings,
+                metrics=Metrics(),
+                clock=utc_now,
+                calendars=calendars(settings, service),
+                host_events=host_events,
+            )
+            await _until_signalled(worker)
+    finally:
+        await store.close()
+
+
+async def _until_signalled(worker: Worker) -> None:
     tune_gc()
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(worker.run())
@@ -164,10 +257,7 @@ async def run_worker(settings: Settings) -> None:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-        try:
-            await worker.stop(task)
-        finally:
-            await store.close()
+        await worker.stop(task)
 
 
 if __name__ == "__main__":

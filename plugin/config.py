@@ -83,18 +83,54 @@ class EmbeddedCalendarSettings(_Section):
 
 
 class CaldavCalendarSettings(_Section):
+    """The municipality's own CalDAV server, written with one service account. Each view's
+    collection is `url` + `collection_template`; the server's own sharing or rights give each
+    member access to theirs. Nothing tells carecal of member writes there: it polls."""
+
     type: Literal["caldav"]
     url: str
     username: str
     password: SecretStr | None = None
     password_file: Path | None = None
     poll_interval_seconds: float = Field(60, gt=0)
+    # Placeholders {tenant}, {member}, {citizen}, each one percent-encoded path segment. A
+    # template with a "/" inside nests collections (the parent must exist or be creatable).
+    collection_template: str = "{tenant}~{member}~{citizen}/"
+    # The server kind whose known quirks apply: generic, radicale or xandikos.
+    server: Literal["generic", "radicale", "xandikos"] = "generic"
 
     @model_validator(mode="after")
     def _one_password(self) -> CaldavCalendarSettings:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("set exactly one of password and password_file")
+        if self.password_file is not None and not self.password_file.is_file():
+            raise ValueError(f"password_file {self.password_file} is not a readable file")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("collection_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(tenant="t", member="m", citizen="c")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError("placeholders are {tenant}, {member} and {citizen}") from exc
+        if "{citizen}" not in value or "{member}" not in value or value.startswith("/"):
+            raise ValueError("must be relative and name {member} and {citizen}")
+        return value
+
+    def service_password(self) -> str:
+        """The service account's password, read from `password_file` when that is set."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        assert self.password_file is not None
+        return self.password_file.read_text(encoding="utf-8").strip()
 
 
 CalendarSettings = Annotated[
@@ -191,6 +227,34 @@ class WorkerSettings(_Section):
     lease_seconds: float = Field(120, gt=0)
     max_attempts: int = Field(10, ge=1)
     horizon_refresh_seconds: float = Field(3600, gt=0)
+    # Jobs of one leased batch run at once, up to this many (each view sync is one job, so a
+    # slow or dead calendar server holds up only its own views).
+    concurrency: int = Field(8, ge=1)
+
+
+class OutboxSettings(_Section):
+    """Delivery of events to each tenant's `host_events_url` (`plugin.services.delivery`)."""
+
+    poll_seconds: float = Field(1.0, gt=0)  # how often an idle worker looks for due events
+    batch_size: int = Field(100, ge=1, le=1000)  # events leased per delivery round
+    concurrency: int = Field(8, ge=1, le=64)  # requests in flight = the HTTP connection pool
+    timeout_seconds: float = Field(10.0, gt=0, le=300)  # per request: connect, send, answer
+    backoff_base_seconds: float = Field(1.0, gt=0)  # first retry within this, then doubling
+    backoff_max_seconds: float = Field(900.0, gt=0)  # the doubling stops here (15 min)
+    dead_after_hours: float = Field(24.0, gt=0)  # undelivered this long: dead letter
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutboxSettings:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise ValueError("backoff_max_seconds must be at least backoff_base_seconds")
+        return self
+
+
+class EscalationSettings(_Section):
+    """`task.unfilled` for occurrences with free slots at their claim deadline."""
+
+    interval_seconds: float = Field(60.0, gt=0)  # how often the worker looks for deadlines
+    lookback_hours: float = Field(48.0, gt=0)  # deadlines older than this are not escalated
 
 
 class LoggingSettings(_Section):
@@ -203,6 +267,8 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     calendar: CalendarSettings = Field(default_factory=EmbeddedCalendarSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     horizon_weeks: int = Field(8, ge=1, le=104)
     tenants: list[TenantSettings] = Field(default_factory=list)

@@ -62,6 +62,8 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     # uvicorn's own access log would print raw paths, which carry claim and feed tokens.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request with its full URL at INFO; a host_events_url may carry a token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from plugin.services.ports import InboxStatus, JobStatus
+from plugin.services.ports import InboxStatus, JobStatus, OutboxStatus
 
 
 class Metrics:
@@ -53,6 +53,35 @@ class Metrics:
             "Rounds of extending recurring tasks to the horizon",
             registry=self.registry,
         )
+        self.outbox_delivered = Counter(
+            "carecal_outbox_delivered_total",
+            "Events delivered to the host (a 2xx answer), by tenant and type",
+            ["tenant", "type"],
+            registry=self.registry,
+        )
+        self.outbox_failed = Counter(
+            "carecal_outbox_failed_total",
+            "Failed attempts to deliver an event, by tenant and reason (unreachable, rejected)",
+            ["tenant", "reason"],
+            registry=self.registry,
+        )
+        self.outbox_dead = Counter(
+            "carecal_outbox_dead_total",
+            "Events given up on (dead letters), by tenant and reason (expired, no_url)",
+            ["tenant", "reason"],
+            registry=self.registry,
+        )
+        self.outbox = Gauge(
+            "carecal_outbox",
+            "Undelivered events by status (pending: still being tried; dead: given up)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.escalations = Counter(
+            "carecal_escalations_total",
+            "task.unfilled events queued for occurrences with free slots at their deadline",
+            registry=self.registry,
+        )
         self._accepted: dict[tuple[str, str, str], Counter] = {}
         self.request_seconds = Histogram(
             "carecal_webhook_seconds",
@@ -76,6 +105,10 @@ class Metrics:
     def set_inbox_counts(self, counts: Mapping[InboxStatus, int]) -> None:
         for status in ("pending", "applied", "stale", "failed"):
             self.inbox.labels(status).set(counts.get(status, 0))
+
+    def set_outbox_counts(self, counts: Mapping[OutboxStatus, int]) -> None:
+        for status in ("pending", "dead"):
+            self.outbox.labels(status).set(counts.get(status, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,12 +10,24 @@ Job kinds and their handlers:
     view.sync         sync one member's calendar view of one circle (`services.view_sync`)
     member.withdraw   delete a removed member's calendar collection of that circle
 
-Both need the calendar server (`calendar`, given by the composition root); a worker without
+Both need the calendar resolver (`calendars`, given by the composition root: a client for
+the server of hosted views, and a way to log in to members' own accounts); a worker without
 one leaves such jobs queued for one that has it.
+
+The jobs of one leased batch run concurrently, at most `worker.concurrency` at once, so a
+member's slow or dead calendar server holds up only their own view.
 
 Besides jobs, the worker extends every recurring task to the horizon as time passes, once at
 start and then every `worker.horizon_refresh_seconds` (idempotent, so several workers doing it
-is harmless), and queues a sync of the hosted views of each such task's circle.
+is harmless), and queues a sync of the views of each such task's circle. Every
+`calendar.poll_interval_seconds` it queues a sync of each view that no change hook announces
+(members' own accounts; every view on the municipality's server): the poll. A queued sync of
+a view is not queued twice, so several workers polling only cost a few cheap statements.
+
+Given an `EventSender` (`host_events`), the worker also delivers the outbox to the hosts, in a
+loop of its own beside the jobs (`services.delivery`); and every
+`escalation.interval_seconds` it sends `task.unfilled` for occurrences with free slots at
+their claim deadline, once (`services.escalation`).
 """
 
 from __future__ import annotations
@@ -31,11 +43,13 @@ from datetime import datetime, timedelta
 
 from plugin.config import Settings
 from plugin.metrics import Metrics
+from plugin.services.calendars import Calendars, MissingCalendar
+from plugin.services.delivery import OutboxDelivery
+from plugin.services.escalation import escalate_unfilled
 from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
-from plugin.services.ports import Job, Store, StoreError
+from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
-    CalendarAccess,
     View,
     enqueue_view_syncs,
     sync_view,
@@ -56,7 +70,7 @@ class JobContext:
     store: Store
     settings: Settings
     now: datetime
-    calendar: CalendarAccess | None = None
+    calendars: Calendars | None = None
 
 
 Handler = Callable[[Job, JobContext], Awaitable[None]]
@@ -81,14 +95,31 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
     return count
 
 
-class MissingCalendar(RuntimeError):
-    """A calendar job reached a worker that has no calendar server."""
+async def poll_views(
+    store: Store, settings: Settings, calendars: Calendars, *, now: datetime
+) -> int:
+    """Queue a sync of every view no change hook announces; returns how many were queued."""
+    deliveries = calendars.polled_deliveries
+    count = 0
+    for tenant in settings.tenants:
+        async with store.transaction() as tx:
+            views = await tx.list_member_views(tenant.id, deliveries)
+            for member_id, citizen_id in views:
+                await tx.enqueue_job(
+                    tenant.id,
+                    JOB_VIEW_SYNC,
+                    {"member_id": member_id, "citizen_id": citizen_id, "reason": "poll"},
+                    run_at=now,
+                    key=View(tenant.id, member_id, citizen_id).job_key,
+                )
+        count += len(views)
+    return count
 
 
-def _calendar(ctx: JobContext) -> CalendarAccess:
-    if ctx.calendar is None:
+def _calendars(ctx: JobContext) -> Calendars:
+    if ctx.calendars is None:
         raise MissingCalendar("this worker has no calendar server")
-    return ctx.calendar
+    return ctx.calendars
 
 
 async def handle_view_sync(job: Job, ctx: JobContext) -> None:
@@ -96,7 +127,7 @@ async def handle_view_sync(job: Job, ctx: JobContext) -> None:
     if view is None:
         log.warning("view.sync job names no view", extra={"job_id": job.id})
         return
-    await sync_view(ctx.store, _calendar(ctx), ctx.settings, view, now=ctx.now)
+    await sync_view(ctx.store, _calendars(ctx), ctx.settings, view, now=ctx.now)
 
 
 async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
@@ -104,7 +135,7 @@ async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
     if not isinstance(member_id, str) or not isinstance(citizen_id, str):
         log.warning("member.withdraw job names no view", extra={"job_id": job.id})
         return
-    await withdraw_view(ctx.store, _calendar(ctx), View(job.tenant_id, member_id, citizen_id))
+    await withdraw_view(ctx.store, _calendars(ctx), View(job.tenant_id, member_id, citizen_id))
 
 
 DEFAULT_HANDLERS: Mapping[str, Handler] = {}
@@ -129,26 +160,44 @@ class Worker:
         metrics: Metrics,
         clock: Callable[[], datetime],
         handlers: Mapping[str, Handler] | None = None,
-        calendar: CalendarAccess | None = None,
+        calendars: Calendars | None = None,
+        host_events: EventSender | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.calendar = calendar
+        self.calendars = calendars
         if handlers is None:
-            handlers = {**DEFAULT_HANDLERS, **(CALENDAR_HANDLERS if calendar is not None else {})}
+            handlers = {**DEFAULT_HANDLERS, **(CALENDAR_HANDLERS if calendars is not None else {})}
         self.handlers = handlers
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = asyncio.Event()
         self._horizons_due: datetime | None = None  # now: extend at start
+        # Events to the host: their own loop beside the jobs (`services.delivery`), so that a
+        # slow host never holds up calendar syncs; escalation sweeps run between job batches.
+        self.delivery = (
+            None
+            if host_events is None
+            else OutboxDelivery(store, host_events, settings, metrics=metrics, clock=clock)
+        )
+        self._delivery_task: asyncio.Task[None] | None = None
+        self._escalation_due: datetime | None = None  # now: sweep at start
+        self._poll_due: datetime | None = None  # now: poll at start
+        self._running = asyncio.Semaphore(settings.worker.concurrency)
 
     async def run(self) -> None:
         log.info("worker started", extra={"worker": self.name})
+        if self.delivery is not None and self._delivery_task is None:
+            self._delivery_task = asyncio.create_task(
+                self.delivery.run(self._stopping), name="carecal-outbox"
+            )
         while not self._stopping.is_set():
             try:
                 await self.extend_horizons_when_due()
+                await self.escalate_when_due()
+                await self.poll_calendars_when_due()
                 done = await self.run_once()
             except StoreError:
                 log.exception("worker cannot reach the store; retrying")
@@ -171,23 +220,53 @@ class Worker:
         self.metrics.horizon_refreshes.inc()
         log.info("horizons extended", extra={"recurring_tasks": count})
 
+    async def poll_calendars_when_due(self) -> None:
+        if self.calendars is None:
+            return
+        now = self.clock()
+        if self._poll_due is not None and now < self._poll_due:
+            return
+        count = await poll_views(self.store, self.settings, self.calendars, now=now)
+        self._poll_due = now + timedelta(seconds=self.settings.calendar.poll_interval_seconds)
+        if count:
+            log.info("calendars polled", extra={"views": count})
+
+    async def escalate_when_due(self) -> None:
+        now = self.clock()
+        if self._escalation_due is not None and now < self._escalation_due:
+            return
+        cfg = self.settings.escalation
+        sent = await escalate_unfilled(
+            self.store, now=now, lookback=timedelta(hours=cfg.lookback_hours)
+        )
+        self._escalation_due = now + timedelta(seconds=cfg.interval_seconds)
+        if sent:
+            self.metrics.escalations.inc(sent)
+
     async def run_once(self) -> int:
         """Lease one batch and run it; returns how many jobs were leased."""
         cfg = self.settings.worker
         jobs = await self.store.lease_jobs(
             self.name, now=self.clock(), limit=cfg.batch_size, lease_seconds=cfg.lease_seconds
         )
-        for job in jobs:
-            if self._stopping.is_set():
-                break  # the rest of the batch goes back to the queue in stop()
-            await self._execute(job)
+        await asyncio.gather(*(self._execute_when_free(job) for job in jobs))
         return len(jobs)
+
+    async def _execute_when_free(self, job: Job) -> None:
+        async with self._running:
+            if self._stopping.is_set():
+                return  # not started: it goes back to the queue in stop()
+            await self._execute(job)
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         self._stopping.set()
         try:
             await task  # re-raises if the loop died: the process should exit loudly
         finally:
+            if self._delivery_task is not None:
+                # Sends in flight finish (each bounded by outbox.timeout_seconds), unsent
+                # events of its round go back to the outbox; its loop never raises.
+                await self._delivery_task
             released = await self.store.release_leases(self.name)
             log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
 
@@ -204,7 +283,7 @@ class Worker:
             self.metrics.jobs_processed.labels(job.kind, "unhandled").inc()
             return
         try:
-            await handler(job, JobContext(self.store, self.settings, now, self.calendar))
+            await handler(job, JobContext(self.store, self.settings, now, self.calendars))
         except Exception as exc:
             final = job.attempts + 1 >= self.settings.worker.max_attempts
             retry_at = None if final else now + backoff(job.attempts)

@@ -100,13 +100,14 @@ def radicale_server(
 
 
 @contextlib.contextmanager
-def xandikos_server(folder: Path) -> Iterator[str]:
+def xandikos_server(folder: Path, port: int | None = None) -> Iterator[str]:
     """Serve Xandikos (`--defaults`: one user, calendars under /user/calendars/) from `folder`
-    as a subprocess; yields its base URL."""
+    as a subprocess; yields its base URL. `port`: listen there (one attempt), e.g. to bring a
+    server back where its clients expect it."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "xandikos.log"
-    for _attempt in range(3):
-        port = _free_port()
+    for _attempt in range(3 if port is None else 1):
+        port = port or _free_port()
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [

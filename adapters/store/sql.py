@@ -31,6 +31,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,17 +39,20 @@ from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from adapters.store.sql_rows import Cipher
 from adapters.store.sql_tx import SqlTx, new_event_id, translate_errors
 from adapters.store.sql_tx_statements import statements
-from adapters.store.tables import inbox, jobs, outbox
+from adapters.store.tables import OCCURRENCE_UNCHECKED, inbox, jobs, occurrences, outbox
 from plugin.services.ports import (
+    DueDeadline,
     InboxItem,
     InboxStatus,
     Job,
     JobStatus,
     OutboxEvent,
+    OutboxStatus,
 )
 
 __all__ = ["Cipher", "SqlStore", "SqlTx", "create_engine", "new_event_id", "translate_errors"]
@@ -361,54 +365,36 @@ class SqlStore:
     # outbox
 
     async def due_outbox(self, *, now: datetime, limit: int) -> list[OutboxEvent]:
-        """Undelivered, live events whose retry time has come, oldest first; of the events
-        sharing an ordering key only the oldest pending one is due (delivery keeps order)."""
-        earlier = outbox.alias("earlier")
-        blocked = (
-            select(earlier.c.id)
-            .where(
-                earlier.c.tenant_id == outbox.c.tenant_id,
-                earlier.c.ordering_key == outbox.c.ordering_key,
-                earlier.c.delivered_at.is_(None),
-                earlier.c.dead_at.is_(None),
-                or_(
-                    earlier.c.created_at < outbox.c.created_at,
-                    and_(
-                        earlier.c.created_at == outbox.c.created_at,
-                        earlier.c.id < outbox.c.id,
-                    ),
-                ),
-            )
-            .exists()
-        )
-        query = (
-            select(outbox)
-            .where(
-                outbox.c.delivered_at.is_(None),
-                outbox.c.dead_at.is_(None),
-                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-                or_(outbox.c.ordering_key.is_(None), ~blocked),
-            )
-            .order_by(outbox.c.created_at, outbox.c.id)
-            .limit(limit)
-        )
         async with self._begin() as connection:
-            rows = (await connection.execute(query)).all()
-        return [
-            OutboxEvent(
-                id=row.id,
-                tenant_id=row.tenant_id,
-                type=row.type,
-                data=row.data,
-                ordering_key=row.ordering_key,
-                created_at=row.created_at,
-                attempts=row.attempts,
-                next_attempt_at=row.next_attempt_at,
-                delivered_at=row.delivered_at,
-                dead_at=row.dead_at,
+            rows = (await connection.execute(_due_outbox(now, limit))).all()
+        return [_outbox_event(row) for row in rows]
+
+    async def lease_outbox(
+        self, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        pick = _due_outbox(now, limit)
+        if not self._sqlite:
+            pick = pick.with_for_update(of=outbox, skip_locked=True)
+        until = now + timedelta(seconds=lease_seconds)
+        async with self._begin() as connection:
+            rows = (await connection.execute(pick)).all()
+            if rows:
+                await connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=until)
+                )
+        return [replace(_outbox_event(row), next_attempt_at=until) for row in rows]
+
+    async def release_outbox(self, event_ids: Sequence[str], *, now: datetime) -> None:
+        if not event_ids:
+            return
+        async with self._begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(event_ids)), *_undelivered())
+                .values(next_attempt_at=now)
             )
-            for row in rows
-        ]
 
     async def mark_outbox_delivered(self, event_id: str, *, now: datetime) -> None:
         async with self._begin() as connection:
@@ -427,7 +413,121 @@ class SqlStore:
         else:
             values["next_attempt_at"] = retry_at
         async with self._begin() as connection:
-            await connection.execute(update(outbox).where(outbox.c.id == event_id).values(values))
+            # A late failure report never undoes a delivery another worker recorded.
+            await connection.execute(
+                update(outbox)
+                .where(outbox.c.id == event_id, outbox.c.delivered_at.is_(None))
+                .values(values)
+            )
+
+    async def replay_dead_outbox(
+        self,
+        *,
+        now: datetime,
+        tenant_id: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        where: list[ColumnElement[bool]] = [
+            outbox.c.delivered_at.is_(None),
+            outbox.c.dead_at.is_not(None),
+        ]
+        if tenant_id is not None:
+            where.append(outbox.c.tenant_id == tenant_id)
+        if since is not None:
+            where.append(outbox.c.created_at >= since)
+        async with self._begin() as connection:
+            rows = await connection.execute(
+                update(outbox)
+                .where(*where)
+                .values(dead_at=None, next_attempt_at=now, requeued_at=now, attempts=0)
+                .returning(outbox.c.id)
+            )
+            return len(rows.all())
+
+    async def outbox_counts(self) -> Mapping[OutboxStatus, int]:
+        # Both counts are ranges of the (delivered_at, dead_at, created_at) index.
+        query = select(
+            select(func.count()).select_from(outbox).where(*_undelivered()).scalar_subquery(),
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_not(None))
+            .scalar_subquery(),
+        )
+        async with self._begin() as connection:
+            pending, dead = (await connection.execute(query)).one()
+        return {"pending": pending, "dead": dead}
+
+    # escalation
+
+    async def due_claim_deadlines(
+        self, *, now: datetime, since: datetime, limit: int
+    ) -> list[DueDeadline]:
+        query = (
+            select(occurrences.c.tenant_id, occurrences.c.id)
+            .where(
+                occurrences.c.claim_deadline_at <= now,
+                occurrences.c.claim_deadline_at > since,
+                OCCURRENCE_UNCHECKED,  # spelled as the partial index's predicate
+            )
+            .order_by(occurrences.c.claim_deadline_at, occurrences.c.tenant_id, occurrences.c.id)
+            .limit(limit)
+        )
+        async with self._begin() as connection:
+            rows = (await connection.execute(query)).all()
+        return [DueDeadline(row.tenant_id, row.id) for row in rows]
+
+
+def _undelivered() -> tuple[Any, Any]:
+    return outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None)
+
+
+def _due_outbox(now: datetime, limit: int) -> Any:
+    """Undelivered, live events whose retry time has come, oldest first; of the events
+    sharing an ordering key only the oldest pending one is due (delivery keeps order)."""
+    earlier = outbox.alias("earlier")
+    blocked = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.tenant_id == outbox.c.tenant_id,
+            earlier.c.ordering_key == outbox.c.ordering_key,
+            earlier.c.delivered_at.is_(None),
+            earlier.c.dead_at.is_(None),
+            or_(
+                earlier.c.created_at < outbox.c.created_at,
+                and_(
+                    earlier.c.created_at == outbox.c.created_at,
+                    earlier.c.id < outbox.c.id,
+                ),
+            ),
+        )
+        .exists()
+    )
+    return (
+        select(outbox)
+        .where(
+            *_undelivered(),
+            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+            or_(outbox.c.ordering_key.is_(None), ~blocked),
+        )
+        .order_by(outbox.c.created_at, outbox.c.id)
+        .limit(limit)
+    )
+
+
+def _outbox_event(row: Any) -> OutboxEvent:
+    return OutboxEvent(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        type=row.type,
+        data=row.data,
+        ordering_key=row.ordering_key,
+        created_at=row.created_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        dead_at=row.dead_at,
+        requeued_at=row.requeued_at,
+    )
 
 
 def _held_by(job_id: int, worker: str) -> Any:

@@ -31,10 +31,13 @@ from adapters.store.sql_tx_statements import (
     statements,
 )
 from adapters.store.tables import INBOX_ERROR_MAX
+from plugin.domain.escalation import claim_deadline
 from plugin.domain.model import (
     Circle,
     Citizen,
     Claim,
+    Delivery,
+    Member,
     Occurrence,
     OccurrenceRecord,
     Pass,
@@ -48,8 +51,10 @@ from plugin.services.ports import (
     Conflict,
     InboxEntry,
     InboxStatus,
+    MemberLink,
     StoreError,
     StoreUnavailable,
+    ViewState,
 )
 from plugin.sync.planner import SyncRecord
 
@@ -172,6 +177,17 @@ class SqlTx:
             members=tuple(member_from_row(tenant_id, row, self._cipher) for row in rows),
         )
 
+    async def get_membership(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> Member | None:
+        row = (
+            await self._c.execute(
+                self._q.get_membership,
+                {"p_tenant": tenant_id, "p_citizen": citizen_id, "p_member": member_id},
+            )
+        ).one_or_none()
+        return None if row is None else member_from_row(tenant_id, row, self._cipher)
+
     async def save_circle(self, tenant_id: str, circle: Circle, now: datetime) -> CircleChange:
         """Members new to the circle (or back after removal) are `added`; members whose stored
         value differs in any field are `changed`; active members absent from `circle` are
@@ -273,6 +289,47 @@ class SqlTx:
             revoked_at=row.revoked_at,
         )
 
+    # member links
+
+    async def ensure_member_link(self, candidate: MemberLink) -> MemberLink:
+        await self._c.execute(
+            self._q.add_member_link,
+            {
+                "id": candidate.id,
+                "tenant_id": candidate.tenant_id,
+                "member_id": candidate.member_id,
+                "secret": candidate.secret,
+                "created_at": candidate.created_at,
+                "revoked_at": None,
+            },
+        )
+        row = (
+            await self._c.execute(
+                self._q.active_member_link,
+                {"p_tenant": candidate.tenant_id, "p_member": candidate.member_id},
+            )
+        ).one()
+        return _member_link(row)
+
+    async def get_member_link(self, link_id: str) -> MemberLink | None:
+        row = (
+            await self._c.execute(self._q.get_member_link, {"p_id": link_id})
+        ).one_or_none()
+        return None if row is None else _member_link(row)
+
+    async def revoke_member_link(self, tenant_id: str, member_id: str, *, now: datetime) -> bool:
+        revoked = await self._c.execute(
+            self._q.revoke_member_link,
+            {"p_tenant": tenant_id, "p_member": member_id, "revoked_at": now},
+        )
+        return revoked.first() is not None
+
+    async def list_member_circles(self, tenant_id: str, member_id: str) -> list[str]:
+        rows = await self._c.execute(
+            self._q.member_circles, {"p_tenant": tenant_id, "p_member": member_id}
+        )
+        return [row.citizen_id for row in rows]
+
     # view sync records
 
     async def list_view_records(
@@ -323,10 +380,46 @@ class SqlTx:
         )
 
     async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        key = {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id}
+        await self._c.execute(self._q.delete_view, key)
+        await self._c.execute(self._q.delete_view_state, key)
+
+    async def get_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> ViewState | None:
+        row = (
+            await self._c.execute(
+                self._q.get_view_state,
+                {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+            )
+        ).first()
+        if row is None:
+            return None
+        return ViewState(row.collection, row.sync_token, row.ctag, row.synced_at)
+
+    async def save_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
+    ) -> None:
         await self._c.execute(
-            self._q.delete_view,
-            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+            self._q.upsert_view_state,
+            {
+                "tenant_id": tenant_id,
+                "member_id": member_id,
+                "citizen_id": citizen_id,
+                "collection": state.collection,
+                "sync_token": state.sync_token,
+                "ctag": state.ctag,
+                "synced_at": state.synced_at,
+            },
         )
+
+    async def list_member_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[tuple[str, str]]:
+        rows = await self._c.execute(
+            self._q.list_member_views, {"p_tenant": tenant_id, "p_deliveries": list(deliveries)}
+        )
+        return [(row.member_id, row.citizen_id) for row in rows]
 
     # tasks and occurrences
 
@@ -362,11 +455,13 @@ class SqlTx:
         if not rows:
             raise StoreError(f"no task {task_id!r} in tenant {tenant_id!r}")
         zone = rows[0].timezone
+        kind, deadline_hours = rows[0].kind, rows[0].claim_deadline_hours
         stored = {row.id: row for row in rows if row.id is not None}
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for occ in occurrences:
             old = stored.pop(occ.id, None)
+            deadline = claim_deadline(kind, deadline_hours, occ.start)
             if old is None:
                 inserts.append(
                     {
@@ -377,13 +472,15 @@ class SqlTx:
                         "end_utc": occ.end,
                         "tz": zone,
                         "cancelled": occ.cancelled,
+                        "claim_deadline_at": deadline,
                     }
                 )
-            elif (old.start_utc, old.end_utc, old.cancelled, old.tz) != (
+            elif (old.start_utc, old.end_utc, old.cancelled, old.tz, old.claim_deadline_at) != (
                 occ.start,
                 occ.end,
                 occ.cancelled,
                 zone,
+                deadline,
             ):
                 updates.append(
                     {
@@ -393,6 +490,7 @@ class SqlTx:
                         "end_utc": occ.end,
                         "cancelled": occ.cancelled,
                         "tz": zone,
+                        "claim_deadline_at": deadline,
                     }
                 )
         if inserts:
@@ -409,6 +507,12 @@ class SqlTx:
         return await self._records(
             tenant_id, self._q.task_records, {"p_tenant": tenant_id, "p_task": task_id}
         )
+
+    async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
+        records = await self._records(
+            tenant_id, self._q.occurrence_record, {"p_tenant": tenant_id, "p_id": occurrence_id}
+        )
+        return records[0] if records else None
 
     async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
         records = await self._records(
@@ -582,6 +686,16 @@ class SqlTx:
         )
         return event_id
 
+    async def check_claim_deadline(
+        self, tenant_id: str, occurrence_id: str, *, now: datetime
+    ) -> bool:
+        # On PostgreSQL a concurrent caller waits for the row lock, then finds it checked.
+        checked = await self._c.execute(
+            self._q.check_deadline,
+            {"p_tenant": tenant_id, "p_id": occurrence_id, "deadline_checked_at": now},
+        )
+        return checked.first() is not None
+
     async def audit(self, entry: AuditEntry) -> None:
         await self._c.execute(
             self._q.add_audit,
@@ -615,6 +729,17 @@ class SqlTx:
             )
             for row in rows
         ]
+
+
+def _member_link(row: Any) -> MemberLink:
+    return MemberLink(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        member_id=row.member_id,
+        secret=bytes(row.secret),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 def _utcnow() -> datetime:

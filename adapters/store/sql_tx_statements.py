@@ -38,12 +38,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.store.tables import (
     INBOX_PENDING,
+    OCCURRENCE_UNCHECKED,
     audit,
     calendar_credentials,
     citizens,
     claims,
     inbox,
     jobs,
+    member_links,
     memberships,
     outbox,
     passes,
@@ -51,6 +53,7 @@ from adapters.store.tables import (
     tasks,
     tenants,
     view_records,
+    view_state,
 )
 from adapters.store.tables import (
     occurrences as occ_t,
@@ -70,6 +73,7 @@ RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "ve
 VIEW_RECORD_COLUMNS = (
     "href", "etag", "fingerprint", "material", "partstat", "member_alarms"
 )  # fmt: skip
+VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at")
 
 
 def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:
@@ -112,14 +116,25 @@ class Statements:
     update_member: Any
     remove_members: Any
     current_member: Any
+    get_membership: Any
     # calendar credentials
     upsert_credential: Any
     get_credential: Any
+    # member links
+    add_member_link: Any
+    active_member_link: Any
+    get_member_link: Any
+    revoke_member_link: Any
+    member_circles: Any
     # view sync records
     list_view_records: Any
     upsert_view_record: Any
     delete_view_record: Any
     delete_view: Any
+    delete_view_state: Any
+    get_view_state: Any
+    upsert_view_state: Any
+    list_member_views: Any
     # tasks and occurrences
     get_task: Any
     upsert_task: Any
@@ -131,6 +146,7 @@ class Statements:
     cancel_occurrences: Any
     task_records: Any
     locked_record: Any
+    occurrence_record: Any
     claims_and_passes: Any
     add_claim: Any
     remove_claim: Any
@@ -143,6 +159,7 @@ class Statements:
     add_job: Any
     add_keyed_job: Any
     add_outbox: Any
+    check_deadline: Any
     add_audit: Any
     list_audit: Any
     list_audit_subject: Any
@@ -160,6 +177,11 @@ def statements(dialect_name: str) -> Statements:
         (view_records.c.tenant_id == TENANT)
         & (view_records.c.member_id == bindparam("p_member", type_=String))
         & (view_records.c.citizen_id == bindparam("p_citizen", type_=String))
+    )
+    state_key = (
+        (view_state.c.tenant_id == TENANT)
+        & (view_state.c.member_id == bindparam("p_member", type_=String))
+        & (view_state.c.citizen_id == bindparam("p_citizen", type_=String))
     )
     # Claims and passes of some occurrences in one query: `kind` 0 is a claim, 1 a pass
     # (passes have no channel); each kind in (at, member_id) order.
@@ -207,6 +229,9 @@ def statements(dialect_name: str) -> Statements:
         .order_by(memberships.c.position),
         upsert_citizen=_upsert(dialect, citizens, ["tenant_id", "id"], CITIZEN_COLUMNS),
         stored_members=select(memberships).where(member_key),
+        get_membership=select(memberships).where(
+            member_key, memberships.c.member_id == bindparam("p_member", type_=String)
+        ),
         add_member=memberships.insert(),
         update_member=update(memberships).where(
             member_key, memberships.c.member_id == bindparam("p_member", type_=String)
@@ -228,6 +253,31 @@ def statements(dialect_name: str) -> Statements:
         get_credential=select(calendar_credentials).where(
             calendar_credentials.c.username == bindparam("p_username", type_=String)
         ),
+        # No conflict target: the partial unique index on the member's active link (or, never
+        # in practice, the random id) makes a concurrent second insert a no-op.
+        add_member_link=dialect.insert(member_links).on_conflict_do_nothing(),
+        active_member_link=select(member_links).where(
+            member_links.c.tenant_id == TENANT,
+            member_links.c.member_id == bindparam("p_member", type_=String),
+            member_links.c.revoked_at.is_(None),
+        ),
+        get_member_link=select(member_links).where(
+            member_links.c.id == bindparam("p_id", type_=String)
+        ),
+        revoke_member_link=update(member_links)
+        .where(
+            member_links.c.tenant_id == TENANT,
+            member_links.c.member_id == bindparam("p_member", type_=String),
+            member_links.c.revoked_at.is_(None),
+        )
+        .returning(literal(1)),
+        member_circles=select(memberships.c.citizen_id)
+        .where(
+            memberships.c.tenant_id == TENANT,
+            memberships.c.member_id == bindparam("p_member", type_=String),
+            memberships.c.removed_at.is_(None),
+        )
+        .order_by(memberships.c.citizen_id),
         list_view_records=select(view_records).where(view_key),
         upsert_view_record=_upsert(
             dialect,
@@ -239,6 +289,21 @@ def statements(dialect_name: str) -> Statements:
             view_key, view_records.c.uid == bindparam("p_uid", type_=String)
         ),
         delete_view=delete(view_records).where(view_key),
+        delete_view_state=delete(view_state).where(state_key),
+        get_view_state=select(view_state).where(state_key),
+        upsert_view_state=_upsert(
+            dialect,
+            view_state,
+            ["tenant_id", "member_id", "citizen_id"],
+            VIEW_STATE_COLUMNS,
+        ),
+        list_member_views=select(memberships.c.member_id, memberships.c.citizen_id)
+        .where(
+            memberships.c.tenant_id == TENANT,
+            memberships.c.removed_at.is_(None),
+            memberships.c.calendar.in_(bindparam("p_deliveries", expanding=True)),
+        )
+        .order_by(memberships.c.citizen_id, memberships.c.member_id),
         get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
         upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
         list_tasks=select(tasks)
@@ -254,11 +319,14 @@ def statements(dialect_name: str) -> Statements:
         # The task's zone and its stored occurrences in one query (no row: no such task).
         stored_occurrences=select(
             tasks.c.timezone,
+            tasks.c.kind,
+            tasks.c.claim_deadline_hours,
             occ_t.c.id,
             occ_t.c.start_utc,
             occ_t.c.end_utc,
             occ_t.c.cancelled,
             occ_t.c.tz,
+            occ_t.c.claim_deadline_at,
         )
         .select_from(tasks)
         .outerjoin(
@@ -274,6 +342,7 @@ def statements(dialect_name: str) -> Statements:
         .values(cancelled=True),
         task_records=_records(occ_t.c.task_id == task_id, lock=False),
         locked_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=True),
+        occurrence_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=False),
         claims_and_passes=select(both).order_by(
             both.c.kind, both.c.at, both.c.member_id, both.c.occurrence_id
         ),
@@ -310,6 +379,14 @@ def statements(dialect_name: str) -> Statements:
             set_={"run_at": earlier, "updated_at": keyed_job.excluded.updated_at},
         ),
         add_outbox=outbox.insert(),
+        # SET deadline_checked_at from the params; RETURNING tells the first caller it was first.
+        check_deadline=update(occ_t)
+        .where(
+            occ_t.c.tenant_id == TENANT,
+            occ_t.c.id == bindparam("p_id", type_=String),
+            OCCURRENCE_UNCHECKED,
+        )
+        .returning(occ_t.c.id),
         add_audit=audit.insert(),
         list_audit=select(audit)
         .where(audit.c.tenant_id == TENANT)

@@ -150,6 +150,13 @@ tasks = Table(
     Index(None, "tenant_id", "citizen_id"),
 )
 
+# `claim_deadline_at` is start minus the task's claim_deadline_hours (NULL for visits and tasks
+# without one), kept by `sync_occurrences`; `deadline_checked_at` is when the escalation sweep
+# dealt with the passed deadline (and sent `task.unfilled` if slots were free). The partial
+# index holds only unchecked occurrences, so the sweep's "deadline passed, not yet checked" is
+# one range scan however long the history grows (queries spell the predicate as below).
+OCCURRENCE_UNCHECKED = text("deadline_checked_at IS NULL")
+
 occurrences = Table(
     "occurrences",
     metadata,
@@ -160,11 +167,19 @@ occurrences = Table(
     Column("end_utc", UTCDateTime(), nullable=False),
     Column("tz", String(64), nullable=False),
     Column("cancelled", Boolean, nullable=False),
+    Column("claim_deadline_at", UTCDateTime(), nullable=True),
+    Column("deadline_checked_at", UTCDateTime(), nullable=True),
     PrimaryKeyConstraint("tenant_id", "id"),
     ForeignKeyConstraint(
         ["tenant_id", "task_id"], ["tasks.tenant_id", "tasks.id"], ondelete="CASCADE"
     ),
     Index(None, "tenant_id", "task_id", "start_utc"),
+    Index(
+        "ix_occurrences_deadline_unchecked",
+        "claim_deadline_at",
+        sqlite_where=OCCURRENCE_UNCHECKED,
+        postgresql_where=OCCURRENCE_UNCHECKED,
+    ),
 )
 
 claims = Table(
@@ -258,6 +273,8 @@ outbox = Table(
     Column("delivered_at", UTCDateTime(), nullable=True),
     Column("dead_at", UTCDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
+    # Set by `carecal outbox replay`; the dead-letter age counts from it (else created_at).
+    Column("requeued_at", UTCDateTime(), nullable=True),
     Index(None, "delivered_at", "dead_at", "created_at"),
     Index(None, "tenant_id", "ordering_key"),
 )
@@ -337,4 +354,45 @@ view_records = Table(
     Column("partstat", String(32), nullable=False),
     Column("member_alarms", Boolean, nullable=False),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id", "uid"),
+)
+
+# Per view: where its collection is, and the collection's change markers as the last sync saw
+# them (RFC 6578 sync token, CS:getctag), so the next sync asks only for what changed since.
+view_state = Table(
+    "view_state",
+    metadata,
+    _tenant_id(),
+    Column("member_id", String(128), nullable=False),
+    Column("citizen_id", String(128), nullable=False),
+    Column("collection", String(1024), nullable=False),
+    Column("sync_token", String(1024), nullable=True),
+    Column("ctag", String(1024), nullable=True),
+    Column("synced_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
+)
+
+# Members' personal links (claim pages, ICS feed, setup page): the secret that signs a member's
+# tokens (`plugin.services.links`). `id` is the public reference a token carries: random and
+# unique across tenants, because a token names nothing else. One active row per member of a
+# tenant; revoking sets `revoked_at` and keeps the row, so an old token is answered 410 (gone)
+# rather than 404, and the member's next link comes from a new row with a new secret.
+MEMBER_LINK_ACTIVE = text("revoked_at IS NULL")
+
+member_links = Table(
+    "member_links",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    _tenant_id(),
+    Column("member_id", String(128), nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Index(
+        "uq_member_links_active",
+        "tenant_id",
+        "member_id",
+        unique=True,
+        sqlite_where=MEMBER_LINK_ACTIVE,
+        postgresql_where=MEMBER_LINK_ACTIVE,
+    ),
 )

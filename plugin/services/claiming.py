@@ -80,7 +80,8 @@ async def decide(
             event,
             _event_data(record, member_id, channel),
             now=now,
-            ordering_key=occurrence_id,
+            # The host hears of one task's changes in the order they happened.
+            ordering_key=record.occurrence.task_id,
         )
     return decision
 

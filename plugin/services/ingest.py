@@ -12,6 +12,10 @@ version for the same reason.
 
 Fan-out: a change to a circle's membership or tasks queues a `view.sync` of every hosted
 member's view of that circle (`view_sync.enqueue_view_syncs`), in the same transaction.
+
+Consent withdrawn: a member removed from a circle gets a `member.withdraw` job (their calendar
+copy goes); one removed from their last circle of the tenant also has their personal links
+revoked in the same transaction (claim links, feed, setup page: `links.revoke`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from plugin.services.commands import (
     UpdateCircle,
     UpsertTask,
 )
+from plugin.services.links import revoke as revoke_links
 from plugin.services.occurrences import planned_occurrences
 from plugin.services.ports import AuditEntry, InboxEntry, Store, StoreUnavailable, Tx
 from plugin.services.view_sync import enqueue_view_syncs
@@ -173,6 +178,10 @@ class _Applier:
                 run_at=self.now,
                 key=f"{circle.citizen.id}:{member_id}",
             )
+            # Links to this circle's occurrences are refused at once (the claim page checks
+            # membership); out of every circle of the tenant, all links and the feed die too.
+            if not await self.tx.is_current_member(self.tenant_id, member_id):
+                await revoke_links(self.tx, self.tenant_id, member_id, now=self.now, actor="host")
         await enqueue_view_syncs(self.tx, self.tenant_id, circle, now=self.now)
         return True
 

@@ -10,11 +10,16 @@ Glossary:
 - Job          background work (a view sync, an outbox delivery, an escalation) written in the
                same transaction as the data it concerns, and leased by one worker at a time
 - OutboxEvent  an event for the host; its `id` is the stable `webhook-id` across retries
+- EventSender  sends one signed event to a tenant's host (`adapters.host.events`)
+- DueDeadline  an occurrence whose claim deadline has passed and that the escalation sweep has
+               not checked yet (`plugin.services.escalation`)
 - AuditEntry   who did what, when, through which channel
 - SyncRecord   what the view sync last wrote for one event UID in one view (member, circle);
                the planner's baseline (`plugin.sync.planner`)
 - CalendarCredential  a member's app password for the embedded CalDAV server, kept only as a
                slow salted hash; issuing again replaces it (the old one stops working)
+- MemberLink   the secret behind a member's personal links (claim pages, feed, setup page);
+               revoking it kills every token it signed (`plugin.services.links`)
 
 Each port has an in-memory fake in `adapters/memory.py`; `tests/contract/` runs one suite
 against the fake and the real adapters (SQLite, PostgreSQL).
@@ -24,6 +29,10 @@ Errors (adapters translate their own exceptions into these, with `raise ... from
     StoreError
      ├── StoreUnavailable     the database cannot be reached
      └── Conflict             a uniqueness rule was broken in a way the caller must know
+
+    DeliveryFailed            an event did not reach the host; `reason` is safe to log and store
+     ├── HostUnreachable      no answer: connection refused or reset, DNS, timeout
+     └── HostRejected         an answer other than 2xx (`status`)
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from typing import Any, Literal, Protocol
 from plugin.domain.model import (
     Circle,
     Claim,
+    Delivery,
+    Member,
     Occurrence,
     OccurrenceRecord,
     Pass,
@@ -59,6 +70,27 @@ class StoreUnavailable(StoreError):
 
 class Conflict(StoreError):
     """A uniqueness rule was broken."""
+
+
+class DeliveryFailed(Exception):
+    """An event did not reach the host. `reason` names the failure without the body, the URL
+    or any secret, e.g. "HTTP 503" or "ConnectError"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HostUnreachable(DeliveryFailed):
+    """No answer from the host: connection refused or reset, name resolution, timeout."""
+
+
+class HostRejected(DeliveryFailed):
+    """The host answered, but not with 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +141,30 @@ class OutboxEvent:
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
     dead_at: datetime | None = None
+    # When `carecal outbox replay` last requeued it (dead); the dead-letter age counts from here.
+    requeued_at: datetime | None = None
+
+    @property
+    def pending_since(self) -> datetime:
+        return self.requeued_at or self.created_at
+
+
+OutboxStatus = Literal["pending", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class DueDeadline:
+    tenant_id: str
+    occurrence_id: str
+
+
+class EventSender(Protocol):
+    async def send(
+        self, url: str, secret: str, event_id: str, body: bytes, *, timestamp: int
+    ) -> None:
+        """POST `body` to `url`, Standard Webhooks signed with `secret` (`webhook-id` is
+        `event_id`). Returns on a 2xx answer; raises HostUnreachable or HostRejected."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +187,31 @@ class CalendarCredential:
     member_id: str
     username: str
     password_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    """Where one view's collection is and what its change markers were when the last sync
+    read it: `sync_token` (RFC 6578) and `ctag`, either None when the server has none."""
+
+    collection: str
+    sync_token: str | None
+    ctag: str | None
+    synced_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLink:
+    """The secret behind one member's personal links in a tenant. `id` is the public
+    reference tokens carry (unique across tenants); `secret` signs them. A revoked link stays
+    stored so that its old tokens are answered "gone" rather than "unknown"."""
+
+    id: str
+    tenant_id: str
+    member_id: str
+    secret: bytes
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -174,6 +255,13 @@ class Tx(Protocol):
     # circles
     async def get_circle(self, tenant_id: str, citizen_id: str) -> Circle | None: ...
 
+    async def get_membership(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> Member | None:
+        """The member as the circle last listed them, also after their removal (what
+        withdrawing their calendar copy needs to know: where it is)."""
+        ...
+
     async def save_circle(self, tenant_id: str, circle: Circle, now: datetime) -> CircleChange:
         """Replace the citizen and the whole membership; members absent are marked removed."""
         ...
@@ -189,6 +277,25 @@ class Tx(Protocol):
         ...
 
     async def get_calendar_credential(self, username: str) -> CalendarCredential | None: ...
+
+    # member links (claim pages, feed, setup page)
+    async def ensure_member_link(self, candidate: MemberLink) -> MemberLink:
+        """The member's active link; `candidate` is stored and returned when there is none.
+        Concurrent callers for the same member all get the one that was stored first."""
+        ...
+
+    async def get_member_link(self, link_id: str) -> MemberLink | None:
+        """A link by its public id, revoked ones included."""
+        ...
+
+    async def revoke_member_link(self, tenant_id: str, member_id: str, *, now: datetime) -> bool:
+        """Revoke the member's active link; False if there was none. The next
+        `ensure_member_link` stores a new one."""
+        ...
+
+    async def list_member_circles(self, tenant_id: str, member_id: str) -> list[str]:
+        """Citizen ids of the circles the member currently belongs to, sorted."""
+        ...
 
     # view sync records: one view is (tenant, member, citizen)
     async def list_view_records(
@@ -208,7 +315,24 @@ class Tx(Protocol):
     ) -> None: ...
 
     async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
-        """Drop every record of the view (its collection was deleted)."""
+        """Drop every record of the view and its state (its collection was deleted)."""
+        ...
+
+    async def get_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str
+    ) -> ViewState | None: ...
+
+    async def save_view_state(
+        self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
+    ) -> None:
+        """Insert or replace the view's state."""
+        ...
+
+    async def list_member_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[tuple[str, str]]:
+        """(member id, citizen id) of every current membership whose calendar delivery is
+        one of `deliveries`: the views a poll of the calendar servers visits."""
         ...
 
     # tasks and occurrences
@@ -231,6 +355,10 @@ class Tx(Protocol):
 
     async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
         """All occurrences of a task ordered by start, each with its claims and passes."""
+        ...
+
+    async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
+        """One occurrence with its claims and passes, read without a lock."""
         ...
 
     async def lock_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
@@ -277,6 +405,14 @@ class Tx(Protocol):
         ordering_key: str | None = None,
     ) -> str:
         """Store an event for the host; returns its id (the stable webhook-id)."""
+        ...
+
+    async def check_claim_deadline(
+        self, tenant_id: str, occurrence_id: str, *, now: datetime
+    ) -> bool:
+        """Record that the occurrence's passed claim deadline has been dealt with. True for
+        the first caller only, ever: concurrent and later callers get False (the escalation
+        sweep sends `task.unfilled` only when this says True)."""
         ...
 
     async def audit(self, entry: AuditEntry) -> None: ...
@@ -336,4 +472,42 @@ class Store(Protocol):
         self, event_id: str, *, now: datetime, error: str, retry_at: datetime | None
     ) -> None:
         """Count a failed delivery: try again at `retry_at`, or give up (dead) when it is None."""
+        ...
+
+    async def lease_outbox(
+        self, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        """Take what `due_outbox` would return: each event's next attempt moves to
+        `now + lease_seconds`, so other workers pass it by while this one sends it (FOR UPDATE
+        SKIP LOCKED on PostgreSQL, the single writer on SQLite). Events of a key behind a
+        leased one stay blocked; an event whose sender died is due again when its lease ends."""
+        ...
+
+    async def release_outbox(self, event_ids: Sequence[str], *, now: datetime) -> None:
+        """Give leased events that were not sent back: due at `now` (graceful shutdown)."""
+        ...
+
+    async def replay_dead_outbox(
+        self,
+        *,
+        now: datetime,
+        tenant_id: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Requeue dead events (of one tenant, created at or after `since`) for delivery at
+        `now` with their ids unchanged: attempts start again from 0 and the dead-letter age
+        counts from `now` (`requeued_at`). Returns how many were requeued."""
+        ...
+
+    async def outbox_counts(self) -> Mapping[OutboxStatus, int]:
+        """Undelivered events: pending (to be tried) and dead."""
+        ...
+
+    # escalation
+    async def due_claim_deadlines(
+        self, *, now: datetime, since: datetime, limit: int
+    ) -> list[DueDeadline]:
+        """Occurrences whose claim deadline is in (since, now] and not yet checked
+        (`Tx.check_claim_deadline`), earliest deadline first. Visits and tasks without a
+        deadline have none. One index range scan: cheap however large the history."""
         ...

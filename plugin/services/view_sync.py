@@ -5,7 +5,8 @@ named by `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a `view.s
 
 1. gather: the circle, its tasks and their occurrences, and the view's sync records (one
    transaction); the collection (created when missing) and its ETag listing;
-2. decide: render every occurrence the member sees (`render.render_event`) and
+2. decide: render every occurrence the member sees (`member_view.render_member_view`, which
+   says which ones; each copy links to the member's claim page, `links.claim_url`) and
    `plan_view_sync(desired, remote, records)`; fetch what the plan asks for, read the member's
    gestures (`read_member_copies`), apply them, render again and `plan_after_fetch`;
 3. apply: conditional writes (`If-None-Match: *`, `If-Match`), then store the sync records.
@@ -13,14 +14,7 @@ named by `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a `view.s
 A write that meets a changed object (412) is skipped: the member wrote meanwhile, their write
 queued a sync of its own, and that run plans from the newer state.
 
-Which occurrences a member sees: every occurrence of the circle's tasks inside the window
-(from `LOOKBACK` ago to the horizon). An occurrence the store marked cancelled while its task
-is still active was moved or dropped by a changed rule (a moved one-off task gets a new
-occurrence id), so it leaves the view; a cancelled task stays as `[Aflyst]` until the window
-passes it.
-
-Not yet here: the personal claim link (issue 5) — every copy links to
-`<public_url>/c/pending` until then; sync-token deltas (every run lists the ETags); renaming
+Not yet here: sync-token deltas (every run lists the ETags); renaming
 an existing collection when the citizen's display name changes; SEQUENCE is the task's version,
 so a change of holders alone does not bump it.
 """
@@ -32,23 +26,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote
 
 from adapters.caldav.port import (
     AlreadyExists,
     CalendarClient,
+    CalendarError,
     EtagMismatch,
+    Forbidden,
+    InvalidSyncToken,
     NotFound,
-    collection_path,
     object_href,
 )
 from plugin.config import Settings
 from plugin.domain.circle import eligible_for
-from plugin.domain.model import Circle, Member, OccurrenceRecord, Task, TaskStatus
-from plugin.services.calendar_access import caldav_username
+from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task
+from plugin.services.calendars import (
+    CalendarAccess,
+    Calendars,
+    NoCollection,
+    Target,
+    UnsafeCalendarUrl,
+    View,
+)
 from plugin.services.claiming import Ask, decide
-from plugin.services.occurrences import LOOKBACK
-from plugin.services.ports import Store, Tx
+from plugin.services.links import claim_url, ensure_link
+from plugin.services.member_view import organizer_address, render_member_view
+from plugin.services.ports import MemberLink, Store, Tx, ViewState
 from plugin.sync.gestures import Gesture
 from plugin.sync.planner import (
     Action,
@@ -63,6 +67,7 @@ from plugin.sync.planner import (
     Readings,
     Remember,
     RemoteItem,
+    StorageEmpty,
     SyncRecord,
     Update,
     desired_item,
@@ -70,48 +75,21 @@ from plugin.sync.planner import (
     plan_view_sync,
     read_member_copies,
 )
-from plugin.sync.render import RenderInput, attendee_address, render_event
+from plugin.sync.render import attendee_address
 
 log = logging.getLogger(__name__)
 
 JOB_VIEW_SYNC = "view.sync"
-PENDING_CLAIM_PATH = "/c/pending"  # until the personal claim links of issue 5
 MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, just replaced
 COLLECTION_SUFFIX = "omsorg"
+SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
+
+__all__ = ["CalendarAccess", "View"]  # re-exported: where callers have always found them
 
 
 def collection_name(circle: Circle) -> str:
     """DESIGN.md's "Fru Jensen \N{EN DASH} omsorg"."""
     return f"{circle.citizen.display_name} \N{EN DASH} {COLLECTION_SUFFIX}"
-
-
-@dataclass(frozen=True, slots=True)
-class CalendarAccess:
-    """How the worker reaches the calendar server: a client logged in as carecal's service
-    identity, and the path under which members' homes live (`/dav` when embedded)."""
-
-    client: CalendarClient
-    home_root: str
-
-
-@dataclass(frozen=True, slots=True)
-class View:
-    tenant_id: str
-    member_id: str
-    citizen_id: str
-
-    @property
-    def username(self) -> str:
-        return caldav_username(self.tenant_id, self.member_id)
-
-    def collection(self, home_root: str) -> str:
-        """`View("north", "m-anna", "c-123").collection("/dav")` is
-        "/dav/north~m-anna/c-123/"."""
-        return collection_path(f"{home_root}/{self.username}/{quote(self.citizen_id, safe='')}/")
-
-    @property
-    def job_key(self) -> str:
-        return f"{self.citizen_id}:{self.member_id}"
 
 
 def view_of_job(tenant_id: str, payload: Mapping[str, Any]) -> View | None:
@@ -129,10 +107,11 @@ def view_of_job(tenant_id: str, payload: Mapping[str, Any]) -> View | None:
 async def enqueue_view_syncs(
     tx: Tx, tenant_id: str, circle: Circle, *, now: datetime, exclude: str | None = None
 ) -> None:
-    """Queue a sync of every hosted member's view of `circle` but `exclude`'s (deduplicated
-    per view while queued); called in the transaction of the change that makes it necessary."""
+    """Queue a sync of every view of `circle` (members with a hosted or external calendar)
+    but `exclude`'s, deduplicated per view while queued; called in the transaction of the
+    change that makes it necessary."""
     for member in circle.members:
-        if member.calendar != "hosted" or member.id == exclude:
+        if member.calendar not in SYNCED_DELIVERIES or member.id == exclude:
             continue
         view = View(tenant_id, member.id, circle.citizen.id)
         await tx.enqueue_job(
@@ -158,32 +137,121 @@ class _Gathered:
     tasks: tuple[Task, ...]
     occurrences: Mapping[str, tuple[OccurrenceRecord, ...]]  # by task id
     records: Mapping[str, SyncRecord]
+    link: MemberLink  # signs the member's claim links
+    state: ViewState | None  # where the last sync found the collection, and its markers
 
 
 async def sync_view(
-    store: Store, access: CalendarAccess, settings: Settings, view: View, *, now: datetime
+    store: Store, calendars: Calendars, settings: Settings, view: View, *, now: datetime
 ) -> SyncOutcome:
-    """One run for one view. A member no longer in the circle, or not `hosted`, is left alone
-    (their collection goes with the `member.withdraw` job)."""
+    """One run for one view. A member no longer in the circle, or with a feed, is left alone
+    (their collection goes with the `member.withdraw` job). A member's own server that refuses
+    carecal (a non-public address, a wrong password) is logged and skipped until the next
+    poll; a server that is down raises CalendarUnavailable, and the job is retried later."""
     gathered = await _gather(store, view)
     if gathered is None:
         return SyncOutcome()
-    client = access.client
-    path = view.collection(access.home_root)
+    where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
     try:
-        listing = await client.list_etags(path)
+        async with calendars.target(view, gathered.member) as target:
+            return await _sync(store, target, settings, view, gathered, now=now)
+    except NoCollection:
+        return SyncOutcome()
+    except UnsafeCalendarUrl as exc:
+        log.warning("member calendar refused", extra={**where, "reason": str(exc)})
+        return SyncOutcome()
+    except Forbidden as exc:
+        if gathered.member.calendar != "external":
+            raise  # carecal's own service account: a configuration error, fail loudly
+        log.warning(
+            "member calendar refused the login", extra={**where, "status": exc.status}
+        )
+        return SyncOutcome()
+
+
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    """The collection as this run sees it: href -> ETag of every object (ours by the records,
+    plus what changed), and the markers to store for the next run."""
+
+    listing: Mapping[str, str]
+    sync_token: str | None
+    ctag: str | None
+    created: bool = False  # the collection was (re)created just now: the records are void
+
+
+async def _read_remote(
+    client: CalendarClient, path: str, name: str, gathered: _Gathered
+) -> _Remote:
+    """DESIGN's loop: probe the collection's markers (one small PROPFIND); unchanged -> the
+    records are the listing; a sync token -> `sync-collection` delta on top of the records;
+    an invalid token, no earlier state, or a record without a known ETag -> the full ETag
+    listing. A missing collection is created."""
+    try:
+        probe = await client.probe(path)
     except NotFound:
-        # First run, or the whole calendar was deleted: (re)create it, and forget what the
-        # records say was in it (else the planner would read every copy as deleted).
-        path = await client.ensure_collection(path, collection_name(gathered.circle))
-        listing = {}
-        if gathered.records:
-            async with store.transaction() as tx:
-                await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
-            gathered = replace(gathered, records={})
-    remote = {href: RemoteItem(href, etag) for href, etag in listing.items()}
+        # First run, or the member deleted the whole calendar: (re)create it.
+        await client.ensure_collection(path, name)
+        probe = await client.probe(path)
+        return _Remote({}, probe.sync_token, probe.ctag, created=True)
+    state = gathered.state
+    known = {r.href: r.etag for r in gathered.records.values() if r.href is not None}
+    # A record whose ETag is unknown (a write whose answer named none, or a create that met
+    # its own object after a crash) can only be matched against a real listing.
+    if state is not None and all(known.values()):
+        listing = {href: etag for href, etag in known.items() if etag}
+        if probe.sync_token is not None and probe.sync_token == state.sync_token:
+            return _Remote(listing, probe.sync_token, probe.ctag)
+        if probe.sync_token is None and probe.ctag is not None and probe.ctag == state.ctag:
+            return _Remote(listing, None, probe.ctag)
+        if probe.sync_token is not None and state.sync_token is not None:
+            try:
+                delta = await client.changes_since(path, state.sync_token)
+            except InvalidSyncToken:
+                log.info("sync token no longer valid; listing every ETag", extra={"path": path})
+            else:
+                for href in delta.deleted:
+                    listing.pop(href, None)
+                listing.update(delta.changed)
+                return _Remote(listing, delta.new_token, probe.ctag)
+    # Markers first, listing second: a change in between is in the listing AND after the
+    # stored token, so the next delta reports it again (harmless), never neither.
+    return _Remote(await client.list_etags(path), probe.sync_token, probe.ctag)
+
+
+async def _sync(
+    store: Store,
+    target: Target,
+    settings: Settings,
+    view: View,
+    gathered: _Gathered,
+    *,
+    now: datetime,
+) -> SyncOutcome:
+    client, path = target.client, target.collection
+    if gathered.state is not None and gathered.state.collection != path:
+        # The view moved (another server or account): the records describe the old place.
+        await _forget_view(store, view)
+        gathered = replace(gathered, records={}, state=None)
+    remote_state = await _read_remote(client, path, collection_name(gathered.circle), gathered)
+    if remote_state.created and gathered.records:
+        await _forget_view(store, view)  # else the planner would read every copy as deleted
+        gathered = replace(gathered, records={})
+    remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
     desired = _desired(gathered, settings, view, now=now)
-    plan = plan_view_sync(desired, remote, gathered.records)
+    try:
+        plan = plan_view_sync(desired, remote, gathered.records)
+    except StorageEmpty as empty:
+        # DESIGN: a collection that suddenly lists nothing never causes mass deletion. Read
+        # as the member passing on everything it would be; more likely the server lost or
+        # reset the collection. Pass on nothing, and write the copies again.
+        log.warning(
+            "collection lists none of carecal's copies; writing them again",
+            extra={"path": path, "records": empty.records},
+        )
+        await _forget_view(store, view)
+        gathered = replace(gathered, records={})
+        plan = plan_view_sync(desired, remote, {})
     actions: list[Action] = list(plan.actions)
     intents: tuple[Intent, ...] = plan.intents
     readings = Readings((), ())
@@ -206,7 +274,8 @@ async def sync_view(
         desired = _desired(regathered, settings, view, now=now)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
-    written, skipped = await _apply(store, client, path, view, actions)
+    state = ViewState(path, remote_state.sync_token, remote_state.ctag, now)
+    written, skipped = await _apply(store, client, path, view, actions, state)
     log.info(
         "view synced",
         extra={
@@ -220,58 +289,65 @@ async def sync_view(
     return SyncOutcome(written, skipped, intents)
 
 
-async def withdraw_view(store: Store, access: CalendarAccess, view: View) -> None:
-    """The member left the circle: delete their collection and forget its records."""
-    await access.client.delete_collection(view.collection(access.home_root))
+async def _forget_view(store: Store, view: View) -> None:
     async with store.transaction() as tx:
         await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
+
+
+async def withdraw_view(store: Store, calendars: Calendars, view: View) -> None:
+    """The member left the circle (or their delivery changed): delete their collection and
+    forget its records. Where the last sync wrote it counts; a member carecal never synced
+    has nothing to delete."""
+    async with store.transaction() as tx:
+        member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
+        state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
+        records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
+    if member is not None and (state is not None or records):
+        try:
+            async with calendars.target(view, member) as target:
+                path = state.collection if state is not None else target.collection
+                await target.client.delete_collection(path)
+        except (NoCollection, UnsafeCalendarUrl):
+            pass  # nothing carecal may reach: nothing it can delete
+    await _forget_view(store, view)
 
 
 async def _gather(store: Store, view: View) -> _Gathered | None:
     async with store.transaction() as tx:
         circle = await tx.get_circle(view.tenant_id, view.citizen_id)
         member = None if circle is None else circle.member(view.member_id)
-        if circle is None or member is None or member.calendar != "hosted":
+        if circle is None or member is None or member.calendar not in SYNCED_DELIVERIES:
             return None
         tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
         occurrences = {
             task.id: tuple(await tx.get_occurrences(view.tenant_id, task.id)) for task in tasks
         }
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
-    return _Gathered(circle, member, tasks, occurrences, records)
+        state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
+        # Made on the member's first sync; `created_at` is informational, hence the wall clock.
+        link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
+    return _Gathered(circle, member, tasks, occurrences, records, link, state)
 
 
 def _desired(
     gathered: _Gathered, settings: Settings, view: View, *, now: datetime
 ) -> dict[str, DesiredItem]:
-    window_start = now - LOOKBACK
-    window_end = now + timedelta(weeks=settings.horizon_weeks)
-    names = {m.id: m.name for m in gathered.circle.members}
     public_url = settings.server.public_url
-    organizer = f"noreply@{urlsplit(public_url).hostname or 'localhost'}"
+    link = gathered.link
     desired: dict[str, DesiredItem] = {}
-    for task in gathered.tasks:
-        for record in gathered.occurrences.get(task.id, ()):
-            occurrence = record.occurrence
-            if occurrence.cancelled and task.status is TaskStatus.ACTIVE:
-                continue
-            if occurrence.end.astimezone(UTC) <= window_start or occurrence.start > window_end:
-                continue
-            calendar = render_event(
-                RenderInput(
-                    record=record,
-                    task=task,
-                    member=gathered.member,
-                    holder_names=names,
-                    claim_link=f"{public_url}{PENDING_CLAIM_PATH}",
-                    organizer=organizer,
-                    domain=_domain(view),
-                    sequence=task.version,
-                    stamp=now,
-                )
-            )
-            item = desired_item(calendar)
-            desired[item.uid] = item
+    for calendar in render_member_view(
+        gathered.circle,
+        gathered.member,
+        gathered.tasks,
+        gathered.occurrences,
+        claim_link=lambda occurrence_id: claim_url(public_url, link, occurrence_id),
+        organizer=organizer_address(public_url),
+        domain=_domain(view),
+        horizon=timedelta(weeks=settings.horizon_weeks),
+        now=now,
+    ):
+        item = desired_item(calendar)
+        desired[item.uid] = item
     return desired
 
 
@@ -320,6 +396,33 @@ async def _apply_intents(
     return changed
 
 
+async def _settled(
+    client: CalendarClient,
+    path: str,
+    state: ViewState,
+    written: Mapping[str, str | None],
+    deleted: set[str],
+) -> ViewState:
+    """The markers to keep after this run wrote. Not the ones read before the writes: Radicale's
+    and Xandikos' sync tokens are hashes of the collection's content, so deleting exactly what
+    a run created brings the old token back, and a delta from it reports nothing. Instead, one
+    more delta from the old token: when it holds only our own writes (each href with the ETag
+    the write answered, each deletion ours), its new token is safe to keep; when it holds
+    anything else (a member wrote meanwhile, a server that named no ETag), keep no token, and
+    the next run lists every ETag once."""
+    forget = replace(state, sync_token=None, ctag=None)
+    if state.sync_token is None:
+        return forget
+    try:
+        delta = await client.changes_since(path, state.sync_token)
+    except CalendarError:
+        return forget
+    echoes = all(etag and written.get(href) == etag for href, etag in delta.changed)
+    if echoes and set(delta.deleted) <= deleted:
+        return replace(state, sync_token=delta.new_token, ctag=None)
+    return forget
+
+
 def _domain(view: View) -> str:
     # The UID's right-hand side: stable per tenant, whatever URL the plugin is served on.
     return view.tenant_id
@@ -332,10 +435,16 @@ def _object_name(uid: str) -> str:
 
 
 async def _apply(
-    store: Store, client: CalendarClient, path: str, view: View, actions: Sequence[Action]
+    store: Store,
+    client: CalendarClient,
+    path: str,
+    view: View,
+    actions: Sequence[Action],
+    state: ViewState,
 ) -> tuple[int, int]:
     saved: list[SyncRecord] = []
     dropped: list[str] = []
+    deleted: set[str] = set()  # hrefs this run deleted
     written = skipped = 0
     for action in actions:
         match action:
@@ -368,15 +477,20 @@ async def _apply(
                 except NotFound:
                     pass
                 dropped.append(uid)
+                deleted.add(href)
                 written += 1
             case Forget(uid=uid):
                 dropped.append(uid)
             case Remember(record=record):
                 saved.append(record)
-    if saved or dropped:
-        async with store.transaction() as tx:
-            for record in saved:
-                await tx.save_view_record(view.tenant_id, view.member_id, view.citizen_id, record)
-            for uid in dropped:
-                await tx.delete_view_record(view.tenant_id, view.member_id, view.citizen_id, uid)
+    if written or skipped:
+        ours = {r.href: r.etag for r in saved if r.href is not None}
+        state = await _settled(client, path, state, ours, deleted)
+    async with store.transaction() as tx:
+        for record in saved:
+            await tx.save_view_record(view.tenant_id, view.member_id, view.citizen_id, record)
+        for uid in dropped:
+            await tx.delete_view_record(view.tenant_id, view.member_id, view.citizen_id, uid)
+        # With the records of this run's writes: a token newer than them would hide changes.
+        await tx.save_view_state(view.tenant_id, view.member_id, view.citizen_id, state)
     return written, skipped

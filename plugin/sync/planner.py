@@ -47,9 +47,9 @@ Create's href should derive from the UID, so a retry after a crash meets its own
 
 Errors:
 
-    StorageEmpty (RuntimeError)   the collection lists nothing though records say it held
-                                  items we still want there: refuse to plan a pass for
-                                  every one of them (vdirsyncer's StorageEmpty)
+    StorageEmpty (RuntimeError)   the collection lists none of our copies though records
+                                  say it held several we still want there: refuse to plan
+                                  a pass for every one of them (vdirsyncer's StorageEmpty)
 """
 
 from __future__ import annotations
@@ -263,13 +263,16 @@ def plan_view_sync(
 ) -> Plan:
     """Step 1: `desired` by UID, `remote` by href (the ETag listing), `records` by UID.
 
-    Raises StorageEmpty when `remote` is empty while live records of still desired items
-    exist (a wiped or misread collection must not turn into a pass for every item). When
-    nothing recorded is desired any more, an empty collection is simply consistent and the
-    records are forgotten.
+    Raises StorageEmpty when `remote` lists none of the copies the records say are there,
+    while two or more of them are still desired (a wiped or misread collection must not turn
+    into a pass for every item; one missing copy is an ordinary deletion: a pass). Objects
+    that are not ours do not count: a collection reset to one foreign event is still "empty".
+    When nothing recorded is desired any more, an empty collection is simply consistent and
+    the records are forgotten.
     """
     live = [r for r in records.values() if r.href is not None]
-    if not remote and any(r.uid in desired for r in live):
+    wanted = sum(1 for r in live if r.uid in desired)
+    if wanted >= 2 and not any(r.href in remote for r in live):
         raise StorageEmpty(len(live))
     actions: list[Action] = []
     fetch: list[str] = []

@@ -54,6 +54,7 @@ __all__ = [
     "relation_of",
     "render_bytes",
     "render_event",
+    "vtimezone",
 ]
 
 PRODID = "-//carecal//carecal//EN"
@@ -168,7 +169,7 @@ def render_event(inp: RenderInput) -> Calendar:
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     if tz.key != "UTC":
-        calendar.add_component(_vtimezone(tz.key, start.year, end.year + 1))
+        calendar.add_component(vtimezone(tz.key, start.year, end.year + 1))
     calendar.add_component(event)
     return calendar
 
@@ -284,7 +285,8 @@ def _vtimezone_bytes(tzid: str, first_year: int, last_year: int) -> bytes:
     return bytes(zone.to_ical())
 
 
-def _vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
+def vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
+    """The VTIMEZONE of `tzid` from 1 January `first_year` to 1 January `last_year`."""
     component = Timezone.from_ical(_vtimezone_bytes(tzid, first_year, last_year))
     if not isinstance(component, Timezone):
         raise TypeError(f"VTIMEZONE for {tzid} did not parse as one")

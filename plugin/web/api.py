@@ -17,6 +17,7 @@ from plugin.config import EmbeddedCalendarSettings, TenantSettings
 from plugin.domain.model import Circle, Member, OccurrenceRecord
 from plugin.domain.states import state_of as occurrence_state
 from plugin.services.calendar_access import issue_calendar_credential
+from plugin.services.links import personal_urls, renew_links
 from plugin.services.queries import TaskView, read_circle, read_task
 from plugin.web.openapi import openapi_document
 from plugin.web.problems import problem
@@ -33,6 +34,12 @@ def routes() -> list[BaseRoute]:
             issue_calendar_credentials,
             methods=["POST"],
             name="calendar_credentials",
+        ),
+        Route(
+            "/members/{member_id}/links/renew",
+            renew_member_links,
+            methods=["POST"],
+            name="renew_links",
         ),
     ]
 
@@ -99,13 +106,46 @@ async def issue_calendar_credentials(request: Request) -> Response:
     )
     if issued is None:
         return problem(404, "Not found")
+    public_url = settings.server.public_url
+    urls = await personal_urls(
+        state["store"],
+        public_url,
+        tenant.id,
+        request.path_params["member_id"],
+        now=state["clock"](),
+    )
     return JSONResponse(
         {
-            "caldav_url": f"{settings.server.public_url}/dav/{issued.username}/",
+            "caldav_url": f"{public_url}/dav/{issued.username}/",
             "username": issued.username,
             "password": issued.password,
+            "setup_url": urls.setup_url,
+            "feed_url": urls.feed_url,
         },
         status_code=201,
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def renew_member_links(request: Request) -> Response:
+    """Revoke every personal link of the member (claim links, feed, setup page) and answer
+    the new feed and setup addresses; their calendar copies get the new claim links."""
+    tenant = authenticate(request)
+    if tenant is None:
+        return unauthorized()
+    state = state_of(request)
+    await state["applier"].catch_up()
+    urls = await renew_links(
+        state["store"],
+        state["settings"].server.public_url,
+        tenant.id,
+        request.path_params["member_id"],
+        now=state["clock"](),
+    )
+    if urls is None:
+        return problem(404, "Not found")
+    return JSONResponse(
+        {"feed_url": urls.feed_url, "setup_url": urls.setup_url},
         headers={"cache-control": "no-store"},
     )
 

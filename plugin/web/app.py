@@ -23,14 +23,14 @@ from starlette.middleware import Middleware
 from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from plugin.config import EmbeddedCalendarSettings, Settings
+from plugin.config import CaldavCalendarSettings, EmbeddedCalendarSettings, Settings
 from plugin.metrics import Metrics
+from plugin.services.calendars import CalendarAccess, Calendars
 from plugin.services.commands import HostCommand
 from plugin.services.inbox import InboxApplier, InboxWriter
 from plugin.services.ingest import ApplyResult
 from plugin.services.ports import InboxEntry, Store
-from plugin.services.view_sync import CalendarAccess
-from plugin.web import api, ops, webhooks
+from plugin.web import api, links, ops, webhooks
 from plugin.web.middleware import RequestContextMiddleware
 from plugin.web.problems import install_handlers
 from plugin.web.schemas import parse_event
@@ -131,6 +131,14 @@ async def service_calendar(
         yield CalendarAccess(client, MOUNT_PATH)
 
 
+def calendars(settings: Settings, service: CalendarAccess | None) -> Calendars:
+    """The worker's calendar resolver: `service` for hosted views, and members' own accounts
+    logged in to as each sync needs them."""
+    from adapters.caldav.accounts import open_account
+
+    return Calendars(settings, service=service, open_account=open_account)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -165,15 +173,32 @@ def create_app(
         applier_task = asyncio.create_task(applier.run(), name="carecal-inbox-applier")
         try:
             async with contextlib.AsyncExitStack() as stack:
-                calendar: CalendarAccess | None = None
+                service: CalendarAccess | None = None
                 if dav is not None:
                     await stack.enter_async_context(dav.running(active))
-                    calendar = await stack.enter_async_context(service_calendar(settings, dav))
+                    service = await stack.enter_async_context(service_calendar(settings, dav))
+                elif isinstance(settings.calendar, CaldavCalendarSettings):
+                    from adapters.caldav.accounts import municipal_calendar
+
+                    service = await stack.enter_async_context(
+                        municipal_calendar(settings.calendar)
+                    )
                 if run_worker:
+                    from adapters.host.events import open_event_sender
+
                     # Started after the calendar server and stopped before it (the exit stack
-                    # unwinds in reverse), so a job in hand can finish its writes.
+                    # unwinds in reverse), so a job in hand can finish its writes; likewise
+                    # the HTTP client that delivers events to the hosts.
+                    host_events = await stack.enter_async_context(
+                        open_event_sender(settings.outbox)
+                    )
                     worker = Worker(
-                        active, settings, metrics=app_metrics, clock=clock, calendar=calendar
+                        active,
+                        settings,
+                        metrics=app_metrics,
+                        clock=clock,
+                        calendars=calendars(settings, service),
+                        host_events=host_events,
                     )
                     worker_task = asyncio.create_task(worker.run(), name="carecal-worker")
                     stack.push_async_callback(worker.stop, worker_task)
@@ -198,6 +223,7 @@ def create_app(
         Route("/webhooks/{tenant}", webhooks.receive, methods=["POST"], name="webhook"),
         Mount("/api/v1", routes=api.routes()),
         *ops.routes(),
+        *links.routes(),  # a member's claim pages and feed, by token
     ]
     if dav is not None:
         # RFC 6764 section 5. The response itself is the endpoint: a plain ASGI app takes

@@ -93,6 +93,28 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/members/{member_id}/links/renew": {
+                "post": {
+                    "summary": "Revoke the member's personal links and issue new ones",
+                    "description": (
+                        "Every claim link, the ICS feed and the setup page of the member stop "
+                        "working (410); their calendar copies are re-synced with new claim "
+                        "links. The member must be in a current circle of the tenant."
+                    ),
+                    "parameters": [_id_param("member_id")],
+                    "responses": {
+                        "200": {
+                            "description": "The new addresses",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/PersonalLinks"}
+                                }
+                            },
+                        },
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -116,7 +138,7 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 _SCHEMAS: dict[str, Any] = {
     "CalendarCredentials": {
         "type": "object",
-        "required": ["caldav_url", "username", "password"],
+        "required": ["caldav_url", "username", "password", "setup_url", "feed_url"],
         "properties": {
             "caldav_url": {
                 "type": "string",
@@ -125,6 +147,30 @@ _SCHEMAS: dict[str, Any] = {
             },
             "username": {"type": "string"},
             "password": {"type": "string", "description": "Shown once; keep it in the app"},
+            "setup_url": {
+                "type": "string",
+                "format": "uri",
+                "description": (
+                    "The member's personal setup page (/setup/{token}): an Apple profile, a "
+                    "DAVx5 link and QR code, Thunderbird steps, the feed; revoked with their links"
+                ),
+            },
+            "feed_url": {
+                "type": "string",
+                "format": "uri",
+                "description": (
+                    "The member's read-only ICS feed (/feeds/{token}.ics) for calendar apps "
+                    "without CalDAV; stays the same until their links are revoked"
+                ),
+            },
+        },
+    },
+    "PersonalLinks": {
+        "type": "object",
+        "required": ["feed_url", "setup_url"],
+        "properties": {
+            "feed_url": {"type": "string", "format": "uri"},
+            "setup_url": {"type": "string", "format": "uri"},
         },
     },
     "Problem": {

@@ -35,6 +35,7 @@ async def metrics(request: Request) -> Response:
     try:
         state["metrics"].set_job_counts(await state["store"].job_counts())
         state["metrics"].set_inbox_counts(await state["store"].inbox_counts())
+        state["metrics"].set_outbox_counts(await state["store"].outbox_counts())
     except StoreUnavailable:
         pass  # the gauges keep their last values; /readyz reports the outage
     return Response(

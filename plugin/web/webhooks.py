@@ -20,10 +20,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.host.signing import InvalidWebhook, StaleTimestamp, verify
+from plugin.services.calendars import literal_url_problem
 from plugin.services.ports import InboxItem, StoreError
 from plugin.web.body import BodyTooLarge, read_limited_body
 from plugin.web.problems import problem
-from plugin.web.schemas import CircleUpdated, EventError, HostEvent, MalformedEvent, parse_event
+from plugin.web.schemas import (
+    CircleUpdated,
+    EventError,
+    FieldError,
+    HostEvent,
+    MalformedEvent,
+    parse_event,
+)
 from plugin.web.state import state_of
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,16 @@ async def receive(request: Request) -> Response:
             "External calendars are not enabled for this tenant",
             "The tenant has no data_key to encrypt members' calendar passwords with.",
         )
+    if not tenant.allow_private_calendar_urls:
+        errors = _private_calendar_urls(event)
+        if errors:
+            return reject(
+                "private_calendar_url",
+                422,
+                "Invalid event",
+                "A member's calendar URL points at a non-public address.",
+                errors=errors,
+            )
     item = InboxItem(
         tenant_id=tenant.id,
         webhook_id=request.headers["webhook-id"],
@@ -114,6 +132,21 @@ async def receive(request: Request) -> Response:
     if not new:
         return Response(_DUPLICATE, status_code=200, media_type="application/json")
     return Response(_ACCEPTED, status_code=202, media_type="application/json")
+
+
+def _private_calendar_urls(event: HostEvent) -> list[FieldError]:
+    """Members' calendar URLs whose host is literally a non-public address, in the shape of
+    the schema errors. Names are resolved before each sync (`services.calendars`)."""
+    if not isinstance(event, CircleUpdated):
+        return []
+    errors: list[FieldError] = []
+    for index, member in enumerate(event.data.members):
+        if member.external is None:
+            continue
+        found = literal_url_problem(member.external.url)
+        if found is not None:
+            errors.append({"loc": ["data", "members", index, "external", "url"], "msg": found})
+    return errors
 
 
 def _has_external_calendar(event: HostEvent) -> bool:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from plugin.services.ports import Store
+from datetime import UTC, datetime
+
+from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
+from plugin.services.ports import Store, ViewState
 from plugin.sync.planner import SyncRecord
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
 LIVE = SyncRecord("t-1_20270316T1000@north", "/dav/north~m-anna/c-123/a.ics", '"1"', "fp", "mat")
 TOMBSTONE = SyncRecord("t-1_20270323T1000@north", None, None, "fp2", "mat2")
@@ -47,3 +52,62 @@ async def test_records_and_views_are_deleted(store: Store) -> None:
     async with store.transaction() as tx:
         assert await tx.list_view_records("north", "m-anna", "c-123") == {}
         assert await tx.list_view_records("north", "m-bo", "c-123") == {LIVE.uid: LIVE}
+
+
+STATE = ViewState("/dav/north~m-anna/c-123/", "http://radicale.org/ns/sync/1", None, NOW)
+
+
+async def test_view_state_is_kept_replaced_and_deleted_with_the_view(store: Store) -> None:
+    later = ViewState(STATE.collection, "http://radicale.org/ns/sync/2", '"ctag"', NOW)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        assert await tx.get_view_state("north", "m-anna", "c-123") is None
+        await tx.save_view_state("north", "m-anna", "c-123", STATE)
+        await tx.save_view_state("north", "m-bo", "c-123", STATE)
+    async with store.transaction() as tx:
+        assert await tx.get_view_state("north", "m-anna", "c-123") == STATE
+        await tx.save_view_state("north", "m-anna", "c-123", later)
+    async with store.transaction() as tx:
+        assert await tx.get_view_state("north", "m-anna", "c-123") == later
+        await tx.delete_view("north", "m-anna", "c-123")
+    async with store.transaction() as tx:
+        assert await tx.get_view_state("north", "m-anna", "c-123") is None
+        assert await tx.get_view_state("north", "m-bo", "c-123") == STATE
+
+
+async def test_member_views_are_listed_by_delivery(store: Store) -> None:
+    """Removed members are not polled; the order is stable (citizen, member)."""
+    anna = Member(id="m-anna", name="Anna", role="relative", visibility="full")
+    bo = Member(
+        id="m-bo",
+        name="Bo",
+        role="relative",
+        visibility="full",
+        calendar="external",
+        external=ExternalCalendar("https://dav.example.org/bo/", "bo", "s3cret"),
+    )
+    sara = Member(id="m-sara", name="Sara", role="staff", visibility="full", calendar="feed")
+
+    def circle(citizen_id: str, *members: Member, version: int = 1) -> Circle:
+        citizen = Citizen(tenant_id="demo", id=citizen_id, display_name="Fru Jensen")
+        return Circle(citizen=citizen, version=version, members=members)
+
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("demo")
+        await tx.save_circle("demo", circle("c-2", anna, bo, sara), NOW)
+        await tx.save_circle("demo", circle("c-1", bo, anna), NOW)
+    async with store.transaction() as tx:
+        await tx.save_circle("demo", circle("c-2", anna, sara, version=2), NOW)
+    async with store.transaction() as tx:
+        assert await tx.list_member_views("demo", ["external"]) == [("m-bo", "c-1")]
+        assert await tx.list_member_views("demo", ["hosted", "external"]) == [
+            ("m-anna", "c-1"),
+            ("m-bo", "c-1"),
+            ("m-anna", "c-2"),
+        ]
+        assert await tx.list_member_views("south", ["hosted"]) == []
+        # A removed member is still known, with their (decrypted) calendar account: what
+        # withdrawing their copy needs.
+        assert await tx.get_membership("demo", "c-2", "m-bo") == bo
+        assert await tx.get_membership("demo", "c-2", "m-anna") == anna
+        assert await tx.get_membership("demo", "c-3", "m-anna") is None

@@ -206,6 +206,28 @@ async def test_schema_errors_are_422_and_do_not_echo_input(client: httpx.AsyncCl
     assert "dementia" not in response.text
 
 
+async def test_a_members_calendar_url_on_a_private_address_is_422(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    """carecal must not become a way into the municipality's own network: a member's own
+    CalDAV URL on a loopback or private address is refused before anything is recorded
+    (names are resolved and checked again before each sync)."""
+    anna = {"id": "m-anna", "name": "Anna", "role": "relative", "visibility": "full",
+            "calendar": "external",
+            "external": {"url": "http://169.254.169.254/latest/", "username": "anna",
+                         "password": "app-password"}}  # fmt: skip
+    response = await post_event(client, circle_event(1, [anna]))
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM)
+    problem = response.json()
+    assert [e["loc"] for e in problem["errors"]] == [["data", "members", 0, "external", "url"]]
+    assert "169.254" not in response.text and "app-password" not in response.text
+    async with store.transaction() as tx:
+        assert await tx.get_circle("north", "c-123") is None
+    anna["external"]["url"] = "https://dav.example.org/anna/"  # type: ignore[index]
+    assert (await post_event(client, circle_event(1, [anna]))).status_code == 202
+
+
 async def test_unknown_event_type_is_422(client: httpx.AsyncClient) -> None:
     response = await post_event(client, {"type": "task.exploded", "data": {}})
     assert response.status_code == 422

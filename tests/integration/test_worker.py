@@ -33,7 +33,12 @@ async def test_stop_finishes_the_job_in_hand_and_returns_the_rest(
         await release.wait()
         done.append(int(job.payload["i"]))
 
-    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    one_at_a_time = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"concurrency": 1})}
+    )
+    worker = Worker(
+        store, one_at_a_time, metrics=Metrics(), clock=clock, handlers={"test.slow": slow}
+    )
     task = asyncio.create_task(worker.run())
     await started.wait()
     stopping = asyncio.create_task(worker.stop(task))
@@ -46,6 +51,38 @@ async def test_stop_finishes_the_job_in_hand_and_returns_the_rest(
     assert counts.get("done", 0) == 1
     assert counts.get("queued", 0) == 2
     assert counts.get("running", 0) == 0
+
+
+async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """A slow calendar server holds up only its own view: the other jobs of the batch run
+    meanwhile, never more than `worker.concurrency` at once."""
+    await enqueue(store, "test.slow", 5)
+    running = peak = 0
+    three_running = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(job: Job, ctx: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            three_running.set()
+        await release.wait()
+        running -= 1
+
+    limited = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"concurrency": 3})}
+    )
+    worker = Worker(store, limited, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    batch = asyncio.create_task(worker.run_once())
+    await asyncio.wait_for(three_running.wait(), timeout=5)
+    await asyncio.sleep(0.05)
+    assert peak == 3
+    release.set()
+    assert await batch == 5
+    assert (await store.job_counts()).get("done", 0) == 5
 
 
 async def test_failing_job_is_retried_later_then_fails_for_good(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 from plugin.cli import main
-from plugin.config import ConfigError, load_settings
+from plugin.config import CaldavCalendarSettings, ConfigError, load_settings
 
 SECRET = "whsec_c2VjcmV0LWtleS1mb3ItY29uZmlnLXRlc3RzLTEyMzQ="
 TOKEN = "api-token-for-config-tests"
@@ -44,6 +45,45 @@ def test_the_shipped_defaults_are_valid() -> None:
     assert settings.calendar.type == "embedded"
     assert settings.database.url.startswith("sqlite+aiosqlite:///")
     assert [t.id for t in settings.tenants] == ["demo"]
+
+
+def test_the_postgresql_and_caldav_example_is_valid_with_its_secrets_given(
+    tmp_path: Path,
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    password_file = tmp_path / "caldav-password"
+    password_file.write_text("s3cret\n", encoding="utf-8")
+    example = Path(__file__).parents[2] / "config" / "example-postgresql-caldav.toml"
+    settings = load_settings(
+        example,
+        environ={
+            "CARECAL_TENANTS__NORTH__WEBHOOK_SECRET": secret,
+            "CARECAL_TENANTS__NORTH__API_TOKEN": "n" * 32,
+            "CARECAL_TENANTS__NORTH__HOST_EVENTS_SECRET": secret,
+            "CARECAL_CALENDAR__PASSWORD_FILE": str(password_file),
+        },
+    )
+    calendar = settings.calendar
+    assert isinstance(calendar, CaldavCalendarSettings)
+    assert calendar.service_password() == "s3cret"
+    assert calendar.url.endswith("/carecal/")
+
+
+def test_a_caldav_calendar_is_checked(tmp_path: Path) -> None:
+    body = """
+[calendar]
+type = "caldav"
+url = "caldav.example/"
+username = "carecal"
+password_file = "/nonexistent/secret"
+collection_template = "/{member}/"
+server = "exchange"
+"""
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, body), environ={})
+    message = str(raised.value)
+    for key in ("calendar.url", "calendar.collection_template", "calendar.server"):
+        assert key in message, message
 
 
 def test_several_tenants_and_rotating_secrets(tmp_path: Path) -> None:
@@ -106,3 +146,38 @@ def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 def test_invalid_toml_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[server\nport = 1"), environ={})
+
+
+def test_outbox_and_escalation_defaults_file_and_environment(tmp_path: Path) -> None:
+    defaults = load_settings(write(tmp_path, GOOD), environ={})
+    assert defaults.outbox.dead_after_hours == 24 and defaults.outbox.concurrency == 8
+    assert defaults.outbox.backoff_max_seconds == 900 and defaults.escalation.lookback_hours == 48
+    text = GOOD + "\n[outbox]\ndead_after_hours = 6\ntimeout_seconds = 3\n"
+    env = {"CARECAL_OUTBOX__CONCURRENCY": "2", "CARECAL_ESCALATION__INTERVAL_SECONDS": "30"}
+    settings = load_settings(write(tmp_path, text), environ=env)
+    assert settings.outbox.dead_after_hours == 6 and settings.outbox.timeout_seconds == 3
+    assert settings.outbox.concurrency == 2 and settings.escalation.interval_seconds == 30
+
+
+def test_bad_outbox_settings_are_named(tmp_path: Path) -> None:
+    text = GOOD + "\n[outbox]\nretries = 3\n"
+    env = {"CARECAL_OUTBOX__CONCURRENCY": "0", "CARECAL_OUTBOX__DEAD_AFTER_HOURS": "-1"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=env)
+    keys = {key for key, _ in caught.value.problems}
+    assert {"outbox.concurrency", "outbox.dead_after_hours", "outbox.retries"} <= keys
+    unordered = GOOD + "\n[outbox]\nbackoff_base_seconds = 60\nbackoff_max_seconds = 10\n"
+    with pytest.raises(ConfigError, match="backoff_max_seconds must be at least"):
+        load_settings(write(tmp_path, unordered), environ={})
+
+
+def test_outbox_replay_wants_a_time_with_an_offset() -> None:
+    from argparse import ArgumentTypeError
+    from datetime import UTC, datetime
+
+    from plugin.cli import aware_datetime
+
+    assert aware_datetime("2027-03-01T07:00Z") == datetime(2027, 3, 1, 7, tzinfo=UTC)
+    for bad in ("2027-03-01", "2027-03-01T08:00", "yesterday"):
+        with pytest.raises(ArgumentTypeError):
+            aware_datetime(bad)

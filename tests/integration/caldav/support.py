@@ -3,20 +3,29 @@ CalDAV server needs a real server), and a member's calendar app against it."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
 
 from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from plugin.config import Settings
-from plugin.web.app import create_app
-from tests.integration.support import auth
+from plugin.web.app import Clock, create_app, utc_now
+from tests.integration.support import auth, make_settings, task_event
+
+T = TypeVar("T")
+CPH = ZoneInfo("Europe/Copenhagen")
+WITHIN = 2.0  # seconds: DESIGN's "within one sync cycle" on one machine
 
 
 def free_port() -> int:
@@ -32,9 +41,11 @@ class Served:
 
 
 @contextmanager
-def serve_in_thread(settings: Settings, *, run_worker: bool = False) -> Iterator[None]:
+def serve_in_thread(
+    settings: Settings, *, run_worker: bool = False, clock: Clock = utc_now
+) -> Iterator[None]:
     """Run carecal on `settings.server.port` until the block ends."""
-    app = create_app(settings, auto_migrate=True, run_worker=run_worker)
+    app = create_app(settings, auto_migrate=True, run_worker=run_worker, clock=clock)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -75,4 +86,46 @@ def calendar_app(served: Served, credentials: dict[str, str]) -> CalDAVClient:
             server="radicale",
             timeout_seconds=10,
         )
+    )
+
+
+@contextmanager
+def serve_with_worker(
+    tmp_path: Path, database_url: str, *, clock: Clock = utc_now
+) -> Iterator[Served]:
+    """carecal with its worker polling every 50 ms, as the view-sync tests need it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        server={"public_url": base, "port": port},
+        worker={"poll_seconds": 0.05},
+    )
+    with serve_in_thread(settings, run_worker=True, clock=clock):
+        yield Served(base, settings)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
+    """Poll `probe` until it answers something other than None, for at most `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.05)
+
+
+def one_off(start: datetime, version: int = 1, **data: Any) -> dict[str, Any]:
+    """A one-hour task for one person at `start` (Copenhagen wall-clock time)."""
+    return task_event(
+        version,
+        **{
+            "start": f"{start:%Y-%m-%dT%H:%M:%S}",
+            "end": f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}",
+            "people_needed": 1,
+            "recurrence": None,
+            **data,
+        },
     )

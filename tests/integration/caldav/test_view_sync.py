@@ -4,79 +4,31 @@ the member's calendar app."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import httpx
-import pytest
 from icalendar import Calendar
 
 from adapters.caldav.port import NotFound
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import (
+    CPH,
     Served,
     calendar_app,
-    free_port,
+    eventually,
     issue,
-    serve_in_thread,
+    one_off,
 )
-from tests.integration.support import auth, circle_event, make_settings, post_event, task_event
+from tests.integration.support import auth, circle_event, post_event
 
-T = TypeVar("T")
-CPH = ZoneInfo("Europe/Copenhagen")
-WITHIN = 2.0  # seconds: DESIGN's "within one sync cycle" on one machine
 ANNA = {"id": "m-anna", "name": "Anna", "email": "anna@example.org", "role": "relative",
         "visibility": "full", "locale": "da", "calendar": "hosted"}  # fmt: skip
 BO = {"id": "m-bo", "name": "Bo", "role": "relative", "visibility": "limited", "locale": "da",
       "calendar": "hosted"}  # fmt: skip
 ANNA_VIEW = "/dav/north~m-anna/c-123/"
 BO_VIEW = "/dav/north~m-bo/c-123/"
-
-
-@pytest.fixture
-def served(tmp_path: Path, database_url: str) -> Iterator[Served]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = make_settings(
-        tmp_path,
-        database={"url": database_url},
-        server={"public_url": base, "port": port},
-        worker={"poll_seconds": 0.05},
-    )
-    with serve_in_thread(settings, run_worker=True):
-        yield Served(base, settings)
-
-
-@pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:
-        yield client
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
-    """Poll `probe` until it answers something other than None, for at most `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.05)
-
-
-def one_off(start: datetime, version: int = 1) -> dict[str, Any]:
-    return task_event(
-        version,
-        start=f"{start:%Y-%m-%dT%H:%M:%S}",
-        end=f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}",
-        people_needed=1,
-        recurrence=None,
-    )
 
 
 async def anna_and_bo_with_one_task(

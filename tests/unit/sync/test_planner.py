@@ -352,6 +352,21 @@ def test_an_empty_collection_raises_instead_of_passing_everything() -> None:
     assert raised.value.records == 2
 
 
+def test_one_deleted_copy_is_a_pass_even_when_it_was_the_only_one() -> None:
+    server, records = synced({"o0": "open"})
+    server.items.clear()
+    plan = plan_view_sync(desired_of({"o0": "open"}), server.listing(), records)
+    assert plan.intents == (MemberDeleted(full_uid("o0")),)
+
+
+def test_a_collection_holding_only_foreign_objects_counts_as_empty() -> None:
+    server, records = synced({"o0": "open", "o1": "mine"})
+    server.items.clear()
+    server.member_writes("foreign.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    with pytest.raises(StorageEmpty):
+        plan_view_sync(desired_of({"o0": "open", "o1": "mine"}), server.listing(), records)
+
+
 def test_an_empty_collection_is_fine_when_nothing_recorded_is_wanted() -> None:
     server, records = synced({"o0": "open"})
     server.items.clear()
@@ -433,7 +448,9 @@ def test_applying_a_plan_converges_and_replanning_yields_nothing(
         try:
             cycle = sync(desired, server, records)
         except StorageEmpty:
-            assert not server.listing()
+            listed = server.listing()
+            assert not any(r.href in listed for r in records.values())
+            assert sum(1 for u in records if u in desired and records[u].href) >= 2
             return
         actions = cycle.first.actions + cycle.second.actions
         for kind in {type(a).__name__ for a in actions} | {type(i).__name__ for i in cycle.intents}:
@@ -451,7 +468,7 @@ def test_applying_a_plan_converges_and_replanning_yields_nothing(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    uids=st.sets(st.sampled_from(UIDS), min_size=1),
+    uids=st.sets(st.sampled_from(UIDS), min_size=2),
     extra=st.dictionaries(st.sampled_from(UIDS), st.sampled_from(VARIANTS)),
 )
 def test_storage_empty_for_an_unexpectedly_empty_collection(
@@ -494,7 +511,11 @@ def test_never_more_deletions_than_records(
         for u in listed
     }
     remote["foreign.ics"] = RemoteItem("foreign.ics", '"9"')
-    plan = plan_view_sync(desired_of(variants), remote, records)
+    try:
+        plan = plan_view_sync(desired_of(variants), remote, records)
+    except StorageEmpty:
+        assert not any(u in listed for u, state in recorded.items() if state != "tombstone")
+        return
     deletions = [a for a in plan.actions if isinstance(a, Delete | Forget)]
     assert len(deletions) <= len(records)
     assert len({d.uid for d in deletions}) == len(deletions)

@@ -1,0 +1,56 @@
+"""Logged-in CalDAV clients for the calendar resolver (`plugin.services.calendars`): a member's
+own account, and carecal's service account on the municipality's server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+from adapters.caldav.client import CalDAVClient, CalDAVSettings
+from plugin.config import CaldavCalendarSettings
+from plugin.services.calendars import Account, CalendarAccess
+
+# A member's own server gets few connections from carecal: it syncs one view at a time.
+ACCOUNT_CONNECTIONS = 2
+ACCOUNT_TIMEOUT_SECONDS = 15.0
+
+
+@asynccontextmanager
+async def open_account(account: Account) -> AsyncIterator[CalDAVClient]:
+    """A client for a member's own account, closed when the block ends. Nothing about the
+    server is assumed: the generic quirks, and errors recognised from the answers."""
+    settings = CalDAVSettings(
+        account.url,
+        account.username,
+        account.password,
+        server="generic",
+        max_connections=ACCOUNT_CONNECTIONS,
+        timeout_seconds=ACCOUNT_TIMEOUT_SECONDS,
+    )
+    async with CalDAVClient(settings) as client:
+        yield client
+
+
+@asynccontextmanager
+async def municipal_calendar(
+    settings: CaldavCalendarSettings, *, max_connections: int = 8
+) -> AsyncIterator[CalendarAccess]:
+    """carecal's service account on the municipality's CalDAV server (`calendar.type =
+    "caldav"`), open for the block. Views live under the URL's path and are polled."""
+    client = CalDAVClient(
+        CalDAVSettings(
+            settings.url,
+            settings.username,
+            settings.service_password(),
+            server=settings.server,
+            max_connections=max_connections,
+        )
+    )
+    async with client:
+        yield CalendarAccess(
+            client,
+            urlsplit(settings.url).path or "/",
+            template=settings.collection_template,
+            polled=True,
+        )

@@ -1,0 +1,221 @@
+"""Where each view's collection lives, and a logged-in client to reach it.
+
+A view is one member's copy of one circle (`View`). Its collection is on one of two kinds of
+server, by the member's calendar delivery:
+
+    hosted    the tenant-wide server carecal writes with its service account: the embedded
+              Radicale (`/dav/<tenant>~<member>/<citizen>/`, one home per member, its change
+              hook wakes the sync at once) or the municipality's own CalDAV server
+              (`calendar.type = "caldav"`: `url` + `collection_template`, polled);
+    external  the member's own CalDAV account (URL of their calendar home, username, app
+              password decrypted from the store): `<home>/carecal-<citizen>/`, polled.
+
+`feed` members have no collection.
+
+A member's own account URL is refused when its host is, or resolves to, a loopback, private,
+link-local or otherwise non-public address, unless the tenant sets
+`allow_private_calendar_urls`: carecal must not become a way to reach the municipality's
+internal network. The check resolves the name before each sync; the HTTP client resolves it
+again when it connects, so a name whose answers change between the two (DNS rebinding) can
+slip through once. Pin addresses at the network layer (egress rules) where that matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from adapters.caldav.port import CalendarClient, collection_path
+from plugin.config import Settings
+from plugin.domain.model import Delivery, Member
+from plugin.services.calendar_access import caldav_username
+
+EMBEDDED_TEMPLATE = "{username}/{citizen}/"  # Radicale: one home per member login
+EXTERNAL_PREFIX = "carecal-"
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    tenant_id: str
+    member_id: str
+    citizen_id: str
+
+    @property
+    def username(self) -> str:
+        return caldav_username(self.tenant_id, self.member_id)
+
+    def collection(self, home_root: str, template: str = EMBEDDED_TEMPLATE) -> str:
+        """`View("north", "m-anna", "c-123").collection("/dav")` is
+        "/dav/north~m-anna/c-123/"; with the template "{tenant}~{member}~{citizen}/" it is
+        "/dav/north~m-anna~c-123/"."""
+        segments = {
+            "tenant": self.tenant_id,
+            "member": self.member_id,
+            "citizen": self.citizen_id,
+            "username": self.username,
+        }
+        relative = template.format(**{k: quote(v, safe="") for k, v in segments.items()})
+        return collection_path(f"{home_root.rstrip('/')}/{relative}")
+
+    @property
+    def job_key(self) -> str:
+        return f"{self.citizen_id}:{self.member_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarAccess:
+    """carecal's service account on the server of hosted members' views: a client logged in
+    as the service identity, the path under which the views live (`/dav` when embedded), how
+    a view's collection is named there, and whether carecal must poll it (no change hook)."""
+
+    client: CalendarClient
+    home_root: str
+    template: str = EMBEDDED_TEMPLATE
+    polled: bool = False
+
+    def collection(self, view: View) -> str:
+        return view.collection(self.home_root, self.template)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A member's own CalDAV account."""
+
+    url: str  # their calendar home, e.g. https://dav.example.org/calendars/anna/
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one sync of a view reads and writes."""
+
+    client: CalendarClient
+    collection: str
+    polled: bool
+
+
+class MissingCalendar(RuntimeError):
+    """A calendar job reached a worker that has no client for the view's server."""
+
+
+class NoCollection(Exception):
+    """The member's delivery has no calendar collection (a feed, or an incomplete account)."""
+
+
+class UnsafeCalendarUrl(Exception):
+    """A member's calendar URL points at a non-public address (or is not http/https)."""
+
+
+OpenAccount = Callable[[Account], AbstractAsyncContextManager[CalendarClient]]
+Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _non_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def literal_url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a member's calendar URL, judged without the network: not
+    http(s), no host, or a host that is literally a non-public address or `localhost`.
+    None when nothing is (yet) wrong.
+
+    >>> literal_url_problem("https://dav.example.org/anna/") is None
+    True
+    >>> literal_url_problem("http://127.0.0.1:5232/anna/")
+    'the host is not a public address'
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "the URL must start with http:// or https://"
+    host = parts.hostname
+    if not host:
+        return "the URL names no host"
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return "the host is not a public address"
+    try:
+        if _non_public(host):
+            return "the host is not a public address"
+    except ValueError:
+        pass  # a name, not an address: resolved before each connection
+    return None
+
+
+async def check_public_url(url: str, resolve: Resolve = system_resolve) -> None:
+    """Raise UnsafeCalendarUrl unless every address `url`'s host resolves to is public."""
+    problem = literal_url_problem(url)
+    if problem is not None:
+        raise UnsafeCalendarUrl(problem)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = await resolve(host, port)
+    except OSError as exc:
+        raise UnsafeCalendarUrl(f"the host does not resolve ({exc.strerror or exc})") from exc
+    if not addresses or any(_non_public(a) for a in addresses):
+        raise UnsafeCalendarUrl("the host resolves to a non-public address")
+
+
+def external_collection(url: str, citizen_id: str) -> str:
+    """The collection of one circle in a member's own calendar home:
+    `external_collection("https://dav.example.org/cal/anna/", "c-1")` is
+    "/cal/anna/carecal-c-1/"."""
+    home = urlsplit(url).path or "/"
+    return collection_path(f"{home.rstrip('/')}/{EXTERNAL_PREFIX}{quote(citizen_id, safe='')}/")
+
+
+class Calendars:
+    """Resolves a view to its server, collection and client (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: CalendarAccess | None,
+        open_account: OpenAccount,
+        resolve: Resolve = system_resolve,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self._open_account = open_account
+        self._resolve = resolve
+
+    @property
+    def polled_deliveries(self) -> tuple[Delivery, ...]:
+        """Deliveries whose views no change hook announces: the worker polls them."""
+        service_polled = self.service is not None and self.service.polled
+        return ("hosted", "external") if service_polled else ("external",)
+
+    @asynccontextmanager
+    async def target(self, view: View, member: Member) -> AsyncIterator[Target]:
+        """A client for `member`'s view, open for the block. Raises MissingCalendar (hosted,
+        but this process has no service client), NoCollection or UnsafeCalendarUrl."""
+        if member.calendar == "hosted":
+            if self.service is None:
+                raise MissingCalendar("this worker has no client for hosted calendars")
+            yield Target(self.service.client, self.service.collection(view), self.service.polled)
+            return
+        if member.calendar != "external" or member.external is None:
+            raise NoCollection(f"calendar delivery {member.calendar!r} has no collection")
+        account = member.external
+        tenant = self.settings.tenant(view.tenant_id)
+        if tenant is None or not tenant.allow_private_calendar_urls:
+            await check_public_url(account.url, self._resolve)
+        async with self._open_account(
+            Account(account.url, account.username, account.password)
+        ) as client:
+            yield Target(client, external_collection(account.url, view.citizen_id), True)

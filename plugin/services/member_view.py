@@ -1,0 +1,77 @@
+"""What one member sees of one circle: their copy of every occurrence in the window.
+
+Both the CalDAV view sync (`view_sync._desired`) and the ICS feed (`feed`) render a member's
+view through `render_member_view`, so the calendar app and the feed always agree.
+
+Which occurrences a member sees: every occurrence of the circle's tasks inside the window
+(from `LOOKBACK` ago to `now + horizon`). An occurrence the store marked cancelled while its
+task is still active was moved or dropped by a changed rule (a moved one-off task gets a new
+occurrence id), so it leaves the view; a cancelled task stays as `[Aflyst]` until the window
+passes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from icalendar import Calendar
+
+from plugin.domain.model import Circle, Member, OccurrenceRecord, Task, TaskStatus
+from plugin.services.occurrences import LOOKBACK
+from plugin.sync.render import RenderInput, render_event
+
+__all__ = ["organizer_address", "render_member_view"]
+
+
+def organizer_address(public_url: str) -> str:
+    """`organizer_address("https://omsorg.aarhus.dk")` is "noreply@omsorg.aarhus.dk"."""
+    return f"noreply@{urlsplit(public_url).hostname or 'localhost'}"
+
+
+def render_member_view(
+    circle: Circle,
+    member: Member,
+    tasks: Sequence[Task],
+    occurrences: Mapping[str, Sequence[OccurrenceRecord]],
+    *,
+    claim_link: Callable[[str], str],
+    organizer: str,
+    domain: str,
+    horizon: timedelta,
+    now: datetime,
+    stamp: datetime | None = None,
+) -> list[Calendar]:
+    """One VCALENDAR per occurrence `member` sees, in task then occurrence order.
+
+    `occurrences` are by task id; `claim_link(occurrence_id)` is the member's claim link;
+    `stamp` (DTSTAMP) defaults to `now`.
+    """
+    window_start = now - LOOKBACK
+    window_end = now + horizon
+    names = {m.id: m.name for m in circle.members}
+    copies: list[Calendar] = []
+    for task in tasks:
+        for record in occurrences.get(task.id, ()):
+            occurrence = record.occurrence
+            if occurrence.cancelled and task.status is TaskStatus.ACTIVE:
+                continue
+            if occurrence.end.astimezone(UTC) <= window_start or occurrence.start > window_end:
+                continue
+            copies.append(
+                render_event(
+                    RenderInput(
+                        record=record,
+                        task=task,
+                        member=member,
+                        holder_names=names,
+                        claim_link=claim_link(occurrence.id),
+                        organizer=organizer,
+                        domain=domain,
+                        sequence=task.version,
+                        stamp=now if stamp is None else stamp,
+                    )
+                )
+            )
+    return copies

@@ -1,0 +1,406 @@
+"""The claim loop on servers carecal polls: Xandikos as the municipality's CalDAV server
+(`calendar.type = "caldav"`), and Xandikos as Anna's own account (`external` delivery).
+
+carecal runs under uvicorn with its worker; nothing tells it of a member's write, so each
+claim is found by the poll (`calendar.poll_interval_seconds`): sync-token probe, delta,
+multiget. A real CalDAV client on the same Xandikos plays each member's calendar app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from icalendar import Calendar
+
+from adapters.caldav.client import CalDAVClient, CalDAVSettings
+from adapters.caldav.port import NotFound
+from adapters.caldav.testing import xandikos_server
+from adapters.store.sql import SqlStore
+from plugin.services.ports import ViewState
+from plugin.sync.fingerprint import prop_values
+from tests.integration.caldav.support import free_port, serve_in_thread
+from tests.integration.support import (
+    NORTH_DATA_KEY,
+    NORTH_SECRET,
+    NORTH_TOKEN,
+    auth,
+    circle_event,
+    make_settings,
+    post_event,
+    task_event,
+)
+
+T = TypeVar("T")
+CPH = ZoneInfo("Europe/Copenhagen")
+HOME = "/user/calendars/"  # Xandikos --defaults: one user, calendars here
+POLL = 0.3  # seconds between polls in these tests
+SLOW_POLL = 3.0
+WITHIN = 5.0  # a poll, a sync and the fan-out to the other view, on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def municipal_dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with xandikos_server(tmp_path_factory.mktemp("municipal-dav")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def annas_dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with xandikos_server(tmp_path_factory.mktemp("annas-dav")) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    citizen_id: str  # fresh per test: the Xandikos servers live for the whole module
+
+
+def settings_for(
+    tmp_path: Path, database_url: str, municipal_dav: str, port: int, poll: float = POLL
+) -> Any:
+    return make_settings(
+        tmp_path,
+        database={"url": database_url},
+        server={"public_url": f"http://127.0.0.1:{port}", "port": port},
+        worker={"poll_seconds": 0.05},
+        calendar={
+            "type": "caldav",
+            "url": municipal_dav + HOME,
+            "username": "carecal",
+            "password": "not-checked-by-xandikos",
+            "server": "xandikos",
+            "poll_interval_seconds": poll,
+        },
+        tenants=[
+            {
+                "id": "north",
+                "webhook_secret": NORTH_SECRET,
+                "api_token": NORTH_TOKEN,
+                "data_key": NORTH_DATA_KEY,
+                # Both Xandikos servers listen on 127.0.0.1.
+                "allow_private_calendar_urls": True,
+            }
+        ],
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str, municipal_dav: str) -> Iterator[Served]:
+    port = free_port()
+    with serve_in_thread(
+        settings_for(tmp_path, database_url, municipal_dav, port), run_worker=True
+    ):
+        yield Served(f"http://127.0.0.1:{port}", f"c-{secrets.token_hex(3)}")
+
+
+@pytest.fixture
+def slowly_polled(tmp_path: Path, database_url: str, municipal_dav: str) -> Iterator[Served]:
+    """Polls every SLOW_POLL seconds: a test's few quick writes then land between two polls
+    (a poll during them is unlikely, about 50 ms in SLOW_POLL)."""
+    port = free_port()
+    settings = settings_for(tmp_path, database_url, municipal_dav, port, poll=SLOW_POLL)
+    with serve_in_thread(settings, run_worker=True):
+        yield Served(f"http://127.0.0.1:{port}", f"c-{secrets.token_hex(3)}")
+
+
+@pytest.fixture
+async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:
+        yield client
+
+
+def app_on(url: str) -> CalDAVClient:
+    """A member's calendar app on a Xandikos server."""
+    return CalDAVClient(CalDAVSettings(url, server="xandikos", timeout_seconds=10))
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.05)
+
+
+def member(member_id: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"id": member_id, "name": name, "email": f"{name.lower()}@example.org",
+            "role": "relative", "visibility": "full", "locale": "da", "calendar": "hosted",
+            **extra}  # fmt: skip
+
+
+async def one_task(http: httpx.AsyncClient, citizen_id: str, members: list[dict[str, Any]]) -> str:
+    """The circle, and a one-off task next week needing one person; answers the task id."""
+    assert (await post_event(http, circle_event(1, members, citizen_id))).status_code == 202
+    start = (datetime.now(CPH) + timedelta(days=7)).replace(
+        hour=10, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    task_id = f"t-{citizen_id}"
+    event = task_event(
+        1,
+        task_id,
+        citizen_id=citizen_id,
+        start=f"{start:%Y-%m-%dT%H:%M:%S}",
+        end=f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}",
+        people_needed=1,
+        recurrence=None,
+    )
+    assert (await post_event(http, event)).status_code == 202
+    return task_id
+
+
+def with_partstat(body: bytes, partstat: str) -> bytes:
+    """What a calendar app sends when the member answers the invitation."""
+    calendar = Calendar.from_ical(body)
+    for event in calendar.walk("VEVENT"):
+        for attendee in prop_values(event, "ATTENDEE"):
+            attendee.params["PARTSTAT"] = partstat
+    return bytes(calendar.to_ical())
+
+
+@dataclass(frozen=True)
+class Copy:
+    href: str
+    etag: str
+    body: bytes
+    event: Any
+
+    @property
+    def partstat(self) -> str:
+        return str(prop_values(self.event, "ATTENDEE")[0].params["PARTSTAT"])
+
+
+def copy_reading(
+    app: CalDAVClient, view: str, summary: str, partstat: str | None = None
+) -> Callable[[], Awaitable[Copy | None]]:
+    """Probe: the one copy in `view` once it reads `summary` (and has `partstat`)."""
+
+    async def probe() -> Copy | None:
+        try:
+            listing = await app.list_etags(view)
+        except NotFound:
+            return None
+        for href, (etag, body) in (await app.fetch(view, list(listing))).items():
+            event = Calendar.from_ical(body).walk("VEVENT")[0]
+            found = Copy(href, etag, body, event)
+            if str(event["SUMMARY"]) == summary and partstat in (None, found.partstat):
+                return found
+        return None
+
+    return probe
+
+
+async def claims_of(http: httpx.AsyncClient, task_id: str) -> list[tuple[str, str]]:
+    task = (await http.get(f"/api/v1/tasks/{task_id}", headers=auth())).json()
+    return [(c["member_id"], c["channel"]) for c in task["occurrences"][0]["claims"]]
+
+
+async def claim_loop(
+    http: httpx.AsyncClient,
+    task_id: str,
+    anna: tuple[CalDAVClient, str],
+    bo: tuple[CalDAVClient, str],
+) -> None:
+    """DESIGN's loop, found by polling: Anna accepts and holds it; Bo's late accept is refused
+    and his copy restored as taken; Anna declines, and it is offered to Bo again."""
+    (anna_app, anna_view), (bo_app, bo_view) = anna, bo
+    offered = await eventually(copy_reading(anna_app, anna_view, "[Ledig] Indkøb"))
+    await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
+
+    await anna_app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+    taken = await eventually(copy_reading(bo_app, bo_view, "[Anna] Indkøb"))
+    assert str(taken.event["STATUS"]) == "CONFIRMED"
+    assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+    held = await eventually(copy_reading(anna_app, anna_view, "[Dig] Indkøb", "ACCEPTED"))
+    assert str(held.event["TRANSP"]) == "OPAQUE"
+
+    await bo_app.update(taken.href, with_partstat(taken.body, "ACCEPTED"), taken.etag)
+
+    # Bo's copy now says ACCEPTED; NEEDS-ACTION again is carecal's restore (byte for byte
+    # what it was before, so Xandikos' content-hash ETag may be the same as well).
+    await eventually(copy_reading(bo_app, bo_view, "[Anna] Indkøb", "NEEDS-ACTION"))
+    assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+
+    held = await eventually(copy_reading(anna_app, anna_view, "[Dig] Indkøb", "ACCEPTED"))
+    await anna_app.update(held.href, with_partstat(held.body, "DECLINED"), held.etag)
+    await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb", "NEEDS-ACTION"))
+    assert await claims_of(http, task_id) == []
+
+
+async def test_the_claim_loop_on_the_municipal_server(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str
+) -> None:
+    citizen = served.citizen_id
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna"), member("m-bo", "Bo")])
+    async with app_on(municipal_dav) as anna_app, app_on(municipal_dav) as bo_app:
+        await claim_loop(
+            http,
+            task_id,
+            (anna_app, f"{HOME}north~m-anna~{citizen}/"),
+            (bo_app, f"{HOME}north~m-bo~{citizen}/"),
+        )
+
+
+async def test_the_claim_loop_with_annas_own_account(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, annas_dav: str
+) -> None:
+    citizen = served.citizen_id
+    anna = member(
+        "m-anna",
+        "Anna",
+        calendar="external",
+        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
+    )
+    task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
+    async with app_on(annas_dav) as anna_app, app_on(municipal_dav) as bo_app:
+        await claim_loop(
+            http,
+            task_id,
+            (anna_app, f"{HOME}carecal-{citizen}/"),
+            (bo_app, f"{HOME}north~m-bo~{citizen}/"),
+        )
+
+
+async def test_an_emptied_collection_is_written_again_and_nobody_passes(
+    slowly_polled: Served, municipal_dav: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DESIGN: a collection that suddenly lists nothing never causes mass deletion. Here every
+    copy vanishes at once (a server restored from an empty backup, or an app that wiped the
+    calendar): carecal records no pass, and writes the copies again."""
+    served = slowly_polled
+    citizen = served.citizen_id
+    async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+        await _emptied_collection(http, citizen, municipal_dav, caplog)
+
+
+async def _emptied_collection(
+    http: httpx.AsyncClient, citizen: str, municipal_dav: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
+    second = task_event(
+        1,
+        f"{task_id}-b",
+        citizen_id=citizen,
+        recurrence="FREQ=WEEKLY;COUNT=2",
+        people_needed=1,
+        start=f"{datetime.now(CPH) + timedelta(days=2):%Y-%m-%dT10:00:00}",
+        end=f"{datetime.now(CPH) + timedelta(days=2):%Y-%m-%dT11:00:00}",
+    )
+    assert (await post_event(http, second)).status_code == 202
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+
+        async def three_copies() -> dict[str, str] | None:
+            try:
+                listing = await app.list_etags(view)
+            except NotFound:
+                return None
+            return listing if len(listing) == 3 else None
+
+        listing = await eventually(three_copies)
+        with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
+            await asyncio.gather(*(app.delete(href, etag) for href, etag in listing.items()))
+            assert await app.list_etags(view) == {}
+            restored = await eventually(three_copies, within=SLOW_POLL + WITHIN)
+        assert restored.keys() == listing.keys()  # the same copies, at the same hrefs
+        assert any("writing them again" in r.getMessage() for r in caplog.records)
+    # Nobody passed: a pass would show as the task's DECLINED copy, and in the audit log.
+    for tid in (task_id, f"{task_id}-b"):
+        task = (await http.get(f"/api/v1/tasks/{tid}", headers=auth())).json()
+        assert all(o["free_slots"] == 1 for o in task["occurrences"])
+
+
+async def test_one_deleted_copy_is_a_pass_and_stays_deleted(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str
+) -> None:
+    """The other side of the empty-collection rule: deleting one copy is the pass gesture;
+    carecal does not put it back (DESIGN: not re-created unless the task changes)."""
+    citizen = served.citizen_id
+    await one_task(http, citizen, [member("m-anna", "Anna")])
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        offered = await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        await app.delete(offered.href, offered.etag)
+        await asyncio.sleep(POLL * 6)  # several polls and syncs
+        assert await app.list_etags(view) == {}
+
+
+async def test_an_invalid_sync_token_falls_back_to_the_full_listing(
+    served: Served,
+    http: httpx.AsyncClient,
+    municipal_dav: str,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that no longer knows carecal's token (expired, or the server was restored)
+    answers the delta with DAV:valid-sync-token; carecal lists every ETag instead, and the
+    member's change in between is not lost."""
+    citizen = served.citizen_id
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        offered = await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        store = await SqlStore.open(database_url)
+        try:
+
+            async def synced() -> ViewState | None:
+                """The state once a poll found nothing to write (a run that wrote leaves no
+                token: see view_sync._apply)."""
+                async with store.transaction() as tx:
+                    state = await tx.get_view_state("north", "m-anna", citizen)
+                return state if state is not None and state.sync_token else None
+
+            state = await eventually(synced)
+            assert state.collection == view
+            with caplog.at_level(logging.INFO, logger="plugin.services.view_sync"):
+                async with store.transaction() as tx:
+                    forgotten = replace(state, sync_token="0" * 40)  # a token it never issued
+                    await tx.save_view_state("north", "m-anna", citizen, forgotten)
+                await app.update(
+                    offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag
+                )
+                await eventually(copy_reading(app, view, "[Dig] Indkøb", "ACCEPTED"))
+            assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+            assert any("sync token no longer valid" in r.getMessage() for r in caplog.records)
+            after = await eventually(synced)
+            assert after.sync_token != "0" * 40
+        finally:
+            await store.close()
+
+
+async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, tmp_path: Path
+) -> None:
+    """Anna's own server is down: Bo still gets the task and claims it; when her server comes
+    back, the next poll gives her the circle's calendar as it is now."""
+    citizen = served.citizen_id
+    port = free_port()  # nothing listens here yet
+    annas_url = f"http://127.0.0.1:{port}"
+    anna = member(
+        "m-anna",
+        "Anna",
+        calendar="external",
+        external={"url": annas_url + HOME, "username": "anna", "password": "app-password"},
+    )
+    await one_task(http, citizen, [anna, member("m-bo", "Bo")])
+    bo_view = f"{HOME}north~m-bo~{citizen}/"
+    async with app_on(municipal_dav) as bo_app:
+        offered = await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
+        await bo_app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+        await eventually(copy_reading(bo_app, bo_view, "[Dig] Indkøb", "ACCEPTED"))
+    with xandikos_server(tmp_path / "annas-dav", port=port):
+        async with app_on(annas_url) as anna_app:
+            await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))

@@ -1,0 +1,174 @@
+"""Where views live, and the refusal of members' calendar URLs on non-public addresses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from plugin.domain.model import Delivery, ExternalCalendar, Member
+from plugin.services.calendars import (
+    Account,
+    CalendarAccess,
+    Calendars,
+    MissingCalendar,
+    NoCollection,
+    UnsafeCalendarUrl,
+    View,
+    check_public_url,
+    external_collection,
+    literal_url_problem,
+)
+from tests.integration.support import make_settings
+
+VIEW = View("north", "m-anna", "c-123")
+
+
+def test_embedded_views_nest_under_each_members_home() -> None:
+    assert VIEW.collection("/dav") == "/dav/north~m-anna/c-123/"
+    assert View("north", "m.a", "c:1").collection("/dav/") == "/dav/north~m.a/c:1/"
+
+
+def test_a_template_lays_views_out_flat() -> None:
+    template = "{tenant}~{member}~{citizen}/"
+    assert VIEW.collection("/user/calendars/", template) == "/user/calendars/north~m-anna~c-123/"
+
+
+def test_a_members_own_account_gets_one_collection_per_circle() -> None:
+    home = "https://dav.example.org/cal/anna/"
+    assert external_collection(home, "c-123") == "/cal/anna/carecal-c-123/"
+    assert external_collection("https://dav.example.org", "c-1") == "/carecal-c-1/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5232/anna/",
+        "http://localhost/anna/",
+        "https://dav.localhost/",
+        "http://10.1.2.3/",
+        "http://192.168.0.10/",
+        "http://169.254.169.254/latest/",  # cloud metadata
+        "http://[::1]/",
+        "http://[fd00::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "ftp://dav.example.org/",
+        "file:///etc/passwd",
+        "https:///no-host",
+    ],
+)
+def test_non_public_urls_are_refused_without_the_network(url: str) -> None:
+    assert literal_url_problem(url) is not None
+
+
+@pytest.mark.parametrize(
+    "url", ["https://dav.example.org/anna/", "https://93.184.215.14/", "https://[2a00:1450::1]/"]
+)
+def test_public_urls_pass(url: str) -> None:
+    assert literal_url_problem(url) is None
+
+
+def resolving_to(*addresses: str) -> object:
+    async def resolve(host: str, port: int) -> Sequence[str]:
+        if not addresses:
+            raise OSError(-2, "Name or service not known")
+        return addresses
+
+    return resolve
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
+    """DNS can point a harmless-looking name at the municipality's internal network."""
+    with pytest.raises(UnsafeCalendarUrl, match="non-public"):
+        await check_public_url("https://dav.example.org/", resolving_to("10.0.0.5"))  # type: ignore[arg-type]
+    with pytest.raises(UnsafeCalendarUrl, match="non-public"):
+        await check_public_url(
+            "https://dav.example.org/",
+            resolving_to("93.184.215.14", "127.0.0.1"),  # type: ignore[arg-type]
+        )
+    with pytest.raises(UnsafeCalendarUrl, match="does not resolve"):
+        await check_public_url("https://nowhere.example/", resolving_to())  # type: ignore[arg-type]
+    await check_public_url("https://dav.example.org/", resolving_to("93.184.215.14"))  # type: ignore[arg-type]
+
+
+class _Opened:
+    def __init__(self) -> None:
+        self.accounts: list[Account] = []
+
+    @asynccontextmanager
+    async def __call__(self, account: Account) -> AsyncIterator[object]:
+        self.accounts.append(account)
+        yield object()
+
+
+def anna(calendar: Delivery = "external", url: str = "https://dav.example.org/anna/") -> Member:
+    external = ExternalCalendar(url, "anna", "app-pw") if calendar == "external" else None
+    return Member(
+        "m-anna",
+        "Anna",
+        "relative",
+        "full",
+        calendar=calendar,
+        external=external,
+    )
+
+
+def calendars(
+    tmp_path: Path,
+    *,
+    allow_private: bool,
+    service: CalendarAccess | None = None,
+    resolve: object = None,
+) -> tuple[Calendars, _Opened]:
+    settings = make_settings(tmp_path)
+    tenants = [
+        t.model_copy(update={"allow_private_calendar_urls": allow_private})
+        for t in settings.tenants
+    ]
+    opened = _Opened()
+    resolver = Calendars(
+        settings.model_copy(update={"tenants": tenants}),
+        service=service,
+        open_account=opened,  # type: ignore[arg-type]
+        resolve=resolve or resolving_to("93.184.215.14"),  # type: ignore[arg-type]
+    )
+    return resolver, opened
+
+
+async def test_an_external_member_is_reached_with_their_own_account(tmp_path: Path) -> None:
+    resolver, opened = calendars(tmp_path, allow_private=False)
+    async with resolver.target(VIEW, anna()) as target:
+        assert target.collection == "/anna/carecal-c-123/" and target.polled
+    assert opened.accounts == [Account("https://dav.example.org/anna/", "anna", "app-pw")]
+
+
+async def test_a_private_member_url_is_refused_unless_the_tenant_allows_it(
+    tmp_path: Path,
+) -> None:
+    resolver, opened = calendars(tmp_path, allow_private=False)
+    with pytest.raises(UnsafeCalendarUrl):
+        async with resolver.target(VIEW, anna(url="http://127.0.0.1:5232/anna/")):
+            pass
+    assert opened.accounts == []  # never connected
+    resolver, opened = calendars(tmp_path, allow_private=True, resolve=resolving_to("10.0.0.1"))
+    async with resolver.target(VIEW, anna(url="http://127.0.0.1:5232/anna/")) as target:
+        assert target.collection == "/anna/carecal-c-123/"
+
+
+async def test_hosted_views_need_the_service_client(tmp_path: Path) -> None:
+    resolver, _ = calendars(tmp_path, allow_private=False)
+    assert resolver.polled_deliveries == ("external",)
+    with pytest.raises(MissingCalendar):
+        async with resolver.target(VIEW, anna("hosted")):
+            pass
+    with pytest.raises(NoCollection):
+        async with resolver.target(VIEW, anna("feed")):
+            pass
+    service = CalendarAccess(object(), "/user/calendars/", "{tenant}~{member}~{citizen}/", True)  # type: ignore[arg-type]
+    resolver, _ = calendars(tmp_path, allow_private=False, service=service)
+    assert resolver.polled_deliveries == ("hosted", "external")
+    async with resolver.target(VIEW, anna("hosted")) as target:
+        assert target.collection == "/user/calendars/north~m-anna~c-123/" and target.polled

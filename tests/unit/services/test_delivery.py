@@ -1,0 +1,242 @@
+"""Outbox delivery: the round, the order per key, retries, dead letters and at-least-once, on the
+in-memory store with the real sender over httpx.MockTransport (a plain handler function)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from adapters.host.events import HttpEventSender
+from adapters.host.signing import verify
+from adapters.memory import MemoryStore
+from plugin.config import Settings, validate_settings
+from plugin.metrics import Metrics
+from plugin.services.delivery import OutboxDelivery, Outcome, event_body
+from plugin.services.ports import OutboxEvent
+
+NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+SECRET = "whsec_" + base64.b64encode(b"north-events-key-0123456789abcde").decode()
+HOOK = "whsec_" + base64.b64encode(b"north-webhook-key-0123456789abcd").decode()
+URL = "https://host.example/carecal/events"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def settings(**outbox: Any) -> Settings:
+    return validate_settings(
+        {
+            "outbox": {"backoff_base_seconds": 1, "backoff_max_seconds": 60, **outbox},
+            "tenants": [
+                {"id": "north", "webhook_secret": HOOK, "api_token": "north-api-token-0123",
+                 "host_events_url": URL, "host_events_secret": SECRET},
+                {"id": "quiet", "webhook_secret": HOOK, "api_token": "quiet-api-token-0123"},
+            ],
+        }
+    )  # fmt: skip
+
+
+class Host:
+    """The host as a handler: verifies every signature, answers what `answer` says."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.answer: Callable[[dict[str, Any]], int] = lambda event: 200
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        now = int(request.headers["webhook-timestamp"])
+        verify([SECRET], request.headers, request.content, now=now)
+        event = json.loads(request.content)
+        self.seen.append((request.headers["webhook-id"], event))
+        return httpx.Response(self.answer(event))
+
+    def ids(self) -> list[str]:
+        return [webhook_id for webhook_id, _ in self.seen]
+
+
+def delivery(
+    store: MemoryStore, host: Host, clock: Clock, config: Settings | None = None
+) -> OutboxDelivery:
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(host)))
+    return OutboxDelivery(
+        store, sender, config or settings(), metrics=Metrics(), clock=clock, draw=lambda: 0.5
+    )
+
+
+async def add(store: MemoryStore, *events: tuple[str, str, str | None]) -> list[str]:
+    ids: list[str] = []
+    async with store.transaction() as tx:
+        for tenant_id, event_type, key in events:
+            ids.append(
+                await tx.add_outbox(
+                    tenant_id, event_type, {"task_id": key, "n": len(ids)}, now=NOW,
+                    ordering_key=key,
+                )
+            )  # fmt: skip
+    return ids
+
+
+def pending(store: MemoryStore) -> dict[str, OutboxEvent]:
+    return {e.id: e for e in store._state.outbox.values() if e.delivered_at is None}
+
+
+def test_the_body_is_type_tenant_and_data() -> None:
+    event = OutboxEvent("msg_1", "north", "task.unfilled", {"free_slots": 1}, "t-1", NOW)
+    assert event_body(event) == b'{"type":"task.unfilled","tenant":"north","data":{"free_slots":1}}'
+
+
+async def test_a_round_delivers_every_due_event_signed() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    ids = await add(store, ("north", "task.claimed", "t-1"), ("north", "task.claimed", "t-2"))
+    worker = delivery(store, host, clock)
+    done = await worker.deliver_due()
+    assert done.leased == 2 and done.count(Outcome.DELIVERED) == 2
+    assert sorted(host.ids()) == sorted(ids)
+    assert {e["tenant"] for _, e in host.seen} == {"north"}
+    assert {e["type"] for _, e in host.seen} == {"task.claimed"}
+    assert pending(store) == {}
+    assert (await worker.deliver_due()).leased == 0
+    metric = worker.metrics.outbox_delivered.labels("north", "task.claimed")
+    assert metric._value.get() == 2
+
+
+async def test_a_failing_event_holds_back_its_key_and_nothing_else() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    first, second, other = await add(
+        store,
+        ("north", "task.claimed", "t-1"),
+        ("north", "task.released", "t-1"),
+        ("north", "task.claimed", "t-2"),
+    )
+    host.answer = lambda event: 503 if event["data"]["task_id"] == "t-1" else 204
+    worker = delivery(store, host, clock)
+    await worker.deliver_due()
+    assert host.ids() == [first, other]  # t-1's second event waits behind its first
+    retry = pending(store)[first]
+    assert retry.attempts == 1 and retry.next_attempt_at == NOW + timedelta(seconds=0.5)
+
+    clock.now += timedelta(seconds=1)
+    await worker.deliver_due()
+    assert host.ids() == [first, other, first]  # again, with the same webhook-id
+    host.answer = lambda event: 200
+    clock.now += timedelta(seconds=2)
+    await worker.deliver_due()
+    await worker.deliver_due()
+    assert host.ids() == [first, other, first, first, second]
+    assert pending(store) == {}
+
+
+async def test_a_connection_error_is_retried_like_an_error_answer() -> None:
+    store, clock = MemoryStore(), Clock()
+    [event_id] = await add(store, ("north", "task.claimed", "t-1"))
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(down)))
+    worker = OutboxDelivery(store, sender, settings(), metrics=Metrics(), clock=clock)
+    done = await worker.deliver_due()
+    assert done.outcomes == (Outcome.RETRY,)
+    assert store._state.outbox[event_id].attempts == 1
+    assert worker.metrics.outbox_failed.labels("north", "unreachable")._value.get() == 1
+
+
+async def test_dead_after_the_configured_age_then_replayed_with_the_same_id() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    [event_id] = await add(store, ("north", "task.claimed", "t-1"))
+    host.answer = lambda event: 500
+    worker = delivery(store, host, clock, settings(dead_after_hours=1))
+    rounds = 0
+    while pending(store)[event_id].dead_at is None:
+        clock.now += timedelta(minutes=1)
+        await worker.deliver_due()
+        rounds += 1
+        assert rounds < 200
+    dead = pending(store)[event_id]
+    assert dead.dead_at is not None and dead.dead_at >= NOW + timedelta(hours=1)
+    assert worker.metrics.outbox_dead.labels("north", "expired")._value.get() == 1
+    tries = len(host.seen)
+    clock.now += timedelta(hours=5)
+    assert (await worker.deliver_due()).leased == 0  # dead letters are left alone
+
+    host.answer = lambda event: 200
+    assert await store.replay_dead_outbox(now=clock.now) == 1
+    await worker.deliver_due()
+    assert host.ids()[tries:] == [event_id]
+    assert pending(store) == {}
+
+
+async def test_a_tenant_without_a_url_keeps_its_events_as_dead_letters() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    [quiet] = await add(store, ("quiet", "task.claimed", "t-1"))
+    worker = delivery(store, host, clock)
+    done = await worker.deliver_due()
+    assert done.outcomes == (Outcome.DEAD,) and host.seen == []
+    assert store._state.outbox[quiet].dead_at == NOW
+    assert await store.outbox_counts() == {"pending": 0, "dead": 1}
+    assert worker.metrics.outbox_dead.labels("quiet", "no_url")._value.get() == 1
+    # Once replayed they try again (and, still without a URL, are kept again).
+    assert await store.replay_dead_outbox(now=NOW, tenant_id="quiet") == 1
+    assert (await worker.deliver_due()).outcomes == (Outcome.DEAD,)
+
+
+async def test_a_delivery_that_cannot_be_recorded_is_sent_again_later() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    [event_id] = await add(store, ("north", "task.claimed", "t-1"))
+
+    def answer_then_lose_the_database(event: dict[str, Any]) -> int:
+        store.unavailable = True
+        return 200
+
+    host.answer = answer_then_lose_the_database
+    worker = delivery(store, host, clock)
+    assert (await worker.deliver_due()).outcomes == (Outcome.UNRECORDED,)
+    store.unavailable = False
+    host.answer = lambda event: 200
+    assert (await worker.deliver_due()).leased == 0  # leased: nobody else sends it meanwhile
+    clock.now += timedelta(seconds=worker.lease_seconds)
+    await worker.deliver_due()
+    assert host.ids() == [event_id, event_id]  # at least once, same webhook-id
+    assert pending(store) == {}
+
+
+async def test_stopping_sends_nothing_new_and_gives_the_batch_back() -> None:
+    store, host, clock = MemoryStore(), Host(), Clock()
+    ids = await add(store, *(("north", "task.claimed", f"t-{n}") for n in range(5)))
+    worker = delivery(store, host, clock)
+    stopping = asyncio.Event()
+    stopping.set()
+    done = await worker.deliver_due(stopping)
+    assert done.count(Outcome.RETURNED) == 5 and host.seen == []
+    # Given back: due again at once, for this worker or another.
+    assert sorted(e.id for e in await store.due_outbox(now=clock.now, limit=10)) == sorted(ids)
+
+
+async def test_requests_in_flight_are_bounded_by_concurrency() -> None:
+    store, clock = MemoryStore(), Clock()
+    await add(store, *(("north", "task.claimed", f"t-{n}") for n in range(12)))
+    in_flight = peak = 0
+
+    async def slow_host(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200)
+
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(slow_host)))
+    worker = OutboxDelivery(store, sender, settings(concurrency=3), metrics=Metrics(), clock=clock)
+    assert (await worker.deliver_due()).count(Outcome.DELIVERED) == 12
+    assert peak == 3
