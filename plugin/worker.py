@@ -135,7 +135,9 @@ async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
     if not isinstance(member_id, str) or not isinstance(citizen_id, str):
         log.warning("member.withdraw job names no view", extra={"job_id": job.id})
         return
-    await withdraw_view(ctx.store, _calendars(ctx), View(job.tenant_id, member_id, citizen_id))
+    view = View(job.tenant_id, member_id, citizen_id)
+    was_hosted = job.payload.get("was") == "hosted"
+    await withdraw_view(ctx.store, _calendars(ctx), view, was_hosted=was_hosted)
 
 
 DEFAULT_HANDLERS: Mapping[str, Handler] = {}

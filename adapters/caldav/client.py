@@ -235,12 +235,16 @@ class CalDAVClient:
 
     async def probe(self, path: str) -> Probe:
         path = collection_path(path)
-        body = _tree(dav.Propfind(), _tree(dav.Prop(), dav.SyncToken(), _GetCTag()))
+        body = _tree(
+            dav.Propfind(), _tree(dav.Prop(), dav.SyncToken(), _GetCTag(), dav.DisplayName())
+        )
         props = await self._propfind_self(path, body)
         token, ctag = props.get(dav.SyncToken.tag), props.get(GETCTAG)
+        name = props.get(dav.DisplayName.tag)
         return Probe(
             sync_token=token if isinstance(token, str) else None,
             ctag=ctag if isinstance(ctag, str) else None,
+            display_name=name if isinstance(name, str) else None,
         )
 
     async def changes_since(self, path: str, sync_token: str | None) -> Delta:

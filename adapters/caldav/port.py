@@ -66,10 +66,12 @@ def object_href(path: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """A collection's change markers; either may be None when the server has none."""
+    """A collection's change markers, either None when the server has none, and its display
+    name (read in the same request: a renamed citizen renames the collection)."""
 
     sync_token: str | None
     ctag: str | None
+    display_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,20 @@ class _Applier:
         if stored is not None and not accept_version(stored.version, circle.version):
             return False
         change = await self.tx.save_circle(self.tenant_id, circle, self.now)
+        for member_id in change.changed:
+            before = None if stored is None else stored.member(member_id)
+            after = circle.member(member_id)
+            if before and after and before.calendar == "hosted" and after.calendar != "hosted":
+                # Their copy on the hosted server goes; the new delivery starts afresh. (A
+                # member's own account that is replaced is left as it is: its old password is
+                # gone, and the account is theirs.)
+                await self.tx.enqueue_job(
+                    self.tenant_id,
+                    JOB_MEMBER_WITHDRAW,
+                    {"citizen_id": circle.citizen.id, "member_id": member_id, "was": "hosted"},
+                    run_at=self.now,
+                    key=f"{circle.citizen.id}:{member_id}",
+                )
         for member_id in change.removed:
             # Consent withdrawn: the member's calendar copy and links must go (DESIGN principle 1).
             await self.tx.enqueue_job(

@@ -44,6 +44,7 @@ from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task
 from plugin.services.calendars import (
     CalendarAccess,
     Calendars,
+    MissingCalendar,
     NoCollection,
     Target,
     UnsafeCalendarUrl,
@@ -194,6 +195,10 @@ async def _read_remote(
         await client.ensure_collection(path, name)
         probe = await client.probe(path)
         return _Remote({}, probe.sync_token, probe.ctag, created=True)
+    if probe.display_name is not None and probe.display_name != name:
+        # The citizen's display name changed: so does the collection's (`collection_name`).
+        # Calendar apps pick the new name up at their next refresh.
+        await client.ensure_collection(path, name)
     state = gathered.state
     known = {r.href: r.etag for r in gathered.records.values() if r.href is not None}
     # A record whose ETag is unknown (a write whose answer named none, or a create that met
@@ -294,10 +299,23 @@ async def _forget_view(store: Store, view: View) -> None:
         await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
 
 
-async def withdraw_view(store: Store, calendars: Calendars, view: View) -> None:
-    """The member left the circle (or their delivery changed): delete their collection and
-    forget its records. Where the last sync wrote it counts; a member carecal never synced
-    has nothing to delete."""
+async def withdraw_view(
+    store: Store, calendars: Calendars, view: View, *, was_hosted: bool = False
+) -> None:
+    """The member left the circle: delete their collection and forget its records. Where the
+    last sync wrote it counts; a member carecal never synced has nothing to delete.
+    `was_hosted`: they are still in the circle but no longer `hosted`: delete their collection
+    on the hosted server, and forget the view only if that is where it was."""
+    if was_hosted:
+        if calendars.service is None:
+            raise MissingCalendar("this worker has no client for hosted calendars")
+        path = calendars.service.collection(view)
+        await calendars.service.client.delete_collection(path)
+        async with store.transaction() as tx:
+            state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
+        if state is None or state.collection == path:
+            await _forget_view(store, view)
+        return
     async with store.transaction() as tx:
         member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)

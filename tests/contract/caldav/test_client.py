@@ -216,6 +216,7 @@ async def test_probe_answers_a_token_and_a_ctag_that_move(
     before = await client.probe(collection)
     assert [m for m, _, _ in requests_seen.sent] == ["PROPFIND"]
     assert before.sync_token and before.ctag
+    assert before.display_name == "Fru Jensen - omsorg"  # in the same request
     await client.create(collection, "a.ics", event(uid()))
     after = await client.probe(collection)
     assert after.sync_token != before.sync_token and after.ctag != before.ctag

@@ -404,3 +404,61 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
     with xandikos_server(tmp_path / "annas-dav", port=port):
         async with app_on(annas_url) as anna_app:
             await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))
+
+
+async def test_consent_changes_reach_the_copies_within_one_cycle(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str
+) -> None:
+    """The citizen lowers Anna's visibility (details are no longer hers to see) and is
+    renamed: her copy loses the details and her collection its old name within one cycle;
+    Bo changes to a feed, and his collection goes; then Anna is removed, and hers goes."""
+    citizen = served.citizen_id
+    await one_task(http, citizen, [member("m-anna", "Anna"), member("m-bo", "Bo")])
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        full = await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        assert "Netto" in str(full.event["DESCRIPTION"])
+        limited = [member("m-anna", "Anna", visibility="limited"), member("m-bo", "Bo")]
+        renamed = circle_event(2, limited, citizen)
+        renamed["data"]["citizen"]["display_name"] = "Fru Hansen"
+        assert (await post_event(http, renamed)).status_code == 202
+
+        async def without_details() -> Copy | None:
+            found = await copy_reading(app, view, "[Ledig] Indkøb")()
+            return found if found and "Netto" not in str(found.event["DESCRIPTION"]) else None
+
+        await eventually(without_details)
+
+        async def display_name() -> str | None:
+            async with httpx.AsyncClient(base_url=municipal_dav) as raw:
+                answer = await raw.request(
+                    "PROPFIND",
+                    view,
+                    headers={"depth": "0", "content-type": "application/xml; charset=utf-8"},
+                    content=b'<propfind xmlns="DAV:"><prop><displayname/></prop></propfind>',
+                )
+            return "renamed" if "Fru Hansen \N{EN DASH} omsorg" in answer.text else None
+
+        await eventually(display_name)
+        bo_view = f"{HOME}north~m-bo~{citizen}/"
+        assert await app.list_etags(bo_view)
+        bo_feed = [
+            member("m-anna", "Anna", visibility="limited"),
+            member("m-bo", "Bo", calendar="feed"),
+        ]
+        assert (await post_event(http, circle_event(3, bo_feed, citizen))).status_code == 202
+        await eventually(gone(app, bo_view))
+        removed = circle_event(4, bo_feed[1:], citizen)
+        assert (await post_event(http, removed)).status_code == 202
+        await eventually(gone(app, view))
+
+
+def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:
+    async def probe() -> bool | None:
+        try:
+            await app.list_etags(view)
+        except NotFound:
+            return True
+        return None
+
+    return probe
