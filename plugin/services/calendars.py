@@ -30,10 +30,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from adapters.caldav.port import CalendarClient, collection_path
 from plugin.config import Settings
 from plugin.domain.model import Delivery, Member
 from plugin.services.calendar_access import caldav_username
+from plugin.services.calendar_port import CalendarClient, collection_path
 
 EMBEDDED_TEMPLATE = "{username}/{citizen}/"  # Radicale: one home per member login
 EXTERNAL_PREFIX = "carecal-"

@@ -28,7 +28,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-from adapters.caldav.port import (
+from plugin.config import Settings
+from plugin.domain.circle import eligible_for
+from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task
+from plugin.services.calendar_port import (
     AlreadyExists,
     CalendarClient,
     CalendarError,
@@ -38,9 +41,6 @@ from adapters.caldav.port import (
     NotFound,
     object_href,
 )
-from plugin.config import Settings
-from plugin.domain.circle import eligible_for
-from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task
 from plugin.services.calendars import (
     CalendarAccess,
     Calendars,
