@@ -432,7 +432,9 @@ def _fail(response: DAVResponse, href: str, what: str) -> NoReturn:
         kind = NotFound
     elif status in (401, 403):
         kind = Forbidden
-    elif status == 429 or status >= 500:
+    elif status in (423, 429) or status >= 500:
+        # 423 Locked: Xandikos answers it while another write to the collection is in
+        # progress (its git repository is locked); like 429, it means "try again soon".
         kind = CalendarUnavailable
     else:
         kind = CalendarError

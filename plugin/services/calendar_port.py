@@ -21,7 +21,7 @@ Errors, translated once at the adapter boundary; nothing from caldav, niquests o
 escapes:
 
     CalendarError
-    ├── CalendarUnavailable   connection refused or reset, timeout, 5xx, 429: retry later
+    ├── CalendarUnavailable   connection refused or reset, timeout, 5xx, 423, 429: retry later
     ├── EtagMismatch          412 on If-Match: the object changed since we read it
     ├── AlreadyExists         create found the href taken (If-None-Match: *), or the server
     │                         holds the same UID under another href (CALDAV:no-uid-conflict)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -386,3 +388,37 @@ async def test_the_pool_bounds_requests_in_flight(
     assert seen.max_in_flight <= max_connections
     if max_connections > 2:
         assert seen.max_in_flight > 2  # the hooks do see concurrency when it is allowed
+
+
+@pytest.fixture
+def locked_server() -> Iterator[str]:
+    """Answers every request 423 Locked, as Xandikos does to a write while another write to
+    the same collection holds its repository's lock."""
+
+    class Locked(http.server.BaseHTTPRequestHandler):
+        def _locked(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(423, "Locked")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_PUT = do_PROPFIND = do_DELETE = _locked
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Locked)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_locked_collection_is_unavailable_for_now(locked_server: str) -> None:
+    async with CalDAVClient(CalDAVSettings(locked_server)) as locked:
+        with pytest.raises(CalendarUnavailable) as raised:
+            await locked.update("/user/calendars/v/a.ics", b"BEGIN:VCALENDAR", '"1"')
+    assert raised.value.status == 423

@@ -462,3 +462,77 @@ def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:
         return None
 
     return probe
+
+
+async def test_two_servers_accepting_in_the_same_moment_give_one_claim(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, annas_dav: str
+) -> None:
+    """Anna accepts in her own account while Bo accepts on the municipality's server, in the
+    same moment, five times over: the database decides, exactly one of them holds each
+    occurrence, and the loser's copy shows the winner."""
+    citizen = served.citizen_id
+    anna = member(
+        "m-anna",
+        "Anna",
+        calendar="external",
+        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
+    )
+    assert (
+        await post_event(http, circle_event(1, [anna, member("m-bo", "Bo")], citizen))
+    ).status_code == 202
+    start = (datetime.now(CPH) + timedelta(days=3)).replace(tzinfo=None)
+    task_id = f"t-{citizen}-daily"
+    daily = task_event(
+        1,
+        task_id,
+        citizen_id=citizen,
+        start=f"{start:%Y-%m-%dT10:00:00}",
+        end=f"{start:%Y-%m-%dT11:00:00}",
+        people_needed=1,
+        recurrence="FREQ=DAILY;COUNT=5",
+    )
+    assert (await post_event(http, daily)).status_code == 202
+    anna_view, bo_view = f"{HOME}carecal-{citizen}/", f"{HOME}north~m-bo~{citizen}/"
+    async with app_on(annas_dav) as anna_app, app_on(municipal_dav) as bo_app:
+
+        async def five(app: CalDAVClient, view: str) -> dict[str, tuple[str, bytes]] | None:
+            try:
+                found = await app.fetch(view, list(await app.list_etags(view)))
+            except NotFound:
+                return None
+            return found if len(found) == 5 else None
+
+        anna_copies = await eventually(lambda: five(anna_app, anna_view))
+        bo_copies = await eventually(lambda: five(bo_app, bo_view))
+        async def accept_all(app: CalDAVClient, copies: dict[str, tuple[str, bytes]]) -> None:
+            # One write at a time per server, as one calendar app does (Xandikos answers
+            # concurrent writes to one collection with 423 Locked); both servers at once.
+            for href, (etag, body) in sorted(copies.items()):
+                await app.update(href, with_partstat(body, "ACCEPTED"), etag)
+
+        await asyncio.gather(accept_all(anna_app, anna_copies), accept_all(bo_app, bo_copies))
+
+        async def settled() -> list[Any] | None:
+            task = (await http.get(f"/api/v1/tasks/{task_id}", headers=auth())).json()
+            holders = [[c["member_id"] for c in o["claims"]] for o in task["occurrences"]]
+            return holders if all(len(h) == 1 for h in holders) else None
+
+        holders = await eventually(settled, within=3 * WITHIN)
+        assert len(holders) == 5 and all(len(h) == 1 for h in holders)
+
+        async def copies_agree() -> bool | None:
+            for app, view, me in ((anna_app, anna_view, "m-anna"), (bo_app, bo_view, "m-bo")):
+                found = await five(app, view)
+                if found is None:
+                    return None
+                summaries = sorted(
+                    str(Calendar.from_ical(body).walk("VEVENT")[0]["SUMMARY"])
+                    for _, body in found.values()
+                )
+                mine = sum(1 for h in holders if h == [me])
+                other = "[Bo] Indkøb" if me == "m-anna" else "[Anna] Indkøb"
+                if summaries != sorted(["[Dig] Indkøb"] * mine + [other] * (5 - mine)):
+                    return None
+            return True
+
+        await eventually(copies_agree, within=3 * WITHIN)
