@@ -21,6 +21,11 @@ Identities:
     service   `carecal`, a random password made per process and kept in memory only; carecal's
               own view sync uses it to write into every member's home
 
+Request bodies are limited to `MAX_BODY_BYTES` here, before Radicale sees them: Radicale checks
+its own `server.max_content_length` only in its built-in server, never as a WSGI app, so it would
+store a member's object of up to `max_resource_size` (10 MB), which every sync that reads the
+copy would then download and hold in memory whole.
+
 Radicale's `auth.delay` (a sleep of about a second on every 401/403) is 0: passwords are 256-bit
 random tokens that cannot be guessed, and sleeping would hold one of the few WSGI threads, so a
 stream of bad logins could starve the real members.
@@ -40,6 +45,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
+from urllib.parse import unquote
 
 import radicale.config
 from a2wsgi import WSGIMiddleware
@@ -59,6 +65,10 @@ MOUNT_PATH = "/dav"  # where create_app mounts the server; hrefs clients see sta
 SERVICE_USER = "carecal"  # never a member username: those always contain "~"
 VIEW_SYNC = "view.sync"
 STORE_TIMEOUT_SECONDS = 10.0
+# Four times view_sync.MAX_MEMBER_BYTES (256 KiB, the largest member copy the sync reads): a
+# copy it still reads, merged with ours on the way back, always fits; a larger one the sync
+# reads at most once (then replaces it). Calendar-multiget bodies (hrefs) stay far below it.
+MAX_BODY_BYTES = 1024 * 1024
 WSGI_THREADS = 10
 VERIFIED_CACHE_MAX = 10_000
 
@@ -118,6 +128,13 @@ class EmbeddedCalDAV:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._asgi is None:
             await PlainTextResponse("The calendar server is not running.", 503)(
+                scope, receive, send
+            )
+            return
+        length = _content_length(scope)
+        if length > MAX_BODY_BYTES:
+            log.info("calendar request body too large", extra={"content_length": length})
+            await PlainTextResponse(f"The limit is {MAX_BODY_BYTES} bytes.", 413)(
                 scope, receive, send
             )
             return
@@ -233,7 +250,9 @@ class EmbeddedCalDAV:
                         "change": change,
                     },
                     run_at=self._clock(),
-                    key=path,
+                    # The key `enqueue_view_syncs` uses for this view (`View.job_key`): a
+                    # member's write and a host change queued together sync the view once.
+                    key=f"{unquote(name.rstrip('/'))}:{credential.member_id}",
                 )
 
         try:
@@ -241,6 +260,19 @@ class EmbeddedCalDAV:
         except StoreError:
             # The object is stored already; the periodic poll of every view picks it up.
             log.exception("could not queue a view sync", extra={"collection": collection})
+
+
+def _content_length(scope: Scope) -> int:
+    """The declared body length (0 without one). A body sent without a Content-Length never
+    reaches Radicale, which reads exactly CONTENT_LENGTH bytes; the HTTP server has refused a
+    malformed header already."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 def embedded_of(configuration: Any, section: str) -> EmbeddedCalDAV:

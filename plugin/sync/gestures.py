@@ -160,14 +160,17 @@ def own_partstat(event: Component, member_address: str) -> str | None:
     return str(params.get("PARTSTAT", "NEEDS-ACTION")).upper()
 
 
-def merge_member_copy(ours: Calendar, theirs: Calendar) -> Calendar:
-    """`ours` with the member's VALARMs from `theirs` (the VEVENT with the same UID).
+def merge_member_copy(
+    ours: Calendar, theirs: Calendar, *, their_uid: str | None = None
+) -> Calendar:
+    """`ours` with the member's VALARMs from `theirs` (the VEVENT with the same UID, or with
+    `their_uid`: the copy of an occurrence that moved, whose successor has a new UID).
 
     Neither input is changed; the result shares no components with them.
     """
     merged = _copy(ours)
     for event in merged.walk("VEVENT"):
-        uid = str(event.get("UID", ""))
+        uid = str(event.get("UID", "")) if their_uid is None else their_uid
         present = {bytes(c.to_ical()) for c in event.subcomponents if c.name == "VALARM"}
         for alarm in _alarms(theirs, uid):
             raw = bytes(alarm.to_ical())

@@ -35,6 +35,16 @@ Remote: a.ics with etag "2", b.ics gone, a foreign x.ics. Desired: `a`, `b` as b
 The intents must be applied (durably) before `plan_after_fetch`: the write puts the domain's
 answer into the copy, and a gesture not applied by then is overwritten.
 
+A moved occurrence has a new UID (a one-off task the host moves gets a new occurrence id), yet
+the member's alarms on it are theirs to keep. When a task's every desired item is new (none has
+a record: the host moved or re-planned it) while a copy the member may have put alarms on left
+the view, step 1 fetches the leaving copies instead of deleting them and holds back the new
+items' Creates; step 2 creates them, each with the alarms of the leaving copy of the same task
+in the same place in time order, and deletes the leaving copies. An occurrence that merely
+passes out of the window does not pass its alarms on: its series still has recorded items
+(unless a sparse series has one occurrence in the window at a time, and the next one enters
+in the very run in which the last one leaves).
+
 Sync records (`SyncRecord`) hold per UID what we last wrote: href, ETag, `fingerprint`,
 `material`, the member's `partstat` (the gesture baseline) and whether the member's copy had
 alarms (then an update fetches first, to keep them). A record with `href=None` is a tombstone:
@@ -54,6 +64,7 @@ Errors:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -93,6 +104,8 @@ __all__ = [
     "read_member_copies",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class StorageEmpty(RuntimeError):
     """The collection lists nothing though `records` say carecal wrote items into it."""
@@ -107,7 +120,8 @@ class StorageEmpty(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class DesiredItem:
-    """One copy as carecal wants it in the member's collection (see `desired_item`)."""
+    """One copy as carecal wants it in the member's collection (see `desired_item`); `task`
+    is its X-CARECAL-TASK."""
 
     uid: str
     body: bytes
@@ -115,6 +129,7 @@ class DesiredItem:
     material: str
     partstat: str
     cancelled: bool = False
+    task: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +245,12 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Readings:
-    """The fetched copies, read: the member's intents and what each copy holds."""
+    """The fetched copies, read: the member's intents and what each copy holds; `records`
+    are the sync records they were read against (step 2 tells new items by them)."""
 
     intents: tuple[Intent, ...]
     copies: tuple[tuple[SyncRecord, Fetched, MemberCopy | BadMemberData], ...]
+    records: Mapping[str, SyncRecord] = field(default_factory=dict)
 
 
 # --- the planner ----------------------------------------------------------------------------
@@ -253,6 +270,7 @@ def desired_item(calendar: Calendar) -> DesiredItem:
         material=material_fingerprint(calendar),
         partstat=partstat,
         cancelled=str(event.get("STATUS", "")).upper() == "CANCELLED",
+        task=str(event.get("X-CARECAL-TASK", "")),
     )
 
 
@@ -274,13 +292,19 @@ def plan_view_sync(
     wanted = sum(1 for r in live if r.uid in desired)
     if wanted >= 2 and not any(r.href in remote for r in live):
         raise StorageEmpty(len(live))
+    # A task moved (every item new) while copies with the member's alarms left the view:
+    # read those copies first, and create the new items after (plan_after_fetch).
+    leaving = {r.uid for r in live if r.uid not in desired and _may_have_alarms(r, remote)}
+    held = {i.uid for items in _renewed(desired, records).values() for i in items}
+    if not leaving:
+        held = set()
     actions: list[Action] = []
     fetch: list[str] = []
     intents: list[Intent] = []
     for uid in sorted(records.keys() | desired.keys()):
         record, item = records.get(uid), desired.get(uid)
         if record is None:
-            if item is not None:
+            if item is not None and uid not in held:
                 actions.append(_create(item))
         elif record.href is None:  # a tombstone: the member deleted their copy
             if item is None:
@@ -296,7 +320,10 @@ def plan_view_sync(
                 changed = item.material != record.material and not item.cancelled
                 actions.append(_create(item) if changed else Remember(tombstone))
         elif item is None:
-            actions.append(Delete(uid, record.href, listed.etag))
+            if held and uid in leaving:
+                fetch.append(record.href)  # its alarms go to its successor
+            else:
+                actions.append(Delete(uid, record.href, listed.etag))
         elif listed.etag != record.etag:
             fetch.append(record.href)  # the member's copy moved: read it before writing
         elif item.fingerprint != record.fingerprint or item.partstat != record.partstat:
@@ -316,7 +343,9 @@ def read_member_copies(
 ) -> Readings:
     """Step 2a: parse the fetched copies and read the owner's gestures from them.
 
-    Bodies at hrefs no record knows are ignored (not ours).
+    Bodies at hrefs no record knows are ignored (not ours). A copy carecal cannot read is
+    logged with the reason (never its content) and then overwritten by `plan_after_fetch`:
+    this is where the member's data is dropped, so this is where it is said.
     """
     by_href = {r.href: r for r in records.values() if r.href is not None}
     intents: list[Intent] = []
@@ -329,11 +358,21 @@ def read_member_copies(
             item.body, member_address=member_address, max_bytes=max_bytes, expected_uid=record.uid
         )
         copies.append((record, item, copy))
-        if isinstance(copy, MemberCopy):
+        if isinstance(copy, BadMemberData):
+            log.warning(
+                "member copy ignored",
+                extra={
+                    "uid": record.uid,
+                    "href": item.href,
+                    "reason": copy.reason.value,
+                    "detail": copy.detail,
+                },
+            )
+        else:
             gesture = gesture_between(record.partstat, copy.partstat)
             if gesture is not Gesture.NONE:
                 intents.append(MemberGesture(record.uid, gesture))
-    return Readings(tuple(intents), tuple(copies))
+    return Readings(tuple(intents), tuple(copies), dict(records))
 
 
 def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> Plan:
@@ -342,9 +381,14 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
     A copy already equal to ours (same fingerprint and PARTSTAT: an echo, a server's
     normalisation, or only the member's alarms) is `Remember`ed with its new ETag; one that
     differs is overwritten with ours merged with the member's VALARMs; an unreadable one is
-    overwritten with ours; one that left the view is deleted.
+    overwritten with ours; one that left the view is deleted. When such a copy was read
+    because its task moved (see the module docstring), the task's new items are created
+    here, with the member's alarms of the copies they replace.
     """
     actions: list[Action] = []
+    leaving = [(record, copy) for record, _, copy in readings.copies if record.uid not in desired]
+    if leaving:
+        actions += _create_moved(desired, readings.records, leaving)
     for record, fetched, copy in readings.copies:
         item = desired.get(record.uid)
         if item is None:
@@ -358,6 +402,58 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
             body = bytes(merge_member_copy(ours, copy.calendar).to_ical())
             actions.append(_update(item, fetched.href, fetched.etag, body, copy.has_alarms))
     return Plan(tuple(actions))
+
+
+def _may_have_alarms(record: SyncRecord, remote: Mapping[str, RemoteItem]) -> bool:
+    """The member's copy is listed and had alarms, or changed since our write (perhaps they
+    just added one)."""
+    listed = remote.get(record.href or "")
+    return listed is not None and (record.member_alarms or listed.etag != record.etag)
+
+
+def _renewed(
+    desired: Mapping[str, DesiredItem], records: Mapping[str, SyncRecord]
+) -> dict[str, list[DesiredItem]]:
+    """By task, in UID (time) order, the desired items of tasks none of whose desired items
+    has a record: a task the host just moved or re-planned, or just added."""
+    recorded = {i.task for i in desired.values() if i.uid in records}
+    renewed: dict[str, list[DesiredItem]] = {}
+    for uid in sorted(desired):
+        item = desired[uid]
+        if item.task and item.task not in recorded:
+            renewed.setdefault(item.task, []).append(item)
+    return renewed
+
+
+def _create_moved(
+    desired: Mapping[str, DesiredItem],
+    records: Mapping[str, SyncRecord],
+    leaving: Sequence[tuple[SyncRecord, MemberCopy | BadMemberData]],
+) -> list[Action]:
+    """The Creates `plan_view_sync` held back: every item of a renewed task, the n-th one
+    with the alarms of the n-th leaving copy of that task.
+
+    Step 1 held them back exactly when it fetched leaving copies, which is when `leaving` is
+    not empty here. (A copy that left the view between the two steps, through a concurrent
+    change, can make this create an item step 1 created already; the server refuses the
+    second Create and the next run repairs the record.)"""
+    sources: dict[str, list[MemberCopy]] = {}
+    for _, copy in sorted(leaving, key=lambda pair: pair[0].uid):
+        if isinstance(copy, MemberCopy) and copy.has_alarms:
+            task = str(copy.calendar.walk("VEVENT")[0].get("X-CARECAL-TASK", ""))
+            sources.setdefault(task, []).append(copy)
+    actions: list[Action] = []
+    for task, items in _renewed(desired, records).items():
+        alarms_of = sources.get(task, [])
+        for n, item in enumerate(items):
+            if n >= len(alarms_of):
+                actions.append(_create(item))
+                continue
+            theirs = alarms_of[n]
+            ours = Calendar.from_ical(item.body)
+            body = bytes(merge_member_copy(ours, theirs.calendar, their_uid=theirs.uid).to_ical())
+            actions.append(Create(item.uid, body, _record(item, None, None, True)))
+    return actions
 
 
 def _create(item: DesiredItem) -> Create:

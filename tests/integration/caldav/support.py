@@ -106,15 +106,18 @@ def serve_with_worker(
         yield Served(base, settings)
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
-    """Poll `probe` until it answers something other than None, for at most `within` s."""
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], within: float = WITHIN, *, every: float = 0.05
+) -> T:
+    """Poll `probe` every `every` s until it answers something other than None, for at most
+    `within` s. (The probes run in the served process: costly ones should poll less often.)"""
     deadline = time.monotonic() + within
     while True:
         found = await probe()
         if found is not None:
             return found
         assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 def one_off(start: datetime, version: int = 1, **data: Any) -> dict[str, Any]:

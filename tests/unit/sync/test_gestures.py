@@ -235,3 +235,13 @@ def test_merge_ignores_alarms_of_another_event() -> None:
     merged = merge_member_copy(render(ANNA), theirs)
     assert vevent(merged).walk("VALARM") == []
     assert len(prop_values(vevent(merged), "ATTENDEE")) == 1
+
+
+def test_merge_takes_the_alarms_of_a_named_event_for_a_moved_occurrence() -> None:
+    theirs = Calendar.from_ical(render(ANNA).to_ical())
+    vevent(theirs).pop("UID")
+    vevent(theirs).add("uid", "t-1_20270330T0800@aarhus.dk")  # before the move
+    vevent(theirs).add_component(member_alarm(10))
+    merged = merge_member_copy(render(ANNA), theirs, their_uid="t-1_20270330T0800@aarhus.dk")
+    assert [a.decoded("TRIGGER") for a in vevent(merged).walk("VALARM")] == [timedelta(minutes=-10)]
+    assert str(vevent(merged)["UID"]) == UID

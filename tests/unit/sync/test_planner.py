@@ -4,6 +4,7 @@ service does (plan, apply, fetch, read, plan after fetch, apply)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -342,6 +343,73 @@ def test_member_alarms_survive_a_later_update() -> None:
     copy = copy_at(server, "o0")
     assert [a.decoded("TRIGGER") for a in copy.walk("VALARM")] == [timedelta(minutes=-45)]
     assert fingerprint(copy) == item("o0", "later").fingerprint
+
+
+def add_alarm(server: Server, uid: str, minutes: int) -> None:
+    """The member's app adds an alarm to their copy of `uid`."""
+    calendar = copy_at(server, uid)
+    alarm = Alarm()
+    alarm.add("action", "DISPLAY")
+    alarm.add("trigger", timedelta(minutes=-minutes))
+    vevent(calendar).add_component(alarm)
+    server.member_writes(f"{full_uid(uid)}.ics", calendar.to_ical())
+
+
+def triggers(server: Server, uid: str) -> list[timedelta]:
+    return [a.decoded("TRIGGER") for a in copy_at(server, uid).walk("VALARM")]
+
+
+@pytest.mark.parametrize("synced_first", [True, False])
+def test_member_alarms_follow_an_occurrence_the_host_moved(synced_first: bool) -> None:
+    # A one-off task moved by the host: its one occurrence gets a new id, so a new UID.
+    server, records = synced({"o0": "open"})
+    add_alarm(server, "o0", 45)
+    if synced_first:  # the alarm was read before the move (else the move comes first)
+        sync(desired_of({"o0": "open"}), server, records)
+        assert records[full_uid("o0")].member_alarms
+    moved = desired_of({"o1": "later"})
+    cycle = sync(moved, server, records)
+    # the old copy is read before anything is written, the new one created after
+    assert cycle.first.actions == ()
+    assert cycle.first.fetch == Fetch((f"{full_uid('o0')}.ics",))
+    assert [type(a) for a in cycle.second.actions] == [Create, Delete]
+    assert set(server.items) == {f"{full_uid('o1')}.ics"}
+    assert triggers(server, "o1") == [timedelta(minutes=-45)]
+    assert fingerprint(copy_at(server, "o1")) == item("o1", "later").fingerprint
+    assert records[full_uid("o1")].member_alarms
+    assert plan_view_sync(moved, server.listing(), records).empty
+
+
+def test_an_occurrence_leaving_the_window_keeps_its_alarms_to_itself() -> None:
+    # A series: o0 passes out of the window as o2 enters it; o1 is still there.
+    server, records = synced({"o0": "open", "o1": "open"})
+    add_alarm(server, "o0", 45)
+    sync(desired_of({"o0": "open", "o1": "open"}), server, records)
+    cycle = sync(desired_of({"o1": "open", "o2": "open"}), server, records)
+    assert [type(a) for a in cycle.first.actions] == [Delete, Create]
+    assert cycle.first.fetch == Fetch()
+    assert triggers(server, "o2") == []
+
+
+def test_a_moved_occurrence_without_alarms_is_deleted_and_created_at_once() -> None:
+    server, records = synced({"o0": "open"})
+    cycle = sync(desired_of({"o1": "later"}), server, records)
+    assert [type(a) for a in cycle.first.actions] == [Delete, Create]
+    assert cycle.first.fetch == Fetch()
+
+
+def test_bad_member_data_is_logged_with_its_reason_not_its_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, records = synced({"o0": "open"})
+    href = f"{full_uid('o0')}.ics"
+    server.member_writes(href, b"BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nEND:VTODO\r\nEND:VCALENDAR")
+    with caplog.at_level(logging.WARNING, logger="plugin.sync.planner"):
+        sync(desired_of({"o0": "open"}), server, records)
+    (logged,) = caplog.records
+    assert logged.getMessage() == "member copy ignored"
+    assert (getattr(logged, "uid", None), getattr(logged, "href", None)) == (full_uid("o0"), href)
+    assert getattr(logged, "reason", None) == "not_an_event"
 
 
 def test_an_empty_collection_raises_instead_of_passing_everything() -> None:
