@@ -13,11 +13,13 @@ import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from plugin.domain.capacity import MemberSettings
 from plugin.domain.escalation import claim_deadline
+from plugin.domain.fairness import Held
 from plugin.domain.model import (
     Circle,
     Citizen,
@@ -28,6 +30,7 @@ from plugin.domain.model import (
     OccurrenceRecord,
     Pass,
     ReliefRequest,
+    TargetedOffer,
     Task,
     TaskStatus,
 )
@@ -108,7 +111,10 @@ class _State:
     occurrences: dict[Key2, Occurrence] = field(default_factory=dict)
     claims: dict[Key3, Claim] = field(default_factory=dict)
     passes: dict[Key3, Pass] = field(default_factory=dict)
+    offers: dict[Key3, TargetedOffer] = field(default_factory=dict)  # (tenant, occ., member)
     relief: dict[Key2, ReliefRequest] = field(default_factory=dict)
+    member_settings: dict[Key3, MemberSettings] = field(default_factory=dict)  # (t, c, m)
+    overload_notices: dict[Key4, datetime] = field(default_factory=dict)  # (t, c, m, period)
     jobs: dict[int, _JobRow] = field(default_factory=dict)
     next_job_id: int = 1
     outbox: dict[str, OutboxEvent] = field(default_factory=dict)
@@ -134,7 +140,10 @@ class _State:
             occurrences=dict(self.occurrences),
             claims=dict(self.claims),
             passes=dict(self.passes),
+            offers=dict(self.offers),
             relief=dict(self.relief),
+            member_settings=dict(self.member_settings),
+            overload_notices=dict(self.overload_notices),
             jobs=dict(self.jobs),
             next_job_id=self.next_job_id,
             outbox=dict(self.outbox),
@@ -427,6 +436,12 @@ class MemoryTx:
                     key=lambda p: (p.at, p.member_id),
                 )
             ),
+            offers=tuple(
+                sorted(
+                    (o for k, o in self._s.offers.items() if mine(k)),
+                    key=lambda o: (o.at, o.member_id),
+                )
+            ),
         )
 
     async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
@@ -475,6 +490,72 @@ class MemoryTx:
 
     async def get_relief_request(self, tenant_id: str, request_id: str) -> ReliefRequest | None:
         return self._s.relief.get((tenant_id, request_id))
+
+    async def list_relief_requests(self, tenant_id: str, citizen_id: str) -> list[ReliefRequest]:
+        found = (
+            r
+            for (t, _), r in self._s.relief.items()
+            if t == tenant_id and r.citizen_id == citizen_id
+        )
+        return sorted(found, key=lambda r: (r.start, r.id))
+
+    # staff
+
+    async def add_targeted_offer(self, tenant_id: str, offer: TargetedOffer) -> bool:
+        if (tenant_id, offer.occurrence_id) not in self._s.occurrences:
+            raise StoreError(f"no occurrence {offer.occurrence_id!r}")
+        key = (tenant_id, offer.occurrence_id, offer.member_id)
+        if key in self._s.offers:
+            return False
+        self._s.offers[key] = offer
+        return True
+
+    async def list_citizens(self, tenant_id: str) -> list[Citizen]:
+        found = (c for (t, _), (c, _) in self._s.citizens.items() if t == tenant_id)
+        return sorted(found, key=lambda c: (c.display_name, c.id))
+
+    # capacity and fairness
+
+    async def list_held(
+        self, tenant_id: str, citizen_id: str, start: datetime, end: datetime
+    ) -> list[Held]:
+        found: list[Held] = []
+        for t, occurrence_id, member_id in self._s.claims:
+            occ = self._s.occurrences.get((t, occurrence_id))
+            if t != tenant_id or occ is None or occ.cancelled or not start <= occ.start < end:
+                continue
+            task = self._s.tasks.get((t, occ.task_id))
+            if task is None or task.citizen_id != citizen_id:
+                continue
+            if task.status is not TaskStatus.ACTIVE:
+                continue
+            found.append(Held(member_id, occurrence_id, occ.start, occ.end))
+        return sorted(found, key=lambda h: (h.start, h.occurrence_id, h.member_id))
+
+    async def get_member_settings(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, MemberSettings]:
+        return {
+            m: settings
+            for (t, c, m), settings in self._s.member_settings.items()
+            if (t, c) == (tenant_id, citizen_id)
+        }
+
+    async def save_member_settings(self, settings: MemberSettings) -> None:
+        key = (settings.tenant_id, settings.citizen_id, settings.member_id)
+        self._s.member_settings[key] = settings
+
+    async def delete_member_settings(self, tenant_id: str, citizen_id: str, member_id: str) -> None:
+        self._s.member_settings.pop((tenant_id, citizen_id, member_id), None)
+
+    async def note_overload(
+        self, tenant_id: str, citizen_id: str, member_id: str, period_start: date, *, now: datetime
+    ) -> bool:
+        key = (tenant_id, citizen_id, member_id, period_start.isoformat())
+        if key in self._s.overload_notices:
+            return False
+        self._s.overload_notices[key] = now
+        return True
 
     # background work, host events, audit
 

@@ -146,6 +146,11 @@ def check_config(settings: Settings) -> int:
             warnings.append(
                 f"tenants[{tenant.id}].api_token: the public demo token on a public URL"
             )
+        staff = tenant.staff_password
+        if staff and "not-for-production" in staff.get_secret_value() and not loopback:
+            warnings.append(
+                f"tenants[{tenant.id}].staff_password: the public demo password on a public URL"
+            )
     if not settings.tenants:
         warnings.append("tenants: none configured; every webhook will be answered 404")
     for warning in warnings:

@@ -151,6 +151,9 @@ class TenantSettings(_Section):
     timezone: str = "Europe/Copenhagen"
     locale: Literal["da", "en"] = "da"
     allow_private_calendar_urls: bool = False
+    # The staff dashboard's login (`/staff/login`); without it only `Authorization: Bearer
+    # <api_token>` opens the dashboard. Changing it ends every staff session of the tenant.
+    staff_password: SecretStr | None = None
 
     @field_validator("webhook_secret")
     @classmethod
@@ -189,6 +192,13 @@ class TenantSettings(_Section):
     def _long_token(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
+        return value
+
+    @field_validator("staff_password")
+    @classmethod
+    def _long_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 12:
+            raise ValueError("must be at least 12 characters")
         return value
 
     @field_validator("timezone")
@@ -257,6 +267,13 @@ class EscalationSettings(_Section):
     lookback_hours: float = Field(48.0, gt=0)  # deadlines older than this are not escalated
 
 
+class StaffSettings(_Section):
+    """The staff dashboard (`/staff/`)."""
+
+    session_minutes: float = Field(120, gt=0, le=24 * 60)  # a login lasts this long
+    at_risk_hours: float = Field(48, gt=0)  # free slots due within this are "at risk"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -270,6 +287,7 @@ class Settings(_Section):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    staff: StaffSettings = Field(default_factory=StaffSettings)
     horizon_weeks: int = Field(8, ge=1, le=104)
     tenants: list[TenantSettings] = Field(default_factory=list)
 

@@ -96,6 +96,7 @@ carecal demo — tenant {tenant.id!r}, citizen {DEMO_CITIZEN!r} (Fru Jensen: Ann
   curl -H 'Authorization: Bearer {token}' {base}/api/v1/tasks/demo-shopping
 
 Webhooks go to {base}/webhooks/{tenant.id} (Standard Webhooks; secret in config/carecal.toml).
+Staff dashboard: {base}/staff/ (tenant {tenant.id!r}, staff_password in config/carecal.toml).
 """,
         file=sys.stderr,
     )

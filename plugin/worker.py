@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 
 from plugin.config import Settings
 from plugin.metrics import Metrics
+from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars, MissingCalendar
 from plugin.services.delivery import OutboxDelivery
 from plugin.services.escalation import escalate_unfilled
@@ -287,17 +288,24 @@ class Worker:
         try:
             await handler(job, JobContext(self.store, self.settings, now, self.calendars))
         except Exception as exc:
-            final = job.attempts + 1 >= self.settings.worker.max_attempts
-            retry_at = None if final else now + backoff(job.attempts)
-            log.warning(
-                "job failed",
-                exc_info=True,
-                extra={"job_id": job.id, "kind": job.kind, "attempts": job.attempts + 1},
-            )
-            await self.store.fail_job(
-                job.id, self.name, error=type(exc).__name__, retry_at=retry_at
-            )
-            self.metrics.jobs_processed.labels(job.kind, "failed" if final else "retry").inc()
+            if self._stopping.is_set() and isinstance(exc, CalendarUnavailable):
+                # Shutting down: uvicorn has closed the listener the embedded calendar server
+                # is reached through. Not the job's fault: it stays leased and goes back to the
+                # queue with the rest in stop(), no attempt counted.
+                log.info("job interrupted by shutdown", extra={"job_id": job.id})
+                return
+            await self._failed(job, exc, now)
             return
         await self.store.finish_job(job.id, self.name)
         self.metrics.jobs_processed.labels(job.kind, "done").inc()
+
+    async def _failed(self, job: Job, exc: Exception, now: datetime) -> None:
+        final = job.attempts + 1 >= self.settings.worker.max_attempts
+        retry_at = None if final else now + backoff(job.attempts)
+        log.warning(
+            "job failed",
+            exc_info=exc,
+            extra={"job_id": job.id, "kind": job.kind, "attempts": job.attempts + 1},
+        )
+        await self.store.fail_job(job.id, self.name, error=type(exc).__name__, retry_at=retry_at)
+        self.metrics.jobs_processed.labels(job.kind, "failed" if final else "retry").inc()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.store.sql_care import settings_from_row, settings_values
 from adapters.store.sql_rows import (
     Cipher,
     member_from_row,
@@ -31,7 +32,9 @@ from adapters.store.sql_tx_statements import (
     statements,
 )
 from adapters.store.tables import INBOX_ERROR_MAX
+from plugin.domain.capacity import MemberSettings
 from plugin.domain.escalation import claim_deadline
+from plugin.domain.fairness import Held
 from plugin.domain.model import (
     Circle,
     Citizen,
@@ -42,6 +45,7 @@ from plugin.domain.model import (
     OccurrenceRecord,
     Pass,
     ReliefRequest,
+    TargetedOffer,
     Task,
 )
 from plugin.services.ports import (
@@ -529,6 +533,7 @@ class SqlTx:
         ids = [row.id for row in rows]
         held: dict[str, list[Claim]] = {occ_id: [] for occ_id in ids}
         passed: dict[str, list[Pass]] = {occ_id: [] for occ_id in ids}
+        offered: dict[str, list[TargetedOffer]] = {occ_id: [] for occ_id in ids}
         for row in await self._c.execute(
             self._q.claims_and_passes, {"p_tenant": tenant_id, "p_ids": ids}
         ):
@@ -541,9 +546,13 @@ class SqlTx:
                         at=row.at,
                     )
                 )
-            else:
+            elif row.kind == 1:
                 passed[row.occurrence_id].append(
                     Pass(occurrence_id=row.occurrence_id, member_id=row.member_id, at=row.at)
+                )
+            else:
+                offered[row.occurrence_id].append(
+                    TargetedOffer(row.occurrence_id, row.member_id, row.at)
                 )
         return [
             OccurrenceRecord(
@@ -557,6 +566,7 @@ class SqlTx:
                 people_needed=row.people_needed,
                 claims=tuple(held[row.id]),
                 passes=tuple(passed[row.id]),
+                offers=tuple(offered[row.id]),
             )
             for row in rows
         ]
@@ -622,18 +632,91 @@ class SqlTx:
         row = (
             await self._c.execute(self._q.get_relief, {"p_tenant": tenant_id, "p_id": request_id})
         ).one_or_none()
-        if row is None:
-            return None
-        return ReliefRequest(
-            tenant_id=row.tenant_id,
-            id=row.id,
-            citizen_id=row.citizen_id,
-            member_id=row.member_id,
-            start=row.start_at,
-            end=row.end_at,
-            status=row.status,
-            version=row.version,
+        return None if row is None else _relief_request(row)
+
+    async def list_relief_requests(self, tenant_id: str, citizen_id: str) -> list[ReliefRequest]:
+        rows = await self._c.execute(
+            self._q.list_relief, {"p_tenant": tenant_id, "p_citizen": citizen_id}
         )
+        return [_relief_request(row) for row in rows]
+
+    # staff
+
+    async def add_targeted_offer(self, tenant_id: str, offer: TargetedOffer) -> bool:
+        inserted = await self._c.execute(
+            self._q.add_targeted_offer,
+            {
+                "tenant_id": tenant_id,
+                "occurrence_id": offer.occurrence_id,
+                "member_id": offer.member_id,
+                "at": offer.at,
+            },
+        )
+        return inserted.first() is not None
+
+    async def list_citizens(self, tenant_id: str) -> list[Citizen]:
+        rows = await self._c.execute(self._q.list_citizens, {"p_tenant": tenant_id})
+        return [
+            Citizen(
+                tenant_id=tenant_id,
+                id=row.id,
+                display_name=row.display_name,
+                timezone=row.timezone,
+                locale=row.locale,
+            )
+            for row in rows
+        ]
+
+    # capacity and fairness
+
+    async def list_held(
+        self, tenant_id: str, citizen_id: str, start: datetime, end: datetime
+    ) -> list[Held]:
+        rows = await self._c.execute(
+            self._q.list_held,
+            {"p_tenant": tenant_id, "p_citizen": citizen_id, "p_start": start, "p_end": end},
+        )
+        return [
+            Held(
+                member_id=row.member_id,
+                occurrence_id=row.occurrence_id,
+                start=row.start_utc.astimezone(ZoneInfo(row.tz)),
+                end=row.end_utc.astimezone(ZoneInfo(row.tz)),
+            )
+            for row in rows
+        ]
+
+    async def get_member_settings(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, MemberSettings]:
+        rows = await self._c.execute(
+            self._q.get_member_settings, {"p_tenant": tenant_id, "p_citizen": citizen_id}
+        )
+        return {row.member_id: settings_from_row(row) for row in rows}
+
+    async def save_member_settings(self, settings: MemberSettings) -> None:
+        await self._c.execute(self._q.upsert_member_settings, settings_values(settings))
+
+    async def delete_member_settings(self, tenant_id: str, citizen_id: str, member_id: str) -> None:
+        await self._c.execute(
+            self._q.delete_member_settings,
+            {"p_tenant": tenant_id, "p_citizen": citizen_id, "p_member": member_id},
+        )
+
+    async def note_overload(
+        self, tenant_id: str, citizen_id: str, member_id: str, period_start: date, *, now: datetime
+    ) -> bool:
+        inserted = await self._c.execute(
+            self._q.note_overload,
+            {
+                "tenant_id": tenant_id,
+                "citizen_id": citizen_id,
+                "member_id": member_id,
+                "period_start": period_start,
+                "noticed_at": now,
+            },
+        )
+        return inserted.first() is not None
 
     # background work, host events, audit
 
@@ -729,6 +812,19 @@ class SqlTx:
             )
             for row in rows
         ]
+
+
+def _relief_request(row: Any) -> ReliefRequest:
+    return ReliefRequest(
+        tenant_id=row.tenant_id,
+        id=row.id,
+        citizen_id=row.citizen_id,
+        member_id=row.member_id,
+        start=row.start_at,
+        end=row.end_at,
+        status=row.status,
+        version=row.version,
+    )
 
 
 def _member_link(row: Any) -> MemberLink:

@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from adapters.store.tables import (
     INBOX_PENDING,
     OCCURRENCE_UNCHECKED,
+    UTCDateTime,
     audit,
     calendar_credentials,
     citizens,
@@ -46,10 +47,13 @@ from adapters.store.tables import (
     inbox,
     jobs,
     member_links,
+    member_settings,
     memberships,
     outbox,
+    overload_notices,
     passes,
     relief_requests,
+    targeted_offers,
     tasks,
     tenants,
     view_records,
@@ -155,6 +159,16 @@ class Statements:
     # relief
     upsert_relief: Any
     get_relief: Any
+    list_relief: Any
+    # staff
+    add_targeted_offer: Any
+    list_citizens: Any
+    # capacity and fairness
+    list_held: Any
+    get_member_settings: Any
+    upsert_member_settings: Any
+    delete_member_settings: Any
+    note_overload: Any
     # jobs, outbox, audit
     add_job: Any
     add_keyed_job: Any
@@ -183,8 +197,9 @@ def statements(dialect_name: str) -> Statements:
         & (view_state.c.member_id == bindparam("p_member", type_=String))
         & (view_state.c.citizen_id == bindparam("p_citizen", type_=String))
     )
-    # Claims and passes of some occurrences in one query: `kind` 0 is a claim, 1 a pass
-    # (passes have no channel); each kind in (at, member_id) order.
+    # Claims, passes and targeted offers of some occurrences in one query: `kind` 0 is a
+    # claim, 1 a pass, 2 a targeted offer (only claims have a channel); each kind in
+    # (at, member_id) order.
     held = select(
         literal_column("0", Integer).label("kind"),
         claims.c.occurrence_id,
@@ -199,7 +214,14 @@ def statements(dialect_name: str) -> Statements:
         null().label("channel"),
         passes.c.at,
     ).where(passes.c.tenant_id == TENANT, passes.c.occurrence_id.in_(ids))
-    both = union_all(held, passed).subquery()
+    offered = select(
+        literal_column("2", Integer).label("kind"),
+        targeted_offers.c.occurrence_id,
+        targeted_offers.c.member_id,
+        null().label("channel"),
+        targeted_offers.c.at,
+    ).where(targeted_offers.c.tenant_id == TENANT, targeted_offers.c.occurrence_id.in_(ids))
+    both = union_all(held, passed, offered).subquery()
     keyed_job = dialect.insert(jobs)
     earlier = case(
         (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
@@ -371,6 +393,59 @@ def statements(dialect_name: str) -> Statements:
             relief_requests.c.tenant_id == TENANT,
             relief_requests.c.id == bindparam("p_id", type_=String),
         ),
+        list_relief=select(relief_requests)
+        .where(
+            relief_requests.c.tenant_id == TENANT,
+            relief_requests.c.citizen_id == bindparam("p_citizen", type_=String),
+        )
+        .order_by(relief_requests.c.start_at, relief_requests.c.id),
+        add_targeted_offer=dialect.insert(targeted_offers)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_id", "member_id"])
+        .returning(literal(1)),
+        list_citizens=select(citizens)
+        .where(citizens.c.tenant_id == TENANT)
+        .order_by(citizens.c.display_name, citizens.c.id),
+        list_held=select(
+            claims.c.member_id,
+            claims.c.occurrence_id,
+            occ_t.c.start_utc,
+            occ_t.c.end_utc,
+            occ_t.c.tz,
+        )
+        .join(
+            occ_t,
+            (occ_t.c.tenant_id == claims.c.tenant_id) & (occ_t.c.id == claims.c.occurrence_id),
+        )
+        .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
+        .where(
+            claims.c.tenant_id == TENANT,
+            tasks.c.citizen_id == bindparam("p_citizen", type_=String),
+            tasks.c.status == TaskStatus.ACTIVE.value,
+            occ_t.c.cancelled.is_(False),
+            occ_t.c.start_utc >= bindparam("p_start", type_=UTCDateTime()),
+            occ_t.c.start_utc < bindparam("p_end", type_=UTCDateTime()),
+        )
+        .order_by(occ_t.c.start_utc, occ_t.c.id, claims.c.member_id),
+        get_member_settings=select(member_settings).where(
+            member_settings.c.tenant_id == TENANT,
+            member_settings.c.citizen_id == bindparam("p_citizen", type_=String),
+        ),
+        upsert_member_settings=_upsert(
+            dialect,
+            member_settings,
+            ["tenant_id", "citizen_id", "member_id"],
+            ("member_values", "host_values", "fields", "circle_version", "set_at"),
+        ),
+        delete_member_settings=delete(member_settings).where(
+            member_settings.c.tenant_id == TENANT,
+            member_settings.c.citizen_id == bindparam("p_citizen", type_=String),
+            member_settings.c.member_id == bindparam("p_member", type_=String),
+        ),
+        note_overload=dialect.insert(overload_notices)
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "citizen_id", "member_id", "period_start"]
+        )
+        .returning(literal(1)),
         add_job=jobs.insert(),
         # The partial unique index `uq_jobs_queued_key` is the conflict target.
         add_keyed_job=keyed_job.on_conflict_do_update(

@@ -215,6 +215,23 @@ passes = Table(
     ),
 )
 
+# Staff asked this member to take the occurrence (`POST /api/v1/occurrences/{id}/assign` for a
+# non-staff member): a targeted offer, shown in their copy until they accept or decline it.
+targeted_offers = Table(
+    "targeted_offers",
+    metadata,
+    _tenant_id(),
+    Column("occurrence_id", String(255), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "occurrence_id", "member_id"),
+    ForeignKeyConstraint(
+        ["tenant_id", "occurrence_id"],
+        ["occurrences.tenant_id", "occurrences.id"],
+        ondelete="CASCADE",
+    ),
+)
+
 relief_requests = Table(
     "relief_requests",
     metadata,
@@ -227,6 +244,37 @@ relief_requests = Table(
     Column("status", String(16), nullable=False),
     Column("version", Integer, nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
+    Index(None, "tenant_id", "citizen_id"),
+)
+
+# What a member set themselves for one circle (capacity, weekly availability, pause), next to
+# the host's values when they set it; `fields` names the ones the member's setting still
+# decides (a newer host decision about a field takes it back: `plugin.services.capacity`).
+member_settings = Table(
+    "member_settings",
+    metadata,
+    _tenant_id(),
+    Column("citizen_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("member_values", JSON, nullable=False),
+    Column("host_values", JSON, nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("circle_version", Integer, nullable=False),
+    Column("set_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "citizen_id", "member_id"),
+)
+
+# `member.overloaded` went to the host for this member, circle and four-week period: the key
+# makes the notice once only, whichever claim (and however many at once) crossed the line.
+overload_notices = Table(
+    "overload_notices",
+    metadata,
+    _tenant_id(),
+    Column("citizen_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("noticed_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "citizen_id", "member_id", "period_start"),
 )
 
 # Accepted host webhooks, applied one at a time in `seq` (arrival) order. `body` is the verified

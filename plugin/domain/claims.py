@@ -149,7 +149,7 @@ def apply_decision(record: OccurrenceRecord, decision: ClaimDecision) -> Occurre
             raise StaleDecision(f"pass for {passed.occurrence_id} applied to {oid}")
         if not any(p.member_id == passed.member_id for p in passes):
             passes = (*passes, passed)
-    return OccurrenceRecord(record.occurrence, record.people_needed, claims, passes)
+    return OccurrenceRecord(record.occurrence, record.people_needed, claims, passes, record.offers)
 
 
 def excess_claims(record: OccurrenceRecord) -> tuple[Claim, ...]:

@@ -10,6 +10,7 @@ Glossary (see DESIGN.md "Domain words"):
 - occurrence  one dated instance of a task; its id is stable (task id + original local start)
 - claim       a member holding one slot of an occurrence
 - pass        a member saying "not me" for an occurrence
+- targeted offer  staff asking one member to take an occurrence (they still answer it)
 
 Every value here is frozen; times that belong to a place are timezone-aware, and a task keeps
 its wall-clock start and end (naive) together with its IANA time zone, as the host sends them.
@@ -172,13 +173,24 @@ class Pass:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetedOffer:
+    """Staff asked this member to take the occurrence; they still accept or decline it
+    themselves (an offer is never a claim)."""
+
+    occurrence_id: str
+    member_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class OccurrenceRecord:
-    """An occurrence as stored, with who holds it and who passed."""
+    """An occurrence as stored, with who holds it, who passed and whom staff asked."""
 
     occurrence: Occurrence
     people_needed: int
     claims: tuple[Claim, ...] = ()
     passes: tuple[Pass, ...] = ()
+    offers: tuple[TargetedOffer, ...] = ()
 
     @property
     def free_slots(self) -> int:

@@ -5,7 +5,8 @@ served under the occurrence's row lock.
 (`Tx.lock_occurrence`, so concurrent claimers of the last slot are serialised), lets the pure
 rules decide (`plugin.domain.claims`), applies exactly the decision's effects, and writes the
 audit entry and — when a claim came or went — the host event (`task.claimed`/`task.released`)
-in the same transaction.
+in the same transaction. A claim beyond the member's capacity is accepted like any other, and
+the host hears of it (`member.overloaded`, once per period: `capacity.note_claim`).
 
     decision = await decide(tx, "north", "t-1_20270316T1000", "m-bo", Ask.CLAIM,
                             channel="caldav", now=now)
@@ -24,6 +25,7 @@ from plugin.domain.claims import (
     decide_release,
 )
 from plugin.domain.model import Channel, OccurrenceRecord
+from plugin.services.capacity import note_claim
 from plugin.services.ports import AuditEntry, Tx
 
 
@@ -83,6 +85,9 @@ async def decide(
             # The host hears of one task's changes in the order they happened.
             ordering_key=record.occurrence.task_id,
         )
+    if decision.add_claim is not None:
+        # Accepted whatever the member's capacity; over it, the host hears once per period.
+        await note_claim(tx, tenant_id, record, member_id, now=now)
     return decision
 
 

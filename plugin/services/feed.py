@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from icalendar import Calendar, Event, vDuration
 
 from plugin.config import Settings
+from plugin.services.capacity import read_circle_care
 from plugin.services.links import LinkKind, Refusal, claim_url, resolve
 from plugin.services.member_view import organizer_address, render_member_view
 from plugin.services.ports import Store
@@ -68,6 +69,7 @@ async def member_feed(
             zones.append(circle.citizen.timezone)
             tasks = await tx.list_tasks(link.tenant_id, citizen_id)
             occurrences = {t.id: await tx.get_occurrences(link.tenant_id, t.id) for t in tasks}
+            care = await read_circle_care(tx, link.tenant_id, citizen_id)  # suggestions
             for copy in render_member_view(
                 circle,
                 member,
@@ -79,6 +81,7 @@ async def member_feed(
                 horizon=horizon,
                 now=now,
                 stamp=stamp,
+                care=care,
             ):
                 events.extend(c for c in copy.subcomponents if isinstance(c, Event))
     body = _calendar(events, names, zones, locale).to_ical()

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from plugin.domain.model import Claim, Task, TaskStatus
 from plugin.domain.versions import accept_version
+from plugin.services.capacity import settle_member_settings
 from plugin.services.commands import (
     AssignVisit,
     CancelTask,
@@ -169,6 +170,8 @@ class _Applier:
         if stored is not None and not accept_version(stored.version, circle.version):
             return False
         change = await self.tx.save_circle(self.tenant_id, circle, self.now)
+        # A changed host value takes the field back from a member's own setting (capacity).
+        await settle_member_settings(self.tx, self.tenant_id, circle, now=self.now)
         for member_id in change.changed:
             before = None if stored is None else stored.member(member_id)
             after = circle.member(member_id)
@@ -227,9 +230,20 @@ class _Applier:
         return True
 
     async def decide_relief(self, command: DecideRelief) -> bool:
+        """The host's answer to a relief request (`relief.requested`): its status is stored,
+        and an approval's visits (the substitute's, as `visit.assigned` data) go into the
+        circle's calendars like any visit, held by their staff member. Whatever the answer,
+        the circle's views are synced: while requested or approved, the relieved member is
+        suggested nothing in the period; after a rejection they may be again."""
         request = await self.tx.get_relief_request(self.tenant_id, command.request_id)
         if request is not None:
             if not accept_version(request.version, command.version):
+                return False
+            if request.citizen_id != command.citizen_id:
+                log.warning(
+                    "relief decision names another citizen than its request; ignored",
+                    extra={"tenant": self.tenant_id, "request_id": command.request_id},
+                )
                 return False
             await self.tx.save_relief_request(
                 replace(request, status=command.status, version=command.version)
@@ -242,6 +256,7 @@ class _Applier:
         if command.status == "approved":
             for visit in command.visits:
                 await self.upsert_task(visit)
+        await self.fan_out(command.citizen_id)
         return True
 
 

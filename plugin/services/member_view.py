@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from icalendar import Calendar
 
 from plugin.domain.model import Circle, Member, OccurrenceRecord, Task, TaskStatus
+from plugin.services.capacity import CircleCare, ViewAdvice, view_advice
 from plugin.services.occurrences import LOOKBACK
 from plugin.sync.render import RenderInput, render_event
 
@@ -42,14 +43,22 @@ def render_member_view(
     horizon: timedelta,
     now: datetime,
     stamp: datetime | None = None,
+    care: CircleCare | None = None,
 ) -> list[Calendar]:
     """One VCALENDAR per occurrence `member` sees, in task then occurrence order.
 
     `occurrences` are by task id; `claim_link(occurrence_id)` is the member's claim link;
-    `stamp` (DTSTAMP) defaults to `now`.
+    `stamp` (DTSTAMP) defaults to `now`. With `care` (`capacity.read_circle_care`), offers
+    suggested to the member and what they hold over their capacity are marked
+    (`capacity.view_advice`).
     """
     window_start = now - LOOKBACK
     window_end = now + horizon
+    advice = (
+        ViewAdvice()
+        if care is None
+        else view_advice(circle, member.id, tasks, occurrences, care, now=now, until=window_end)
+    )
     names = {m.id: m.name for m in circle.members}
     copies: list[Calendar] = []
     for task in tasks:
@@ -71,6 +80,8 @@ def render_member_view(
                         domain=domain,
                         sequence=task.version,
                         stamp=now if stamp is None else stamp,
+                        suggested=occurrence.id in advice.suggested,
+                        overloaded=occurrence.id in advice.overloaded,
                     )
                 )
             )

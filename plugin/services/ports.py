@@ -20,6 +20,9 @@ Glossary:
                slow salted hash; issuing again replaces it (the old one stops working)
 - MemberLink   the secret behind a member's personal links (claim pages, feed, setup page);
                revoking it kills every token it signed (`plugin.services.links`)
+- Held         one occurrence a member holds, as load counts it (`plugin.domain.fairness`)
+- MemberSettings  a member's own capacity, availability and pause for one circle, beside the
+               host's values when they set it (`plugin.domain.capacity`)
 
 Each port has an in-memory fake in `adapters/memory.py`; `tests/contract/` runs one suite
 against the fake and the real adapters (SQLite, PostgreSQL).
@@ -40,11 +43,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Protocol
 
+from plugin.domain.capacity import MemberSettings
+from plugin.domain.fairness import Held
 from plugin.domain.model import (
     Circle,
+    Citizen,
     Claim,
     Delivery,
     Member,
@@ -52,6 +58,7 @@ from plugin.domain.model import (
     OccurrenceRecord,
     Pass,
     ReliefRequest,
+    TargetedOffer,
     Task,
 )
 from plugin.sync.planner import SyncRecord
@@ -380,6 +387,50 @@ class Tx(Protocol):
     async def save_relief_request(self, request: ReliefRequest) -> None: ...
 
     async def get_relief_request(self, tenant_id: str, request_id: str) -> ReliefRequest | None: ...
+
+    async def list_relief_requests(self, tenant_id: str, citizen_id: str) -> list[ReliefRequest]:
+        """The circle's relief requests, whatever their status, by start then id."""
+        ...
+
+    # staff
+    async def add_targeted_offer(self, tenant_id: str, offer: TargetedOffer) -> bool:
+        """Record that staff asked `offer.member_id` to take the occurrence (it shows in the
+        record's `offers`); False, keeping the first ask, when they were asked before."""
+        ...
+
+    async def list_citizens(self, tenant_id: str) -> list[Citizen]:
+        """The tenant's citizens (one circle each), by display name then id."""
+        ...
+
+    # capacity and fairness (issue #6)
+    async def list_held(
+        self, tenant_id: str, citizen_id: str, start: datetime, end: datetime
+    ) -> list[Held]:
+        """What the circle's members hold: every claim on an occurrence of the citizen's tasks
+        that starts in [start, end), neither the occurrence nor its task cancelled; by start,
+        then occurrence id, then member id."""
+        ...
+
+    async def get_member_settings(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, MemberSettings]:
+        """The members' own settings for the circle, by member id."""
+        ...
+
+    async def save_member_settings(self, settings: MemberSettings) -> None:
+        """Insert or replace the member's own setting for the circle."""
+        ...
+
+    async def delete_member_settings(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> None: ...
+
+    async def note_overload(
+        self, tenant_id: str, citizen_id: str, member_id: str, period_start: date, *, now: datetime
+    ) -> bool:
+        """Record that the host was told the member is over capacity in the period starting
+        `period_start`. True for the first caller only, ever (concurrent ones included)."""
+        ...
 
     # background work, host events, audit: written in the same transaction as the change
     async def enqueue_job(

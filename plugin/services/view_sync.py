@@ -50,10 +50,12 @@ from plugin.services.calendars import (
     UnsafeCalendarUrl,
     View,
 )
+from plugin.services.capacity import CircleCare, read_circle_care
 from plugin.services.claiming import Ask, decide
 from plugin.services.links import claim_url, ensure_link
 from plugin.services.member_view import organizer_address, render_member_view
 from plugin.services.ports import MemberLink, Store, Tx, ViewState
+from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.gestures import Gesture
 from plugin.sync.planner import (
     Action,
@@ -140,6 +142,7 @@ class _Gathered:
     records: Mapping[str, SyncRecord]
     link: MemberLink  # signs the member's claim links
     state: ViewState | None  # where the last sync found the collection, and its markers
+    care: CircleCare | None = None  # members' own settings and relief: suggestions
 
 
 async def sync_view(
@@ -239,6 +242,12 @@ async def _sync(
         await _forget_view(store, view)
         gathered = replace(gathered, records={}, state=None)
     remote_state = await _read_remote(client, path, collection_name(gathered.circle), gathered)
+    # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
+    # (plugin.services.relief_calendar); released claims are rendered in this same run.
+    if await relief_from_collection(
+        store, client, path, view, gathered.circle, gathered.records, remote_state.listing, now=now
+    ):
+        gathered = await _gather(store, view) or gathered
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={})
@@ -344,7 +353,8 @@ async def _gather(store: Store, view: View) -> _Gathered | None:
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         # Made on the member's first sync; `created_at` is informational, hence the wall clock.
         link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
-    return _Gathered(circle, member, tasks, occurrences, records, link, state)
+        care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
+    return _Gathered(circle, member, tasks, occurrences, records, link, state, care)
 
 
 def _desired(
@@ -363,6 +373,7 @@ def _desired(
         domain=_domain(view),
         horizon=timedelta(weeks=settings.horizon_weeks),
         now=now,
+        care=gathered.care,
     ):
         item = desired_item(calendar)
         desired[item.uid] = item
@@ -397,8 +408,13 @@ async def _apply_intents(
             task = task_of.get(occurrence_id)
             if ask is None or not intent.uid.endswith(suffix) or task is None:
                 continue
-            if ask is Ask.CLAIM and not eligible_for(gathered.member, task):
-                continue  # e.g. a visit: the next write resets the copy
+            if task.kind == "visit" or (
+                ask is Ask.CLAIM and not eligible_for(gathered.member, task)
+            ):
+                # A visit is the host's to assign and move, not a member's to take or drop
+                # (the staff member changes it in the host system); the write back below
+                # resets the copy.
+                continue
             decision = await decide(
                 tx, view.tenant_id, occurrence_id, view.member_id, ask, channel="caldav", now=now
             )

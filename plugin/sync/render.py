@@ -19,7 +19,12 @@ Several other holders read `[Anna, Bo] Indkøb`, more than two `[Anna, Bo +2] In
 whose name the caller does not give is "en anden"/"someone else", and an occurrence nobody holds
 and this member may not take (an unassigned visit) is `[Ikke tildelt]`/`[Unassigned]`. Holder
 names are the only thing about other members that ever appears: never their e-mail or phone.
-`suggested=True` (the fairness feature) turns an offer's `[Ledig]` into `[Forslag]`/`[Suggested]`.
+`suggested=True` (the fairness feature) turns an offer's `[Ledig]` into `[Forslag]`/`[Suggested]`,
+with a line "Foreslået til dig: …" in DESCRIPTION (the title shows in every calendar app and
+feed; the line says why). `overloaded=True` adds a line to a copy the member holds saying they
+are over the capacity they declared for that period.
+An offer staff asked this member to take (a targeted offer in `record.offers`, not passed on)
+reads `[Til dig]`/`[For you]`, with a line saying so in DESCRIPTION; it is still only an offer.
 
 A member without an e-mail address is the attendee `urn:uuid:<uuid5 of domain and member id>`:
 a well-formed, stable URI that names nobody and cannot receive mail.
@@ -49,6 +54,7 @@ __all__ = [
     "PRODUCT_NAME",
     "Relation",
     "RenderInput",
+    "asked",
     "attendee_address",
     "event_uid",
     "relation_of",
@@ -65,6 +71,16 @@ _WORDS: dict[str, dict[str, str]] = {
     "da": {
         "open": "Ledig",
         "suggested": "Forslag",
+        "suggested_line": (
+            "Foreslået til dig: du har plads til opgaven i den periode. Du bestemmer selv, "
+            "om du tager den."
+        ),
+        "overloaded_line": (
+            "Du har nu flere opgaver i denne periode, end du har sagt, du kan klare. Kommunen "
+            "er orienteret. Giv gerne en opgave fra dig, hvis det bliver for meget."
+        ),
+        "asked": "Til dig",
+        "asked_line": "Personalet har spurgt, om du kan tage denne opgave. Sig ja eller nej tak.",
         "you": "Dig",
         "cancelled": "Aflyst",
         "unassigned": "Ikke tildelt",
@@ -75,6 +91,16 @@ _WORDS: dict[str, dict[str, str]] = {
     "en": {
         "open": "Open",
         "suggested": "Suggested",
+        "suggested_line": (
+            "Suggested for you: you have room for it in that period. It is up to you whether "
+            "you take it."
+        ),
+        "overloaded_line": (
+            "You now hold more in this period than you said you can manage. The municipality "
+            "has been told. Feel free to release a task if it gets too much."
+        ),
+        "asked": "For you",
+        "asked_line": "Staff have asked whether you can take this task. Accept or decline it.",
         "you": "You",
         "cancelled": "Cancelled",
         "unassigned": "Unassigned",
@@ -111,6 +137,7 @@ class RenderInput:
     sequence: int
     stamp: datetime
     suggested: bool = False
+    overloaded: bool = False  # held in a period over the member's capacity (fairness)
 
 
 def event_uid(occurrence_id: str, domain: str) -> str:
@@ -192,6 +219,14 @@ def _holders(inp: RenderInput) -> tuple[str, ...]:
     return holders
 
 
+def asked(inp: RenderInput) -> bool:
+    """Staff asked this member to take it, and they have not passed on it."""
+    member_id = inp.member.id
+    return any(o.member_id == member_id for o in inp.record.offers) and not any(
+        p.member_id == member_id for p in inp.record.passes
+    )
+
+
 def _free_slots(inp: RenderInput, holders: tuple[str, ...]) -> int:
     return max(0, inp.record.people_needed - len(holders))
 
@@ -204,6 +239,8 @@ def _label(
     if relation is Relation.HOLDS:
         return words["you"]
     if relation is Relation.OFFERED:
+        if asked(inp):
+            return words["asked"]
         return words["suggested"] if inp.suggested else words["open"]
     others = [_clean(inp.holder_names.get(h) or words["someone"]) for h in holders]
     if not others:
@@ -231,6 +268,13 @@ def _partstat(inp: RenderInput) -> str:
 
 def _description(inp: RenderInput, words: dict[str, str]) -> str:
     lines: list[str] = []
+    if asked(inp) and relation_of(inp) is Relation.OFFERED:
+        lines.append(words["asked_line"])
+    relation = relation_of(inp)
+    if inp.suggested and relation is Relation.OFFERED and not asked(inp):
+        lines.append(words["suggested_line"])
+    if inp.overloaded and relation is Relation.HOLDS:
+        lines.append(words["overloaded_line"])
     if can_see_details(inp.member):
         if inp.task.details:
             lines.append(inp.task.details.strip())

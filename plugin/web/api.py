@@ -7,6 +7,9 @@ or task is simply not found (404) and nothing about it leaks.
 from __future__ import annotations
 
 import hmac
+import json
+import re
+from http import HTTPStatus
 from typing import Any
 
 from starlette.requests import Request
@@ -16,11 +19,15 @@ from starlette.routing import BaseRoute, Route
 from plugin.config import EmbeddedCalendarSettings, TenantSettings
 from plugin.domain.model import Circle, Member, OccurrenceRecord
 from plugin.domain.states import state_of as occurrence_state
+from plugin.services.assign import AssignRefusal, assign_occurrence
 from plugin.services.calendar_access import issue_calendar_credential
 from plugin.services.links import personal_urls, renew_links
 from plugin.services.queries import TaskView, read_circle, read_task
+from plugin.web import relief_api
+from plugin.web.body import read_limited_body, require_json
 from plugin.web.openapi import openapi_document
 from plugin.web.problems import problem
+from plugin.web.schemas import InvalidEvent, MalformedEvent
 from plugin.web.state import state_of
 
 
@@ -40,6 +47,13 @@ def routes() -> list[BaseRoute]:
             renew_member_links,
             methods=["POST"],
             name="renew_links",
+        ),
+        Route("/relief-requests", create_relief_request, methods=["POST"], name="relief_requests"),
+        Route(
+            "/occurrences/{occurrence_id}/assign",
+            assign,
+            methods=["POST"],
+            name="assign_occurrence",
         ),
     ]
 
@@ -148,6 +162,73 @@ async def renew_member_links(request: Request) -> Response:
         {"feed_url": urls.feed_url, "setup_url": urls.setup_url},
         headers={"cache-control": "no-store"},
     )
+
+
+_ASSIGN_PROBLEMS = {
+    AssignRefusal.UNKNOWN_OCCURRENCE: (404, "No such occurrence."),
+    AssignRefusal.UNKNOWN_MEMBER: (404, "No such member in any circle."),
+    AssignRefusal.NOT_IN_CIRCLE: (422, "The member is not in this occurrence's circle."),
+    AssignRefusal.FULL: (409, "The occurrence has no free place."),
+    AssignRefusal.CANCELLED: (409, "The occurrence is cancelled."),
+    AssignRefusal.OVER: (409, "The occurrence has ended."),
+    AssignRefusal.VISIT: (409, "Visits are assigned by the host (visit.assigned)."),
+}
+MAX_ASSIGN_BYTES = 4096
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as host ids (`schemas.Id`)
+
+
+def _member_id(body: bytes) -> str:
+    """`{"member_id": "m-sara"}`; raises MalformedEvent (400) or InvalidEvent (422)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent("the body is not JSON") from exc
+    member_id = data.get("member_id") if isinstance(data, dict) else None
+    if not isinstance(member_id, str) or not ID_PATTERN.fullmatch(member_id):
+        raise InvalidEvent([{"loc": ["member_id"], "msg": "a member id is required"}])
+    if set(data) != {"member_id"}:
+        raise InvalidEvent([{"loc": [], "msg": "only member_id is accepted"}])
+    return member_id
+
+
+async def assign(request: Request) -> Response:
+    """Staff assign an occurrence: a staff member is bound to it (a claim through channel
+    "staff"); anyone else is asked (a targeted offer they accept or decline themselves)."""
+    tenant = authenticate(request)
+    if tenant is None:
+        return unauthorized()
+    require_json(request)
+    member_id = _member_id(await read_limited_body(request, MAX_ASSIGN_BYTES))
+    state = state_of(request)
+    await state["applier"].catch_up()
+    result = await assign_occurrence(
+        state["store"],
+        tenant.id,
+        request.path_params["occurrence_id"],
+        member_id,
+        actor="api",
+        now=state["clock"](),
+    )
+    if isinstance(result, AssignRefusal):
+        status, detail = _ASSIGN_PROBLEMS[result]
+        return problem(status, HTTPStatus(status).phrase, detail, reason=result.value)
+    return JSONResponse(
+        {
+            "occurrence_id": result.record.occurrence.id,
+            "member_id": result.member.id,
+            "outcome": result.outcome.value,
+            "occurrence": occurrence_json(result.record),
+        }
+    )
+
+
+async def create_relief_request(request: Request) -> Response:
+    """A member asks for relief for a period (`plugin.web.relief_api`): their claims in it are
+    offered to the others, and `relief.requested` goes to the host."""
+    tenant = authenticate(request)
+    if tenant is None:
+        return unauthorized()
+    return await relief_api.create_relief_request(request, tenant.id)
 
 
 def circle_json(circle: Circle) -> dict[str, Any]:

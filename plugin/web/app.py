@@ -30,7 +30,7 @@ from plugin.services.commands import HostCommand
 from plugin.services.inbox import InboxApplier, InboxWriter
 from plugin.services.ingest import ApplyResult
 from plugin.services.ports import InboxEntry, Store
-from plugin.web import api, links, ops, webhooks
+from plugin.web import api, links, ops, staff, webhooks
 from plugin.web.middleware import RequestContextMiddleware
 from plugin.web.problems import install_handlers
 from plugin.web.schemas import parse_event
@@ -224,6 +224,7 @@ def create_app(
         Mount("/api/v1", routes=api.routes()),
         *ops.routes(),
         *links.routes(),  # a member's claim pages and feed, by token
+        *staff.routes(),  # the staff dashboard
     ]
     if dav is not None:
         # RFC 6764 section 5. The response itself is the endpoint: a plain ASGI app takes

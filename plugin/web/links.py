@@ -5,7 +5,8 @@
     GET  /feeds/{token}.ics    the member's ICS feed
     GET  /setup/{token}        the member's setup page (calendar apps, feed)
     POST /setup/{token}        `action` apple: a .mobileconfig; device: a DAVx5 link, QR code and
-                               the account for Thunderbird (each issues a new app password)
+                               the account for Thunderbird (each issues a new app password);
+                               capacity, relief: the member's own (`care_pages`)
 
 Tokens are explained in `plugin.services.links`; what a claim does in
 `plugin.services.claim_links`; the feed in `plugin.services.feed`; the setup page in
@@ -65,6 +66,7 @@ from plugin.services.feed import member_feed
 from plugin.services.links import Refusal, check_form_token, form_token
 from plugin.services.setup import apple_profile, issue_device_account, open_setup_page
 from plugin.web.body import BodyTooLarge, read_limited_body
+from plugin.web.care_pages import CARE_ACTIONS, care_action, care_page
 from plugin.web.link_pages import (
     CSP,
     LANGUAGES,
@@ -73,7 +75,7 @@ from plugin.web.link_pages import (
     message_page_html,
 )
 from plugin.web.ratelimit import Rate, RateLimiter
-from plugin.web.setup_pages import device_page_html, profile_description, setup_page_html
+from plugin.web.setup_pages import device_page_html, profile_description
 from plugin.web.state import state_of
 
 __all__ = ["LinkLimits", "routes"]
@@ -290,16 +292,17 @@ async def _setup_page(request: Request, limits: LinkLimits) -> Response:
     page = await open_setup_page(state["store"], public_url, token, embedded=embedded)
     if isinstance(page, Refusal):
         return _refused(request, Refused(page))
-    if request.method == "GET":
-        issued = form_token(page.link, token, issued=now)
-        html = setup_page_html(page, form_token=issued, token=token)
-        return HTMLResponse(html, headers=_PAGE_HEADERS)
+    if request.method == "GET":  # with the member's capacity and relief forms (care_pages)
+        return await care_page(request, page, token, now=now, headers=_PAGE_HEADERS)
     if not _same_origin(request, public_url):
         return _message(request, "refused", 403, page.member.locale)
     form = await _form(request)
     if form is None:
         return _message(request, "refused", 400, page.member.locale)
     action = _first(form, "action")
+    if action in CARE_ACTIONS:  # the member's capacity and relief (care_pages)
+        done = await care_action(request, page, form, token, now=now, headers=_PAGE_HEADERS)
+        return done or _message(request, "refused", 403, page.member.locale)
     if (
         not page.caldav
         or action not in ("apple", "device")

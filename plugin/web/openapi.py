@@ -93,6 +93,45 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/relief-requests": {
+                "post": {
+                    "summary": "Ask relief for a member for a period",
+                    "description": (
+                        "The member's claims on occurrences in the period that have not "
+                        "started are released (channel `api`, `task.released` to the host) "
+                        "and offered to the others; nothing in the period is suggested to the "
+                        "member while the request is requested or approved. "
+                        "`relief.requested` goes to the host, which answers with "
+                        "`relief.decided` (its visits go into the circle's calendars). `start` "
+                        "and `end`: ISO 8601 date-times (without an offset: the citizen's time "
+                        "zone) or dates (whole days; a date as `end` means through that day)."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ReliefRequestInput"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "The relief request, and what it released",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ReliefRequest"}
+                                }
+                            },
+                        },
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "404": _PROBLEM,
+                        "413": _PROBLEM,
+                        "415": _PROBLEM,
+                        "422": _PROBLEM,
+                    },
+                }
+            },
             "/members/{member_id}/links/renew": {
                 "post": {
                     "summary": "Revoke the member's personal links and issue new ones",
@@ -112,6 +151,71 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                             },
                         },
                         **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/occurrences/{occurrence_id}/assign": {
+                "post": {
+                    "summary": "Assign an occurrence: bind a staff member, or ask anyone else",
+                    "description": (
+                        "A staff member is bound: a claim through channel `staff` (audited, "
+                        "`task.claimed` to the host), shown as held in their calendar and as "
+                        "`[Name] …` in the others'. A relative or someone from the network is "
+                        "asked: a targeted offer that reads `[Til dig] …`/`[For you] …` in "
+                        "their own calendar until they accept or decline it there or through "
+                        "their claim link; nothing is claimed for them, and a member who passed "
+                        "on it is not asked again (`declined`). Visits are assigned by the host "
+                        "(`visit.assigned`)."
+                    ),
+                    "parameters": [_id_param("occurrence_id")],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/AssignRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Assigned, asked, or nothing to do (see `outcome`)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Assignment"}
+                                }
+                            },
+                        },
+                        "400": _PROBLEM,
+                        "401": _PROBLEM,
+                        "404": {
+                            "description": "No such occurrence, or a member in no circle of "
+                            "the tenant (problem details)",
+                            "content": {
+                                "application/problem+json": {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            },
+                        },
+                        "409": {
+                            "description": "The occurrence is full, cancelled, over, or a "
+                            "visit (`reason`: full, cancelled, over, visit)",
+                            "content": {
+                                "application/problem+json": {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            },
+                        },
+                        "413": _PROBLEM,
+                        "415": _PROBLEM,
+                        "422": {
+                            "description": "No valid `member_id`, or the member is not in "
+                            "this occurrence's circle (`reason`: not_in_circle)",
+                            "content": {
+                                "application/problem+json": {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            },
+                        },
                     },
                 }
             },
@@ -162,6 +266,56 @@ _SCHEMAS: dict[str, Any] = {
                     "The member's read-only ICS feed (/feeds/{token}.ics) for calendar apps "
                     "without CalDAV; stays the same until their links are revoked"
                 ),
+            },
+        },
+    },
+    "AssignRequest": {
+        "type": "object",
+        "required": ["member_id"],
+        "additionalProperties": False,
+        "properties": {"member_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}},
+    },
+    "Assignment": {
+        "type": "object",
+        "required": ["occurrence_id", "member_id", "outcome", "occurrence"],
+        "properties": {
+            "occurrence_id": {"type": "string"},
+            "member_id": {"type": "string"},
+            "outcome": {
+                "enum": ["assigned", "already_held", "asked", "already_asked", "declined"],
+                "description": (
+                    "assigned: the staff member now holds it; asked: a targeted offer is in "
+                    "the member's calendar; declined: the member had passed on it, not asked"
+                ),
+            },
+            "occurrence": {"$ref": "#/components/schemas/Occurrence"},
+        },
+    },
+    "ReliefRequestInput": {
+        "type": "object",
+        "required": ["citizen_id", "member_id", "start", "end"],
+        "additionalProperties": False,
+        "properties": {
+            "citizen_id": {"type": "string"},
+            "member_id": {"type": "string"},
+            "start": {"type": "string", "description": "ISO 8601 date or date-time"},
+            "end": {"type": "string", "description": "ISO 8601 date (inclusive) or date-time"},
+        },
+    },
+    "ReliefRequest": {
+        "type": "object",
+        "required": ["id", "status", "citizen_id", "member_id", "start", "end", "released"],
+        "properties": {
+            "id": {"type": "string", "description": "`request_id` in relief.decided"},
+            "status": {"enum": ["requested", "approved", "rejected"]},
+            "citizen_id": {"type": "string"},
+            "member_id": {"type": "string"},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+            "released": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Occurrence ids whose claims by the member were released",
             },
         },
     },

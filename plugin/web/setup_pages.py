@@ -130,7 +130,9 @@ def profile_description(page: SetupPage) -> str:
     return f"{_names(page, words)} \N{EN DASH} {words['care']}"
 
 
-def setup_page_html(page: SetupPage, *, form_token: str, token: str) -> str:
+def setup_page_html(page: SetupPage, *, form_token: str, token: str, extra: str = "") -> str:
+    """The page; `extra` is more HTML after its sections (the member's capacity and relief
+    forms: `care_pages`)."""
     language = language_of(page.member.locale)
     words = _WORDS[language]
     parts = [
@@ -159,6 +161,7 @@ def setup_page_html(page: SetupPage, *, form_token: str, token: str) -> str:
         f'<p><a href="{escape(webcal_url(page.feed_url))}">{escape(words["feed_open"])}</a></p>\n'
         "</section>\n"
     )
+    parts.append(extra)
     return document(language, words["title"], "".join(parts))
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from adapters.store.sql import SqlStore
 from plugin.config import Settings
 from plugin.metrics import Metrics
+from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.ports import Job
 from plugin.worker import JobContext, Worker, backoff
 from tests.integration.support import FIXED_NOW, Clock
@@ -197,3 +198,35 @@ async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
     await worker.extend_horizons_when_due()
     jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
     assert [(j.kind, j.key) for j in jobs] == [("view.sync", "c-1:m-anna")]
+
+
+async def test_a_calendar_lost_to_shutdown_returns_the_job_without_counting_a_try(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """On SIGTERM uvicorn closes its listener first, and the embedded calendar server goes with
+    it: the view sync in hand fails to connect. That is no fault of the job's: no failure, no
+    backoff."""
+    await enqueue(store, "test.calendar", 1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def cut_off(job: Job, ctx: JobContext) -> None:
+        started.set()
+        await release.wait()
+        raise CalendarUnavailable("connection refused")
+
+    worker = Worker(
+        store, settings, metrics=Metrics(), clock=clock, handlers={"test.calendar": cut_off}
+    )
+    task = asyncio.create_task(worker.run())
+    await started.wait()
+    stopping = asyncio.create_task(worker.stop(task))
+    await asyncio.sleep(0.05)
+    release.set()
+    await stopping
+    counts = await store.job_counts()
+    assert counts.get("queued", 0) == 1 and counts.get("failed", 0) == 0
+    # Due at once for the next worker (a failure would have pushed it back by the backoff),
+    # with only its lease counted.
+    (job,) = await store.lease_jobs("next", now=clock.now, limit=1, lease_seconds=60)
+    assert job.run_at == FIXED_NOW and job.attempts == 1

@@ -1,0 +1,107 @@
+"""Relief asked for in the calendar app: the view sync hands over the objects in a member's
+collection that are not carecal's copies, and a relief event among them
+(`plugin.sync.relief`) becomes a relief request of that member (channel `caldav`).
+
+The request id derives from the member, the circle and the event's UID, so reading the same
+event again in a later sync asks nothing twice; the event itself is the member's and is never
+changed. At most `MAX_FOREIGN` foreign objects are read per run (a collection is not a place
+to store hundreds of one's own events, and a hostile one must not cost much).
+
+    changed = await relief_from_collection(store, client, path, view, circle, records,
+                                           listing, now=now)
+    # True when a new request released claims: the caller renders the view again
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from plugin.domain.model import Circle
+from plugin.services.calendar_port import CalendarClient
+from plugin.services.calendars import View
+from plugin.services.ports import Store
+from plugin.services.relief import ReliefOutcome, request_relief
+from plugin.sync.planner import SyncRecord
+from plugin.sync.relief import read_relief_event
+
+__all__ = ["MAX_FOREIGN", "gesture_request_id", "relief_from_collection"]
+
+log = logging.getLogger(__name__)
+
+MAX_FOREIGN = 20
+MAX_BYTES = 64 * 1024
+
+
+def gesture_request_id(view: View, uid: str) -> str:
+    """Stable per member, circle and event: `r-cal-<24 hex digits>`."""
+    digest = hashlib.sha256(
+        f"{view.tenant_id}\0{view.member_id}\0{view.citizen_id}\0{uid}".encode()
+    )
+    return f"r-cal-{digest.hexdigest()[:24]}"
+
+
+async def relief_from_collection(
+    store: Store,
+    client: CalendarClient,
+    path: str,
+    view: View,
+    circle: Circle,
+    records: Mapping[str, SyncRecord],
+    listing: Mapping[str, str],
+    *,
+    now: datetime,
+) -> bool:
+    """Read the foreign objects in `listing` (href -> ETag) and turn relief events into relief
+    requests; True when one was new and released any of the member's claims."""
+    ours = {record.href for record in records.values() if record.href is not None}
+    foreign = sorted(href for href in listing if href not in ours)[:MAX_FOREIGN]
+    if not foreign:
+        return False
+    zone = ZoneInfo(circle.citizen.timezone)
+    asks = []
+    for _, body in (await client.fetch(path, foreign)).values():
+        ask = read_relief_event(
+            body, zone=zone, max_bytes=MAX_BYTES, own_suffix=f"@{view.tenant_id}"
+        )
+        if ask is not None:
+            asks.append(ask)
+    if not asks:
+        return False
+    changed = False
+    async with store.transaction() as tx:
+        for ask in asks:
+            outcome = await request_relief(
+                tx,
+                view.tenant_id,
+                view.citizen_id,
+                view.member_id,
+                ask.start,
+                ask.end,
+                channel="caldav",
+                now=now,
+                request_id=gesture_request_id(view, ask.uid),
+            )
+            if isinstance(outcome, ReliefOutcome):
+                if outcome.created:
+                    log.info(
+                        "relief asked for in the calendar",
+                        extra={
+                            "tenant": view.tenant_id,
+                            "member_id": view.member_id,
+                            "citizen_id": view.citizen_id,
+                            "request_id": outcome.request.id,
+                            "released": len(outcome.released),
+                        },
+                    )
+                changed = changed or bool(outcome.released)
+            else:
+                log.info(
+                    "relief event not taken",
+                    extra={"tenant": view.tenant_id, "member_id": view.member_id,
+                           "reason": outcome.value},
+                )  # fmt: skip
+    return changed

@@ -1,0 +1,142 @@
+"""`POST /api/v1/relief-requests`: the host (or a staff tool) asks relief for a member.
+
+Body: `{"citizen_id": "c-123", "member_id": "m-anna", "start": ..., "end": ...}`. `start` and
+`end` are ISO 8601: a date-time with an offset, a local date-time without one (the citizen's
+time zone), or a date (whole days: `start` from 00:00, `end` through that day). Answers 201
+with the request (`id`, `status`, `citizen_id`, `member_id`, `start`, `end` with offset) and
+the occurrences whose claims were released (`released`); what else happens is
+`plugin.services.relief`.
+
+    POST /api/v1/relief-requests {"citizen_id": "c-123", "member_id": "m-anna",
+                                  "start": "2027-03-08", "end": "2027-03-14"}
+    201 {"id": "r-5f0c…", "status": "requested", ..., "start": "2027-03-08T00:00:00+01:00",
+         "end": "2027-03-15T00:00:00+01:00", "released": ["t-1_20270309T1000", …]}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from http import HTTPStatus
+from zoneinfo import ZoneInfo
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from plugin.services.relief import ReliefRefusal, request_relief
+from plugin.web.body import read_limited_body, require_json
+from plugin.web.problems import problem
+from plugin.web.schemas import FieldError, InvalidEvent, MalformedEvent
+from plugin.web.state import state_of
+
+__all__ = ["ReliefBody", "create_relief_request", "parse_moment", "parse_relief_body"]
+
+MAX_BYTES = 4096
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as host ids (`schemas.Id`)
+FIELDS = ("citizen_id", "member_id", "start", "end")
+
+_REFUSALS = {
+    ReliefRefusal.UNKNOWN_CIRCLE: (404, "No such citizen."),
+    ReliefRefusal.NOT_IN_CIRCLE: (422, "The member is not in this citizen's circle."),
+    ReliefRefusal.ROLE: (422, "Staff members cannot ask for relief here."),
+    ReliefRefusal.INVALID_PERIOD: (
+        422,
+        "The period must end after it starts, not be over, and last at most a year.",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReliefBody:
+    citizen_id: str
+    member_id: str
+    start: str
+    end: str
+
+
+def parse_relief_body(body: bytes) -> ReliefBody:
+    """Raises MalformedEvent (400) or InvalidEvent (422, naming each bad field)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent("the body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent([{"loc": [], "msg": "an object is required"}])
+    errors: list[FieldError] = [
+        {"loc": [str(name)], "msg": "unknown field"} for name in data if name not in FIELDS
+    ]
+    for name in ("citizen_id", "member_id"):
+        value = data.get(name)
+        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+            errors.append({"loc": [name], "msg": "an id is required"})
+    for name in ("start", "end"):
+        value = data.get(name)
+        if not isinstance(value, str) or len(value) > 40 or not _parses(value):
+            errors.append({"loc": [name], "msg": "an ISO 8601 date or date-time is required"})
+    if errors:
+        raise InvalidEvent(errors)
+    return ReliefBody(data["citizen_id"], data["member_id"], data["start"], data["end"])
+
+
+def _parses(value: str) -> bool:
+    try:
+        parse_moment(value, ZoneInfo("UTC"), end=False)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_moment(value: str, zone: ZoneInfo, *, end: bool) -> datetime:
+    """A date-time (naive ones in `zone`), or a date: its start, or for an `end` the start of
+    the next day (a date as `end` means "through that day")."""
+    if "T" in value or " " in value:
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    day = date.fromisoformat(value)
+    if end:
+        day += timedelta(days=1)
+    return datetime.combine(day, time(0), tzinfo=zone)
+
+
+async def create_relief_request(request: Request, tenant_id: str) -> Response:
+    """The handler behind the route (`api.py` authenticates the tenant first)."""
+    require_json(request)
+    body = parse_relief_body(await read_limited_body(request, MAX_BYTES))
+    state = state_of(request)
+    await state["applier"].catch_up()  # a member added by a webhook just accepted is known
+    now = state["clock"]()
+    async with state["store"].transaction() as tx:
+        circle = await tx.get_circle(tenant_id, body.citizen_id)
+        if circle is None:
+            outcome = None
+        else:
+            zone = ZoneInfo(circle.citizen.timezone)
+            outcome = await request_relief(
+                tx,
+                tenant_id,
+                body.citizen_id,
+                body.member_id,
+                parse_moment(body.start, zone, end=False),
+                parse_moment(body.end, zone, end=True),
+                channel="api",
+                now=now,
+            )
+    if outcome is None or isinstance(outcome, ReliefRefusal):
+        refusal = outcome or ReliefRefusal.UNKNOWN_CIRCLE
+        status, detail = _REFUSALS[refusal]
+        return problem(status, HTTPStatus(status).phrase, detail, reason=refusal.value)
+    relief = outcome.request
+    return JSONResponse(
+        {
+            "id": relief.id,
+            "status": relief.status,
+            "citizen_id": relief.citizen_id,
+            "member_id": relief.member_id,
+            "start": relief.start.isoformat(),
+            "end": relief.end.isoformat(),
+            "released": list(outcome.released),
+        },
+        status_code=201,
+    )
