@@ -19,6 +19,9 @@ __all__ = [
     "BodyRejected",
     "BodyTooLarge",
     "UnsupportedMediaType",
+    "first_value",
+    "page_csp",
+    "read_form",
     "read_limited_body",
     "require_json",
 ]
@@ -64,3 +67,35 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+MAX_FORM_BYTES = 2048  # the largest HTML form carecal serves posts well under 1 KiB
+
+
+async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, list[str]] | None:
+    """An `application/x-www-form-urlencoded` body, or None when it is too large or not
+    UTF-8 (the pages answer both alike)."""
+    from urllib.parse import parse_qs
+
+    try:
+        return parse_qs((await read_limited_body(request, limit)).decode("utf-8"))
+    except (BodyTooLarge, UnicodeDecodeError):
+        return None
+
+
+def first_value(form: dict[str, list[str]], name: str) -> str:
+    """The form's first value of `name`, or "" when it has none."""
+    return next(iter(form.get(name, [])), "")
+
+
+def page_csp(style: str) -> str:
+    """The Content-Security-Policy of a server-rendered page whose only style is `style`
+    (allowed by its hash): nothing else loads, forms post only here, no framing."""
+    import base64
+    import hashlib
+
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; style-src 'sha256-{digest}'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )

@@ -33,6 +33,7 @@ from plugin.services.member_care import (
 )
 from plugin.services.relief import ReliefOutcome, ReliefRefusal
 from plugin.services.setup import SetupPage
+from plugin.web.body import first_value
 from plugin.web.link_pages import language_of
 from plugin.web.setup_pages import setup_page_html
 from plugin.web.state import state_of
@@ -179,7 +180,7 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
     errors: list[str] = []
     hours: float | None = None
     tasks: int | None = None
-    raw = _first(form, "hours_per_week").replace(",", ".")
+    raw = first_value(form, "hours_per_week").replace(",", ".")
     if raw:
         try:
             hours = float(raw)
@@ -188,7 +189,7 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
         else:
             if not 0 <= hours <= 168:
                 errors.append("bad_hours")
-    raw = _first(form, "tasks_per_week")
+    raw = first_value(form, "tasks_per_week")
     if raw:
         if raw.isdigit() and int(raw) <= 1000:
             tasks = int(raw)
@@ -196,7 +197,7 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
             errors.append("bad_tasks")
     windows: list[AvailabilityWindow] = []
     for n in range(MAX_ROWS):
-        day, start, end = (_first(form, f"{k}_{n}") for k in ("day", "from", "to"))
+        day, start, end = (first_value(form, f"{k}_{n}") for k in ("day", "from", "to"))
         if not (start or end):
             continue
         try:
@@ -211,7 +212,7 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
             continue
         windows.append(window)
     paused: date | None = None
-    raw = _first(form, "paused_until")
+    raw = first_value(form, "paused_until")
     if raw:
         try:
             paused = date.fromisoformat(raw)
@@ -432,12 +433,12 @@ async def care_action(
 ) -> Response | None:
     """Do a `capacity` or `relief` POST; None when the form token does not hold (the caller
     refuses it as any other forged POST)."""
-    if not check_form_token(page.link, token, _first(form, "form_token"), now=now):
+    if not check_form_token(page.link, token, first_value(form, "form_token"), now=now):
         return None
     store = state_of(request)["store"]
     language = language_of(page.member.locale)
     words = _WORDS[language]
-    citizen_id = _first(form, "citizen_id")
+    citizen_id = first_value(form, "citizen_id")
     circle = next((c for c in page.circles if c.citizen.id == citizen_id), None)
 
     def problem(keys: list[str]) -> str:
@@ -448,7 +449,7 @@ async def care_action(
             request, page, token, now=now, headers=headers, alert=problem(["bad_circle"]),
             status=422,
         )  # fmt: skip
-    if _first(form, "action") == "capacity":
+    if first_value(form, "action") == "capacity":
         values = parse_capacity_form(form)
         if isinstance(values, list):
             return await care_page(
@@ -463,8 +464,8 @@ async def care_action(
         return await care_page(request, page, token, now=now, headers=headers, notice=notice)
     zone = ZoneInfo(circle.citizen.timezone)
     try:
-        first = date.fromisoformat(_first(form, "relief_from"))
-        last = date.fromisoformat(_first(form, "relief_to"))
+        first = date.fromisoformat(first_value(form, "relief_from"))
+        last = date.fromisoformat(first_value(form, "relief_to"))
     except ValueError:
         return await care_page(
             request, page, token, now=now, headers=headers, alert=problem(["bad_period"]),

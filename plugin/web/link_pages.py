@@ -13,8 +13,6 @@ visibility.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
@@ -26,6 +24,7 @@ from plugin.services.claim_links import ClaimPage
 from plugin.services.claiming import Ask
 from plugin.services.links import Refusal
 from plugin.sync.render import Relation
+from plugin.web.body import page_csp
 
 __all__ = [
     "CSP",
@@ -68,11 +67,7 @@ figure svg { background: #fff; }
 a { color: var(--accent); }
 """
 _PRIMARY = ' class="primary"'
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
+CSP = page_csp(_STYLE)
 
 _WORDS: dict[str, dict[str, str]] = {
     "da": {

@@ -46,7 +46,7 @@ cannot be framed, so a click cannot be stolen on another site either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -65,7 +65,7 @@ from plugin.services.claiming import Ask
 from plugin.services.feed import member_feed
 from plugin.services.links import Refusal, check_form_token, form_token
 from plugin.services.setup import apple_profile, issue_device_account, open_setup_page
-from plugin.web.body import BodyTooLarge, read_limited_body
+from plugin.web.body import first_value, read_form
 from plugin.web.care_pages import CARE_ACTIONS, care_action, care_page
 from plugin.web.link_pages import (
     CSP,
@@ -80,7 +80,6 @@ from plugin.web.state import state_of
 
 __all__ = ["LinkLimits", "routes"]
 
-MAX_FORM_BYTES = 2048
 MAX_KEY_CHARS = 256  # of a token used as a limiter key
 _ASKS = {ask.value: ask for ask in Ask}
 _COMMON = {"referrer-policy": "no-referrer", "x-content-type-options": "nosniff"}
@@ -200,17 +199,6 @@ def _busy(request: Request, limits: LinkLimits, token: str) -> Response | None:
     return response
 
 
-async def _form(request: Request) -> dict[str, list[str]] | None:
-    try:
-        return parse_qs((await read_limited_body(request, MAX_FORM_BYTES)).decode("utf-8"))
-    except (BodyTooLarge, UnicodeDecodeError):
-        return None
-
-
-def _first(form: dict[str, list[str]], name: str) -> str:
-    return next(iter(form.get(name, [])), "")
-
-
 async def _claim_page(request: Request, limits: LinkLimits) -> Response:
     token = request.path_params["token"]
     busy = _busy(request, limits, token)
@@ -227,11 +215,11 @@ async def _claim_page(request: Request, limits: LinkLimits) -> Response:
     # POST
     if not _same_origin(request, state["settings"].server.public_url):
         return _message(request, "refused", 403)
-    form = await _form(request)
+    form = await read_form(request)
     if form is None:
         return _message(request, "refused", 400)
-    ask = _ASKS.get(_first(form, "action"))
-    given = _first(form, "form_token")
+    ask = _ASKS.get(first_value(form, "action"))
+    given = first_value(form, "form_token")
     page = await open_claim_page(store, token, now=now)
     if isinstance(page, Refused):
         return _refused(request, page)
@@ -296,17 +284,17 @@ async def _setup_page(request: Request, limits: LinkLimits) -> Response:
         return await care_page(request, page, token, now=now, headers=_PAGE_HEADERS)
     if not _same_origin(request, public_url):
         return _message(request, "refused", 403, page.member.locale)
-    form = await _form(request)
+    form = await read_form(request)
     if form is None:
         return _message(request, "refused", 400, page.member.locale)
-    action = _first(form, "action")
+    action = first_value(form, "action")
     if action in CARE_ACTIONS:  # the member's capacity and relief (care_pages)
         done = await care_action(request, page, form, token, now=now, headers=_PAGE_HEADERS)
         return done or _message(request, "refused", 403, page.member.locale)
     if (
         not page.caldav
         or action not in ("apple", "device")
-        or not check_form_token(page.link, token, _first(form, "form_token"), now=now)
+        or not check_form_token(page.link, token, first_value(form, "form_token"), now=now)
     ):
         return _message(request, "refused", 403, page.member.locale)
     account = await issue_device_account(state["store"], public_url, page, now=now)

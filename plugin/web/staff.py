@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from plugin.config import Settings, TenantSettings
 from plugin.services.dashboard import list_circles, read_dashboard
-from plugin.web.body import BodyTooLarge, read_limited_body
+from plugin.web.body import first_value, read_form
 from plugin.web.link_pages import LANGUAGES
 from plugin.web.links import _accepted_language, _address, _same_origin
 from plugin.web.ratelimit import Rate, RateLimiter
@@ -56,7 +56,6 @@ from plugin.web.state import state_of
 
 __all__ = ["StaffLimits", "routes"]
 
-MAX_FORM_BYTES = 2048
 _NEXT = re.compile(r"^/staff/(circles/[A-Za-z0-9._:%-]{1,400})?$")
 _HEADERS = {
     "cache-control": "no-store",
@@ -211,17 +210,6 @@ async def circle(request: Request) -> Response:
     return _html(html)
 
 
-async def _form(request: Request) -> dict[str, list[str]] | None:
-    try:
-        return parse_qs((await read_limited_body(request, MAX_FORM_BYTES)).decode("utf-8"))
-    except (BodyTooLarge, UnicodeDecodeError):
-        return None
-
-
-def _first(form: dict[str, list[str]], name: str) -> str:
-    return next(iter(form.get(name, [])), "")
-
-
 async def _login(request: Request, limits: StaffLimits) -> Response:
     state = state_of(request)
     settings = state["settings"]
@@ -239,15 +227,15 @@ async def _login(request: Request, limits: StaffLimits) -> Response:
         return response
     if not _same_origin(request, settings.server.public_url):
         return _message(request, "bad_request", 403)
-    form = await _form(request)
+    form = await read_form(request)
     if form is None:
         return _message(request, "bad_request", 400)
-    lang = _first(form, "lang")
+    lang = first_value(form, "lang")
     language = lang if lang in LANGUAGES else _language(request)
-    next_path = _first(form, "next")
+    next_path = first_value(form, "next")
     next_path = next_path if _NEXT.match(next_path) else "/staff/"
-    tenant_id = _first(form, "tenant").strip()
-    tenant = check_login(settings.tenants, tenant_id, _first(form, "password"))
+    tenant_id = first_value(form, "tenant").strip()
+    tenant = check_login(settings.tenants, tenant_id, first_value(form, "password"))
     if tenant is None:
         html = login_page_html(language, tenant_id=tenant_id[:64], failed=True, next_path=next_path)
         return _html(html, 401)
@@ -276,10 +264,10 @@ async def logout(request: Request) -> Response:
     if not _same_origin(request, settings.server.public_url):
         return _message(request, "bad_request", 403)
     staff = _who(request)
-    form = await _form(request)
+    form = await read_form(request)
     if isinstance(staff, _Staff) and staff.session is not None:
         if form is None or not check_logout_token(
-            staff.tenant, staff.session, _first(form, "form_token")
+            staff.tenant, staff.session, first_value(form, "form_token")
         ):
             return _message(request, "bad_request", 403)
     # Signed out (or never signed in): the cookie goes either way.

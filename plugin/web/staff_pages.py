@@ -14,8 +14,6 @@ the citizen beyond the host's opaque one in the address.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
@@ -26,6 +24,7 @@ from plugin.domain.fairness import Load
 from plugin.domain.model import CATEGORY_LABELS, Citizen, ReliefRequest
 from plugin.domain.staffing import Risk
 from plugin.services.dashboard import DashboardData, MemberLoad, Slot
+from plugin.web.body import page_csp
 from plugin.web.load_chart import hours_text, load_chart_svg
 
 __all__ = [
@@ -78,11 +77,7 @@ ul.circles li { margin: 0.35rem 0; }
 a { color: var(--accent); }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 3px; }
 """
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-STAFF_CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
+STAFF_CSP = page_csp(_STYLE)
 
 _WORDS: dict[str, dict[str, str]] = {
     "da": {
