@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint bench-webhooks browser clean
+.PHONY: demo serve test lint bench-webhooks bench-sync browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ browser:
 
 bench-webhooks: $(BIN)/.installed
 	$(BIN)/python -m bench.webhooks
+
+# The CalDAV sync benchmark also runs vdirsyncer (the `bench` extra). About 10 minutes.
+$(BIN)/.installed-bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench-sync: $(BIN)/.installed-bench
+	$(BIN)/python -m bench.sync
 
 clean:
 	rm -rf $(VENV) var
