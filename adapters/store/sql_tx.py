@@ -399,7 +399,7 @@ class SqlTx:
         ).first()
         if row is None:
             return None
-        return ViewState(row.collection, row.sync_token, row.ctag, row.synced_at)
+        return ViewState(row.collection, row.sync_token, row.ctag, row.synced_at, row.inputs)
 
     async def save_view_state(
         self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
@@ -414,6 +414,7 @@ class SqlTx:
                 "sync_token": state.sync_token,
                 "ctag": state.ctag,
                 "synced_at": state.synced_at,
+                "inputs": state.inputs,
             },
         )
 

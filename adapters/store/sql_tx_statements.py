@@ -77,7 +77,7 @@ RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "ve
 VIEW_RECORD_COLUMNS = (
     "href", "etag", "fingerprint", "material", "partstat", "member_alarms"
 )  # fmt: skip
-VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at")
+VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at", "inputs")
 
 
 def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:

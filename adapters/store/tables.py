@@ -416,6 +416,9 @@ view_state = Table(
     Column("sync_token", String(1024), nullable=True),
     Column("ctag", String(1024), nullable=True),
     Column("synced_at", UTCDateTime(), nullable=False),
+    # A digest of everything the view was rendered from (view_sync._inputs_digest): when
+    # neither it nor the collection's token changed, a sync has nothing to do.
+    Column("inputs", String(64), nullable=True),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
 

@@ -207,6 +207,7 @@ class ViewState:
     sync_token: str | None
     ctag: str | None
     synced_at: datetime
+    inputs: str | None = None  # digest of what the view was rendered from
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,10 @@ so a change of holders alone does not bump it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -182,6 +183,7 @@ class _Remote:
     sync_token: str | None
     ctag: str | None
     created: bool = False  # the collection was (re)created just now: the records are void
+    unchanged: bool = False  # the markers are those the last run stored: nobody wrote since
 
 
 async def _read_remote(
@@ -209,9 +211,9 @@ async def _read_remote(
     if state is not None and all(known.values()):
         listing = {href: etag for href, etag in known.items() if etag}
         if probe.sync_token is not None and probe.sync_token == state.sync_token:
-            return _Remote(listing, probe.sync_token, probe.ctag)
+            return _Remote(listing, probe.sync_token, probe.ctag, unchanged=True)
         if probe.sync_token is None and probe.ctag is not None and probe.ctag == state.ctag:
-            return _Remote(listing, None, probe.ctag)
+            return _Remote(listing, None, probe.ctag, unchanged=True)
         if probe.sync_token is not None and state.sync_token is not None:
             try:
                 delta = await client.changes_since(path, state.sync_token)
@@ -251,6 +253,12 @@ async def _sync(
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={})
+    inputs = _inputs_digest(gathered, settings, now=now)
+    if remote_state.unchanged and gathered.state is not None and gathered.state.inputs == inputs:
+        # Nobody wrote to the collection since the last run, whose writes all landed (its
+        # token was kept), and nothing the view is rendered from changed: the copies are
+        # what this run would write. The idle poll stops here, after one small PROPFIND.
+        return SyncOutcome()
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
     desired = _desired(gathered, settings, view, now=now)
     try:
@@ -286,9 +294,10 @@ async def _sync(
         if regathered is None:
             return SyncOutcome(intents=intents)
         desired = _desired(regathered, settings, view, now=now)
+        inputs = _inputs_digest(regathered, settings, now=now)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
-    state = ViewState(path, remote_state.sync_token, remote_state.ctag, now)
+    state = ViewState(path, remote_state.sync_token, remote_state.ctag, now, inputs)
     written, skipped = await _apply(store, client, path, view, actions, state)
     log.info(
         "view synced",
@@ -355,6 +364,40 @@ async def _gather(store: Store, view: View) -> _Gathered | None:
         link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
         care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
     return _Gathered(circle, member, tasks, occurrences, records, link, state, care)
+
+
+def _canonical(value: object) -> object:
+    """`value` as nested tuples whose repr is the same for equal values: dataclasses by
+    field, mappings and sets in sorted order (their iteration order may differ by store)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value).__name__,
+            tuple((f.name, _canonical(getattr(value, f.name))) for f in fields(value)),
+        )
+    if isinstance(value, Mapping):
+        return tuple(sorted((repr(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return tuple(sorted(repr(_canonical(v)) for v in value))
+    return value
+
+
+def _inputs_digest(gathered: _Gathered, settings: Settings, *, now: datetime) -> str:
+    """A digest of everything `_desired` renders the view from. The day is part of it: the
+    window and the fairness figures move with time, so an untouched view is still rendered
+    once a day (an occurrence may linger up to a day past the window's edge)."""
+    inputs = (
+        gathered.circle,
+        gathered.tasks,
+        gathered.occurrences,
+        gathered.link,
+        gathered.care,
+        settings.server.public_url,
+        settings.horizon_weeks,
+        now.astimezone(UTC).date(),
+    )
+    return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()
 
 
 def _desired(

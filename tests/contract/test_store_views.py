@@ -58,7 +58,7 @@ STATE = ViewState("/dav/north~m-anna/c-123/", "http://radicale.org/ns/sync/1", N
 
 
 async def test_view_state_is_kept_replaced_and_deleted_with_the_view(store: Store) -> None:
-    later = ViewState(STATE.collection, "http://radicale.org/ns/sync/2", '"ctag"', NOW)
+    later = ViewState(STATE.collection, "http://radicale.org/ns/sync/2", '"ctag"', NOW, "f" * 64)
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
         assert await tx.get_view_state("north", "m-anna", "c-123") is None

@@ -46,7 +46,9 @@ CPH = ZoneInfo("Europe/Copenhagen")
 HOME = "/user/calendars/"  # Xandikos --defaults: one user, calendars here
 POLL = 0.3  # seconds between polls in these tests
 SLOW_POLL = 3.0
-WITHIN = 5.0  # a poll, a sync and the fan-out to the other view, on a loaded 2-core machine
+# A poll, a sync and the fan-out to the other view, with room for a loaded 2-core machine
+# running the rest of the suite (the 2 s promise is the embedded server's, tested there).
+WITHIN = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +129,14 @@ def app_on(url: str) -> CalDAVClient:
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = WITHIN) -> T:
+    """Poll `probe` until it answers; Xandikos' passing troubles under concurrent writes (423
+    Locked, now and then a 500 while a collection is deleted) count as "not yet"."""
     deadline = time.monotonic() + within
     while True:
-        found = await probe()
+        try:
+            found = await probe()
+        except CalendarUnavailable:
+            found = None
         if found is not None:
             return found
         assert time.monotonic() < deadline, "not within the time allowed"
@@ -312,7 +319,8 @@ async def _emptied_collection(
 
         listing = await eventually(three_copies)
         with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
-            await asyncio.gather(*(app.delete(href, etag) for href, etag in listing.items()))
+            for href, etag in listing.items():  # quickly, between two polls SLOW_POLL apart
+                await app.delete(href, etag)
             assert await app.list_etags(view) == {}
             restored = await eventually(three_copies, within=SLOW_POLL + WITHIN)
         assert restored.keys() == listing.keys()  # the same copies, at the same hrefs
@@ -561,3 +569,43 @@ async def test_two_servers_accepting_in_the_same_moment_give_one_claim(
             return True
 
         await eventually(copies_agree, within=3 * WITHIN)
+
+
+async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling every view every minute must cost next to nothing while nothing changes: one
+    PROPFIND per view, no rendering. Any change to what a view shows still reaches it."""
+    from plugin.services import view_sync
+
+    rendered: list[str] = []
+    real = view_sync._desired
+
+    def counting(gathered: Any, settings: Any, view: Any, *, now: datetime) -> Any:
+        rendered.append(view.member_id)
+        return real(gathered, settings, view, now=now)
+
+    monkeypatch.setattr(view_sync, "_desired", counting)
+    citizen = served.citizen_id
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        # Settled: a sync after the writes kept a token, then idle polls go by.
+        await asyncio.sleep(POLL * 4)
+        before = len(rendered)
+        await asyncio.sleep(POLL * 6)
+        assert len(rendered) == before, "idle polls rendered the view"
+        changed = task_event(
+            2,
+            task_id,
+            citizen_id=citizen,
+            category="walk",
+            start=f"{datetime.now(CPH) + timedelta(days=7):%Y-%m-%dT10:00:00}",
+            end=f"{datetime.now(CPH) + timedelta(days=7):%Y-%m-%dT11:00:00}",
+            people_needed=1,
+            recurrence=None,
+        )
+        assert (await post_event(http, changed)).status_code == 202
+        await eventually(copy_reading(app, view, "[Ledig] Gåtur"))
+        assert len(rendered) > before
