@@ -44,14 +44,13 @@ from datetime import datetime, timedelta
 from plugin.config import Settings
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
-from plugin.services.calendars import Calendars, MissingCalendar
+from plugin.services.calendars import Calendars, MissingCalendar, View
 from plugin.services.delivery import OutboxDelivery
 from plugin.services.escalation import escalate_unfilled
 from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
 from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
-    View,
     enqueue_view_syncs,
     sync_view,
     view_of_job,

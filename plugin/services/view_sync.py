@@ -1,10 +1,14 @@
 """Sync one view: one member's calendar collection for one citizen's circle.
 
-A view is (tenant, member, citizen); its collection is `<home root>/<username>/<citizen id>/`,
-named by `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a `view.sync` job):
+A view is (tenant, member, citizen); where its collection lives is `calendars.Calendars`'
+business, its name is `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a
+`view.sync` job):
 
-1. gather: the circle, its tasks and their occurrences, and the view's sync records (one
-   transaction); the collection (created when missing) and its ETag listing;
+1. gather: the circle, its tasks and their occurrences, the view's sync records and state (one
+   transaction); then the collection (created when missing, renamed when the citizen was):
+   a sync-token probe, and the delta since the stored token on top of the records, or the
+   full ETag listing when the token is invalid (`_read_remote`). Nothing written there since
+   the last run and nothing changed in what the view is rendered from: the run ends here;
 2. decide: render every occurrence the member sees (`member_view.render_member_view`, which
    says which ones; each copy links to the member's claim page, `links.claim_url`) and
    `plan_view_sync(desired, remote, records)`; fetch what the plan asks for, read the member's
@@ -14,9 +18,8 @@ named by `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a `view.s
 A write that meets a changed object (412) is skipped: the member wrote meanwhile, their write
 queued a sync of its own, and that run plans from the newer state.
 
-Not yet here: sync-token deltas (every run lists the ETags); renaming
-an existing collection when the citizen's display name changes; SEQUENCE is the task's version,
-so a change of holders alone does not bump it.
+Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it;
+a change renders the whole view (the cost of one change grows with the view's size).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from plugin.services.calendar_port import (
     object_href,
 )
 from plugin.services.calendars import (
-    CalendarAccess,
     Calendars,
     MissingCalendar,
     NoCollection,
@@ -88,7 +90,6 @@ MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, j
 COLLECTION_SUFFIX = "omsorg"
 SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
 
-__all__ = ["CalendarAccess", "View"]  # re-exported: where callers have always found them
 
 
 def collection_name(circle: Circle) -> str:
