@@ -115,7 +115,7 @@ class EmbeddedCalDAV:
         self._store = store
         self._loop = asyncio.get_running_loop()
         self._settings.folder.mkdir(parents=True, exist_ok=True)
-        wsgi = WSGIMiddleware(RadicaleApplication(self._radicale_config()), workers=WSGI_THREADS)
+        wsgi = WSGIMiddleware(_Radicale(self._radicale_config()), workers=WSGI_THREADS)
         self._asgi = wsgi
         try:
             yield
@@ -260,6 +260,23 @@ class EmbeddedCalDAV:
         except StoreError:
             # The object is stored already; the periodic poll of every view picks it up.
             log.exception("could not queue a view sync", extra={"collection": collection})
+
+
+class _Radicale(RadicaleApplication):
+    """Radicale, with its PROPFIND answered wholly under the storage read lock.
+
+    Radicale 3.9 releases the lock before it renders a PROPFIND's properties, and a collection's
+    getetag/getctag reads every item file then: a DELETE in between (a view sync removing a
+    moved occurrence) made the listing fail with 500 (`FileNotFoundError` in `get_all`). The
+    lock is a shared one (flock, per open file), so taking it again inside Radicale's own
+    handler neither blocks other readers nor deadlocks.
+    """
+
+    def do_PROPFIND(
+        self, environ: Any, base_prefix: str, path: str, user: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        with self._storage.acquire_lock("r", user):
+            return super().do_PROPFIND(environ, base_prefix, path, user, *args, **kwargs)
 
 
 def _content_length(scope: Scope) -> int:

@@ -4,6 +4,7 @@ client playing the member's calendar app."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,3 +160,40 @@ async def test_well_known_caldav_redirects_to_dav(served: Served, http: httpx.As
         assert response.headers["location"] == f"{served.base}/dav/"
     # Without credentials the server asks for them.
     assert (await http.request("PROPFIND", "/dav/", content=PROPFIND)).status_code == 401
+
+
+async def test_a_listing_while_items_are_deleted_never_fails(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    """Radicale 3.9 renders a PROPFIND's properties after it has released its storage lock, and a
+    collection's etag reads every item file: a DELETE in between made the listing answer 500
+    (seen in CI). The embedded server holds the read lock for the whole PROPFIND."""
+    anna = await issue(http, "m-anna")
+    async with calendar_app(served, anna) as calendars:
+        path = await calendars.ensure_collection("/dav/north~m-anna/busy/", "busy")
+
+        async def churn() -> None:
+            for round_ in range(6):
+                names = [f"r{round_}-{n}.ics" for n in range(15)]
+                for name in names:
+                    body = EVENT.replace(b"anna-1@", f"{name}@".encode())
+                    await calendars.create(path, name, body)
+                listing = await calendars.list_etags(path)
+                for name in names:
+                    await calendars.delete(path + name, listing[path + name])
+
+        async def list_all(done: asyncio.Event) -> int:
+            listings = 0
+            while not done.is_set():
+                await calendars.list_etags(path)  # raises CalendarUnavailable on a 500
+                listings += 1
+            return listings
+
+        done = asyncio.Event()
+        listers = [asyncio.create_task(list_all(done)) for _ in range(3)]
+        try:
+            await churn()
+        finally:
+            done.set()
+        counts = await asyncio.gather(*listers)
+        assert min(counts) > 0
