@@ -126,6 +126,7 @@ class _State:
     # (tenant, member, citizen, uid)
     view_records: dict[Key4, SyncRecord] = field(default_factory=dict)
     view_state: dict[Key3, ViewState] = field(default_factory=dict)  # (tenant, member, citizen)
+    view_generations: dict[Key3, int] = field(default_factory=dict)  # (tenant, member, citizen)
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -154,6 +155,7 @@ class _State:
             member_links=dict(self.member_links),
             view_records=dict(self.view_records),
             view_state=dict(self.view_state),
+            view_generations=dict(self.view_generations),
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -357,6 +359,13 @@ class MemoryTx:
         self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
     ) -> None:
         self._s.view_state[(tenant_id, member_id, citizen_id)] = state
+
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        key = (tenant_id, member_id, citizen_id)
+        self._s.view_generations[key] = self._s.view_generations.get(key, 0) + 1
+
+    async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
+        return self._s.view_generations.get((tenant_id, member_id, citizen_id), 0)
 
     async def list_member_views(
         self, tenant_id: str, deliveries: Sequence[Delivery]

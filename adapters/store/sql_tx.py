@@ -399,7 +399,9 @@ class SqlTx:
         ).first()
         if row is None:
             return None
-        return ViewState(row.collection, row.sync_token, row.ctag, row.synced_at, row.inputs)
+        return ViewState(
+            row.collection, row.sync_token, row.ctag, row.synced_at, row.inputs, row.generation
+        )
 
     async def save_view_state(
         self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
@@ -415,8 +417,22 @@ class SqlTx:
                 "ctag": state.ctag,
                 "synced_at": state.synced_at,
                 "inputs": state.inputs,
+                "generation": state.generation,
             },
         )
+
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        await self._c.execute(
+            self._q.bump_view_generation,
+            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+        )
+
+    async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
+        found = await self._c.scalar(
+            self._q.get_view_generation,
+            {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
+        )
+        return int(found or 0)
 
     async def list_member_views(
         self, tenant_id: str, deliveries: Sequence[Delivery]

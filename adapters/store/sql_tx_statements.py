@@ -56,6 +56,7 @@ from adapters.store.tables import (
     targeted_offers,
     tasks,
     tenants,
+    view_generations,
     view_records,
     view_state,
 )
@@ -77,7 +78,7 @@ RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "ve
 VIEW_RECORD_COLUMNS = (
     "href", "etag", "fingerprint", "material", "partstat", "member_alarms"
 )  # fmt: skip
-VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at", "inputs")
+VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at", "inputs", "generation")
 
 
 def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:
@@ -138,6 +139,8 @@ class Statements:
     delete_view_state: Any
     get_view_state: Any
     upsert_view_state: Any
+    bump_view_generation: Any
+    get_view_generation: Any
     list_member_views: Any
     # tasks and occurrences
     get_task: Any
@@ -318,6 +321,22 @@ def statements(dialect_name: str) -> Statements:
             view_state,
             ["tenant_id", "member_id", "citizen_id"],
             VIEW_STATE_COLUMNS,
+        ),
+        bump_view_generation=dialect.insert(view_generations)
+        .values(
+            tenant_id=TENANT,
+            member_id=bindparam("p_member", type_=String),
+            citizen_id=bindparam("p_citizen", type_=String),
+            generation=1,
+        )
+        .on_conflict_do_update(
+            index_elements=["tenant_id", "member_id", "citizen_id"],
+            set_={"generation": view_generations.c.generation + 1},
+        ),
+        get_view_generation=select(view_generations.c.generation).where(
+            view_generations.c.tenant_id == TENANT,
+            view_generations.c.member_id == bindparam("p_member", type_=String),
+            view_generations.c.citizen_id == bindparam("p_citizen", type_=String),
         ),
         list_member_views=select(memberships.c.member_id, memberships.c.citizen_id)
         .where(

@@ -419,6 +419,23 @@ view_state = Table(
     # A digest of everything the view was rendered from (view_sync._inputs_digest): when
     # neither it nor the collection's token changed, a sync has nothing to do.
     Column("inputs", String(64), nullable=True),
+    # The view's generation (view_generations) that run rendered from.
+    Column("generation", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
+)
+
+# Per view: a counter every change to what the view is rendered from bumps, in the change's
+# own transaction (view_sync.enqueue_view_syncs). A poll whose probe finds the collection
+# unchanged and whose view_state.generation is still the current one has nothing to render.
+# A table of its own, not a column of view_state: a change before the view's first sync must
+# count too, and the sync's own write of view_state must never overwrite a concurrent bump.
+view_generations = Table(
+    "view_generations",
+    metadata,
+    _tenant_id(),
+    Column("member_id", String(128), nullable=False),
+    Column("citizen_id", String(128), nullable=False),
+    Column("generation", Integer, nullable=False),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
 

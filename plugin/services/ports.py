@@ -208,6 +208,9 @@ class ViewState:
     ctag: str | None
     synced_at: datetime
     inputs: str | None = None  # digest of what the view was rendered from
+    # The view's change generation (`Tx.get_view_generation`) the run rendered from: when it
+    # is still the current one, nothing the view is rendered from changed since.
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +337,15 @@ class Tx(Protocol):
         self, tenant_id: str, member_id: str, citizen_id: str, state: ViewState
     ) -> None:
         """Insert or replace the view's state."""
+        ...
+
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+        """Something the view is rendered from changed (called in that change's transaction,
+        with the view's sync queued): its copies must be rendered again."""
+        ...
+
+    async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
+        """How often the view was bumped; 0 for a view never bumped."""
         ...
 
     async def list_member_views(

@@ -43,6 +43,7 @@ from plugin.services.calendar_port import (
     Forbidden,
     InvalidSyncToken,
     NotFound,
+    Probe,
     object_href,
 )
 from plugin.services.calendars import (
@@ -114,11 +115,13 @@ async def enqueue_view_syncs(
 ) -> None:
     """Queue a sync of every view of `circle` (members with a hosted or external calendar)
     but `exclude`'s, deduplicated per view while queued; called in the transaction of the
-    change that makes it necessary."""
+    change that makes it necessary. Each view's generation is bumped with it, so the run does
+    not take the view for idle (`_idle`)."""
     for member in circle.members:
         if member.calendar not in SYNCED_DELIVERIES or member.id == exclude:
             continue
         view = View(tenant_id, member.id, circle.citizen.id)
+        await tx.bump_view_generation(tenant_id, member.id, circle.citizen.id)
         await tx.enqueue_job(
             tenant_id,
             JOB_VIEW_SYNC,
@@ -145,6 +148,7 @@ class _Gathered:
     link: MemberLink  # signs the member's claim links
     state: ViewState | None  # where the last sync found the collection, and its markers
     care: CircleCare | None = None  # members' own settings and relief: suggestions
+    generation: int = 0  # the view's generation this was read at (read before the rest)
 
 
 async def sync_view(
@@ -154,25 +158,103 @@ async def sync_view(
     (their collection goes with the `member.withdraw` job). A member's own server that refuses
     carecal (a non-public address, a wrong password) is logged and skipped until the next
     poll; a server that is down raises CalendarUnavailable, and the job is retried later."""
-    gathered = await _gather(store, view)
-    if gathered is None:
-        return SyncOutcome()
+    peek = await _peek(store, view)
+    gathered = None
+    if peek is not None:
+        member = peek.member
+    else:
+        gathered = await _gather(store, view)
+        if gathered is None:
+            return SyncOutcome()
+        member = gathered.member
     where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
     try:
-        async with calendars.target(view, gathered.member) as target:
-            return await _sync(store, target, settings, view, gathered, now=now)
+        async with calendars.target(view, member) as target:
+            probe = None
+            if gathered is None and peek is not None:
+                idle, probe = await _idle(target, peek, now=now)
+                if idle:
+                    return SyncOutcome()  # the idle poll: one small read, one PROPFIND
+                gathered = await _gather(store, view)
+                if gathered is None:
+                    return SyncOutcome()
+                if _reached_by(gathered.member) != _reached_by(member):
+                    # Their calendar moved between the two reads: the next run goes there.
+                    raise _Moved()
+            assert gathered is not None
+            return await _sync(store, target, settings, view, gathered, now=now, probe=probe)
+    except _Moved:
+        return await sync_view(store, calendars, settings, view, now=now)
     except NoCollection:
         return SyncOutcome()
     except UnsafeCalendarUrl as exc:
         log.warning("member calendar refused", extra={**where, "reason": str(exc)})
         return SyncOutcome()
     except Forbidden as exc:
-        if gathered.member.calendar != "external":
+        if member.calendar != "external":
             raise  # carecal's own service account: a configuration error, fail loudly
         log.warning(
             "member calendar refused the login", extra={**where, "status": exc.status}
         )
         return SyncOutcome()
+
+
+class _Moved(Exception):
+    """The member's calendar delivery changed while a run was reading the view."""
+
+
+def _reached_by(member: Member) -> tuple[object, ...]:
+    return (member.calendar, member.external)
+
+
+@dataclass(frozen=True, slots=True)
+class _Peek:
+    state: ViewState
+    generation: int
+    member: Member
+
+
+async def _peek(store: Store, view: View) -> _Peek | None:
+    """The least a run reads first: the view's state, its generation, the member. None for a
+    view never synced, or a member carecal does not sync (the run then reads all at once)."""
+    async with store.transaction() as tx:
+        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
+        if state is None:
+            return None
+        member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
+    if member is None or member.calendar not in SYNCED_DELIVERIES:
+        return None
+    return _Peek(state, generation, member)
+
+
+async def _idle(target: Target, peek: _Peek, *, now: datetime) -> tuple[bool, Probe | None]:
+    """Whether this run has nothing to do: nothing the view is rendered from changed since the
+    last run (its generation is the one that run rendered from, on the same day: the window
+    and the fairness figures move with the days), and nobody wrote to the collection since
+    (the probe finds the markers that run kept; it keeps them only when its own writes were
+    all it saw). With the probe, for the run to go on from (None: the run probes itself)."""
+    state = peek.state
+    if target.collection != state.collection:
+        return False, None  # the view moved (another server or account)
+    try:
+        probe = await target.client.probe(target.collection)
+    except NotFound:
+        return False, None  # gone: the run (re)creates it
+    same_day = state.synced_at.astimezone(UTC).date() == now.astimezone(UTC).date()
+    idle = (
+        peek.generation == state.generation
+        and same_day
+        and state.inputs is not None
+        and _markers_kept(probe, state)
+    )
+    return idle, probe
+
+
+def _markers_kept(probe: Probe, state: ViewState) -> bool:
+    if probe.sync_token is not None:
+        return probe.sync_token == state.sync_token
+    return probe.ctag is not None and probe.ctag == state.ctag
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +270,15 @@ class _Remote:
 
 
 async def _read_remote(
-    client: CalendarClient, path: str, name: str, gathered: _Gathered
+    client: CalendarClient, path: str, name: str, gathered: _Gathered, probe: Probe | None
 ) -> _Remote:
-    """DESIGN's loop: probe the collection's markers (one small PROPFIND); unchanged -> the
-    records are the listing; a sync token -> `sync-collection` delta on top of the records;
-    an invalid token, no earlier state, or a record without a known ETag -> the full ETag
-    listing. A missing collection is created."""
+    """DESIGN's loop: probe the collection's markers (one small PROPFIND; `probe` when this run
+    made it already); unchanged -> the records are the listing; a sync token ->
+    `sync-collection` delta on top of the records; an invalid token, no earlier state, or a
+    record without a known ETag -> the full ETag listing. A missing collection is created."""
     try:
-        probe = await client.probe(path)
+        if probe is None:
+            probe = await client.probe(path)
     except NotFound:
         # First run, or the member deleted the whole calendar: (re)create it.
         await client.ensure_collection(path, name)
@@ -238,13 +321,16 @@ async def _sync(
     gathered: _Gathered,
     *,
     now: datetime,
+    probe: Probe | None = None,
 ) -> SyncOutcome:
     client, path = target.client, target.collection
     if gathered.state is not None and gathered.state.collection != path:
         # The view moved (another server or account): the records describe the old place.
         await _forget_view(store, view)
         gathered = replace(gathered, records={}, state=None)
-    remote_state = await _read_remote(client, path, collection_name(gathered.circle), gathered)
+        probe = None
+    name = collection_name(gathered.circle)
+    remote_state = await _read_remote(client, path, name, gathered, probe)
     # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
     # (plugin.services.relief_calendar); released claims are rendered in this same run.
     if await relief_from_collection(
@@ -255,10 +341,20 @@ async def _sync(
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={})
     inputs = _inputs_digest(gathered, settings, now=now)
-    if remote_state.unchanged and gathered.state is not None and gathered.state.inputs == inputs:
+    last = gathered.state
+    if remote_state.unchanged and last is not None and last.inputs == inputs:
         # Nobody wrote to the collection since the last run, whose writes all landed (its
-        # token was kept), and nothing the view is rendered from changed: the copies are
-        # what this run would write. The idle poll stops here, after one small PROPFIND.
+        # token was kept), and what the view is rendered from is what it was: the copies are
+        # what this run would write. A bumped generation (a change elsewhere in the circle)
+        # is remembered, so the next poll stops at `_idle`.
+        if last.generation != gathered.generation:
+            async with store.transaction() as tx:
+                await tx.save_view_state(
+                    view.tenant_id,
+                    view.member_id,
+                    view.citizen_id,
+                    replace(last, generation=gathered.generation),
+                )
         return SyncOutcome()
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
     desired = _desired(gathered, settings, view, now=now)
@@ -296,9 +392,12 @@ async def _sync(
             return SyncOutcome(intents=intents)
         desired = _desired(regathered, settings, view, now=now)
         inputs = _inputs_digest(regathered, settings, now=now)
+        gathered = regathered
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
-    state = ViewState(path, remote_state.sync_token, remote_state.ctag, now, inputs)
+    state = ViewState(
+        path, remote_state.sync_token, remote_state.ctag, now, inputs, gathered.generation
+    )
     written, skipped = await _apply(store, client, path, view, actions, state)
     log.info(
         "view synced",
@@ -351,6 +450,9 @@ async def withdraw_view(
 
 async def _gather(store: Store, view: View) -> _Gathered | None:
     async with store.transaction() as tx:
+        # First: a change committed while the rest is read is then newer than the generation
+        # this run records, and the next run renders again (the other way round, it would not).
+        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
         circle = await tx.get_circle(view.tenant_id, view.citizen_id)
         member = None if circle is None else circle.member(view.member_id)
         if circle is None or member is None or member.calendar not in SYNCED_DELIVERIES:
@@ -364,7 +466,7 @@ async def _gather(store: Store, view: View) -> _Gathered | None:
         # Made on the member's first sync; `created_at` is informational, hence the wall clock.
         link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
         care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
-    return _Gathered(circle, member, tasks, occurrences, records, link, state, care)
+    return _Gathered(circle, member, tasks, occurrences, records, link, state, care, generation)
 
 
 def _canonical(value: object) -> object:

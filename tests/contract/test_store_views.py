@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
@@ -111,3 +113,38 @@ async def test_member_views_are_listed_by_delivery(store: Store) -> None:
         assert await tx.get_membership("demo", "c-2", "m-bo") == bo
         assert await tx.get_membership("demo", "c-2", "m-anna") == anna
         assert await tx.get_membership("demo", "c-3", "m-anna") is None
+
+
+async def test_view_generations_count_bumps_per_view(store: Store) -> None:
+    """A view never bumped is at 0; each bump adds one, per view; saving the view's state
+    (with the generation a sync rendered from) never moves the counter."""
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        assert await tx.get_view_generation("north", "m-anna", "c-123") == 0
+        await tx.bump_view_generation("north", "m-anna", "c-123")
+        await tx.bump_view_generation("north", "m-anna", "c-123")
+        await tx.bump_view_generation("north", "m-bo", "c-123")
+    async with store.transaction() as tx:
+        assert await tx.get_view_generation("north", "m-anna", "c-123") == 2
+        assert await tx.get_view_generation("north", "m-bo", "c-123") == 1
+        assert await tx.get_view_generation("north", "m-anna", "c-999") == 0
+        assert await tx.get_view_generation("south", "m-anna", "c-123") == 0
+        await tx.save_view_state("north", "m-anna", "c-123", replace(STATE, generation=2))
+    async with store.transaction() as tx:
+        await tx.bump_view_generation("north", "m-anna", "c-123")
+    async with store.transaction() as tx:
+        assert await tx.get_view_generation("north", "m-anna", "c-123") == 3
+        saved = await tx.get_view_state("north", "m-anna", "c-123")
+        assert saved is not None and saved.generation == 2
+
+
+async def test_a_rolled_back_bump_is_not_counted(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.bump_view_generation("north", "m-anna", "c-123")
+    with contextlib.suppress(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.bump_view_generation("north", "m-anna", "c-123")
+            raise RuntimeError("the change failed")
+    async with store.transaction() as tx:
+        assert await tx.get_view_generation("north", "m-anna", "c-123") == 1
