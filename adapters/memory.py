@@ -292,6 +292,9 @@ class MemoryTx:
         assert found is not None
         return found
 
+    async def active_member_link(self, tenant_id: str, member_id: str) -> MemberLink | None:
+        return self._active_link(tenant_id, member_id)
+
     def _active_link(self, tenant_id: str, member_id: str) -> MemberLink | None:
         return next(
             (
@@ -666,6 +669,12 @@ class MemoryStore:
             draft = self._state.copy()
             yield MemoryTx(draft, self._event_seq)
             self._state = draft
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[MemoryTx]:
+        """A snapshot of what is committed; what the block writes (it must not) is dropped."""
+        self._check()
+        yield MemoryTx(self._state.copy(), self._event_seq)
 
     async def ping(self) -> None:
         self._check()

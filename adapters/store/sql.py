@@ -64,6 +64,7 @@ INBOX_STATUSES: tuple[InboxStatus, ...] = ("pending", "applied", "stale", "faile
 # most 5450 rows of 6 parameters and bigger batches take several statements, one transaction.
 INBOX_PAGE_ROWS = 5000
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+READ_ONLY = "carecal_read_only"  # execution option of `SqlStore.reading`'s connections
 
 
 def _is_sqlite(url: URL) -> bool:
@@ -104,7 +105,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")  # `SqlStore.reading`
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class SqlStore:
@@ -154,6 +158,17 @@ class SqlStore:
     async def transaction(self) -> AsyncIterator[SqlTx]:
         async with self._begin() as connection:
             yield SqlTx(connection, cipher=self._cipher, event_seq=self._event_seq)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[SqlTx]:
+        """On SQLite a deferred BEGIN (a snapshot at the first read, no write lock) outside the
+        writer queue; on PostgreSQL an ordinary transaction."""
+        with translate_errors():
+            async with self.engine.connect() as connection:
+                if self._sqlite:
+                    connection = await connection.execution_options(**{READ_ONLY: True})
+                async with connection.begin():
+                    yield SqlTx(connection, cipher=self._cipher, event_seq=self._event_seq)
 
     async def ping(self) -> None:
         with translate_errors():

@@ -315,6 +315,14 @@ class SqlTx:
         ).one()
         return _member_link(row)
 
+    async def active_member_link(self, tenant_id: str, member_id: str) -> MemberLink | None:
+        row = (
+            await self._c.execute(
+                self._q.active_member_link, {"p_tenant": tenant_id, "p_member": member_id}
+            )
+        ).one_or_none()
+        return None if row is None else _member_link(row)
+
     async def get_member_link(self, link_id: str) -> MemberLink | None:
         row = (
             await self._c.execute(self._q.get_member_link, {"p_id": link_id})

@@ -295,6 +295,10 @@ class Tx(Protocol):
         Concurrent callers for the same member all get the one that was stored first."""
         ...
 
+    async def active_member_link(self, tenant_id: str, member_id: str) -> MemberLink | None:
+        """The member's active link, if one was made (`ensure_member_link` makes it)."""
+        ...
+
     async def get_member_link(self, link_id: str) -> MemberLink | None:
         """A link by its public id, revoked ones included."""
         ...
@@ -486,6 +490,11 @@ class Tx(Protocol):
 
 class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    def reading(self) -> AbstractAsyncContextManager[Tx]:
+        """A transaction that only reads (it must not write): on SQLite it neither waits for
+        nor holds the single writer, so readers run beside writes (WAL) and each other."""
+        ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable if the database cannot be reached."""

@@ -217,7 +217,7 @@ class _Peek:
 async def _peek(store: Store, view: View) -> _Peek | None:
     """The least a run reads first: the view's state, its generation, the member. None for a
     view never synced, or a member carecal does not sync (the run then reads all at once)."""
-    async with store.transaction() as tx:
+    async with store.reading() as tx:
         generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         if state is None:
@@ -449,7 +449,7 @@ async def withdraw_view(
 
 
 async def _gather(store: Store, view: View) -> _Gathered | None:
-    async with store.transaction() as tx:
+    async with store.reading() as tx:
         # First: a change committed while the rest is read is then newer than the generation
         # this run records, and the next run renders again (the other way round, it would not).
         generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
@@ -463,9 +463,12 @@ async def _gather(store: Store, view: View) -> _Gathered | None:
         }
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
-        # Made on the member's first sync; `created_at` is informational, hence the wall clock.
-        link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
+        link = await tx.active_member_link(view.tenant_id, view.member_id)
         care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
+    if link is None:
+        # Made on the member's first sync; `created_at` is informational: the wall clock.
+        async with store.transaction() as tx:
+            link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
     return _Gathered(circle, member, tasks, occurrences, records, link, state, care, generation)
 
 

@@ -70,6 +70,21 @@ async def test_revoking_keeps_the_old_link_and_makes_room_for_a_new_one(
     assert fresh == link("DDDDDDDDDDDDDDDD", secret=b"n" * 32)
 
 
+async def test_the_active_link_is_read_without_making_one(store: Store) -> None:
+    async with store.reading() as tx:
+        assert await tx.active_member_link(T, "m-anna") is None
+    async with store.transaction() as tx:
+        await tx.ensure_member_link(link())
+    async with store.reading() as tx:
+        assert await tx.active_member_link(T, "m-anna") == link()
+        assert await tx.active_member_link(T, "m-bo") is None
+        assert await tx.active_member_link("other", "m-anna") is None
+    async with store.transaction() as tx:
+        await tx.revoke_member_link(T, "m-anna", now=NOW + timedelta(hours=1))
+    async with store.reading() as tx:
+        assert await tx.active_member_link(T, "m-anna") is None
+
+
 async def test_links_roll_back_with_the_transaction(store: Store) -> None:
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -148,3 +149,18 @@ async def test_a_rolled_back_bump_is_not_counted(store: Store) -> None:
             raise RuntimeError("the change failed")
     async with store.transaction() as tx:
         assert await tx.get_view_generation("north", "m-anna", "c-123") == 1
+
+
+async def test_a_reader_sees_what_is_committed_and_does_not_wait_for_a_writer(
+    store: Store,
+) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.bump_view_generation("north", "m-anna", "c-123")
+    async with store.transaction() as tx:
+        await tx.bump_view_generation("north", "m-anna", "c-123")  # not committed yet
+        async with asyncio.timeout(5):  # on SQLite: not queued behind this writer
+            async with store.reading() as reader:
+                assert await reader.get_view_generation("north", "m-anna", "c-123") == 1
+    async with store.reading() as reader:
+        assert await reader.get_view_generation("north", "m-anna", "c-123") == 2
