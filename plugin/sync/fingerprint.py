@@ -83,6 +83,11 @@ _CASELESS_PARAMS = frozenset({"RSVP", "SCHEDULE-AGENT"})
 _CASELESS_VALUES = frozenset({"STATUS", "TRANSP", "CLASS"})
 _ADDRESSES = frozenset({"ORGANIZER", "ATTENDEE"})
 
+# `json.dumps(x, ensure_ascii=False)` and the compact form, without building a JSONEncoder on
+# every call (json.dumps does that for any non-default option): the same output.
+_sort_key = json.JSONEncoder(ensure_ascii=False).encode
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def fingerprint(calendar: Calendar) -> str:
     """The hash of every carecal-owned property of the calendar's VEVENTs."""
@@ -96,7 +101,10 @@ def material_fingerprint(calendar: Calendar) -> str:
 
 def prop_values(component: Component, name: str) -> list[Any]:
     """All values of property `name` (icalendar gives a list only when it occurs twice)."""
-    value = component.get(name)
+    return _as_list(component.get(name))
+
+
+def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]
@@ -105,24 +113,29 @@ def prop_values(component: Component, name: str) -> list[Any]:
 def _hash(calendar: Calendar, names: frozenset[str]) -> str:
     events = sorted(
         (_canonical_event(event, names) for event in calendar.walk("VEVENT")),
-        key=lambda entries: json.dumps(entries, ensure_ascii=False),
+        key=_sort_key,
     )
-    data = json.dumps([VERSION, events], ensure_ascii=False, separators=(",", ":"))
+    data = _compact([VERSION, events])
     return f"{VERSION}:{hashlib.sha256(data.encode('utf-8')).hexdigest()}"
 
 
 def _canonical_event(event: Component, names: frozenset[str]) -> list[list[Any]]:
     entries: list[list[Any]] = []
-    for name in sorted(names):
-        if name == "DTEND":
-            continue  # folded into "END" below, whether written as DTEND or DURATION
-        for value in prop_values(event, name):
+    # One pass over the event's properties instead of a look-up per name: `event.get(name)`
+    # looks up `name.upper()`, and every name in `names` is upper-case, so `key in names`
+    # finds exactly the properties those look-ups would. The order they are found in does not
+    # matter: entries are sorted by their whole JSON form below, and entries that tie have
+    # the same JSON form, so the hashed data is the same in any order.
+    for name, stored in event.items():
+        if name == "DTEND" or name not in names:
+            continue  # DTEND is folded into "END" below, whether written as DTEND or DURATION
+        for value in _as_list(stored):
             entries.append([name, *_canonical_value(name, value)])
     if "DTEND" in names:
         end = _end(event)
         if end is not None:
             entries.append(["END", end, {}])
-    entries.sort(key=lambda entry: json.dumps(entry, ensure_ascii=False))
+    entries.sort(key=_sort_key)
     return entries
 
 

@@ -35,15 +35,27 @@ Beyond DESIGN.md's table: `CLASS:PRIVATE` (shared calendars hide the event's con
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event, Timezone, vCalAddress
+from icalendar import (
+    Calendar,
+    Component,
+    Event,
+    Parameters,
+    Timezone,
+    vCalAddress,
+    vDDDTypes,
+    vText,
+    vUTCOffset,
+)
 
 from plugin.domain.circle import can_see_details, eligible_for
 from plugin.domain.model import CATEGORY_LABELS, Member, OccurrenceRecord, Task, TaskStatus
@@ -66,6 +78,8 @@ __all__ = [
 PRODID = "-//carecal//carecal//EN"
 PRODUCT_NAME = {"da": "carecal", "en": "carecal"}
 MAX_NAMES = 2
+
+_C = TypeVar("_C", bound=Component)
 
 _WORDS: dict[str, dict[str, str]] = {
     "da": {
@@ -320,18 +334,56 @@ def _clean(name: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _vtimezone_bytes(tzid: str, first_year: int, last_year: int) -> bytes:
-    # Generating a VTIMEZONE from zoneinfo is slow (icalendar says: cache it); the span
-    # covers the event's years, so the component stays small and holds both DST switches.
+def _vtimezone_master(tzid: str, first_year: int, last_year: int) -> Timezone:
+    """The parsed VTIMEZONE that `vtimezone` copies. Never handed out: only copies are.
+
+    Generating a VTIMEZONE from zoneinfo is slow (icalendar says: cache it), and so is
+    parsing one (every rendered copy carries one), so both happen once per zone and span.
+    The span covers the event's years, so the component stays small and holds both DST
+    switches. The component is the parse of its own serialisation, as a copy read back from
+    a server would be."""
     zone = Timezone.from_tzid(
         tzid, first_date=date(first_year, 1, 1), last_date=date(last_year, 1, 1)
     )
-    return bytes(zone.to_ical())
-
-
-def vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
-    """The VTIMEZONE of `tzid` from 1 January `first_year` to 1 January `last_year`."""
-    component = Timezone.from_ical(_vtimezone_bytes(tzid, first_year, last_year))
+    component = Timezone.from_ical(bytes(zone.to_ical()))
     if not isinstance(component, Timezone):
         raise TypeError(f"VTIMEZONE for {tzid} did not parse as one")
     return component
+
+
+def vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
+    """The VTIMEZONE of `tzid` from 1 January `first_year` to 1 January `last_year`.
+
+    A new component every call, which the caller may change freely: it shares no mutable
+    object (component, property value, parameters) with the cached one or with any other copy.
+    """
+    return _copy_component(_vtimezone_master(tzid, first_year, last_year))
+
+
+def _copy_component(component: _C) -> _C:
+    """An independent copy of `component` and its subcomponents, several times cheaper than
+    `copy.deepcopy` (`Component.copy(recursive=True)`), which it equals in effect."""
+    new = type(component)()
+    for name, value in component.items():
+        new[name] = _copy_value(value)
+    new.subcomponents = [_copy_component(sub) for sub in component.subcomponents]
+    new.errors = list(component.errors)
+    return new
+
+
+# Property types whose only mutable attribute is `params`: the text, date-time and UTC offset
+# they hold (`str`, `datetime`/`date`/`timedelta`/`time`/a tuple of those, `timedelta`) cannot
+# change, so a shallow copy with its own parameters is as independent as a deep one. A
+# VTIMEZONE holds little else; anything else (RDATE's vDDDLists holds a list) is deep-copied.
+_SHALLOW_TYPES: frozenset[type] = frozenset({vText, vDDDTypes, vUTCOffset})
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, list):  # a property that occurs more than once
+        return [_copy_value(item) for item in value]
+    if type(value) not in _SHALLOW_TYPES:
+        return copy.deepcopy(value)
+    new = copy.copy(value)  # shares `params` with `value`: give it its own
+    params: Parameters = value.params
+    new.params = Parameters(copy.deepcopy(dict(params))) if params else Parameters()
+    return new
