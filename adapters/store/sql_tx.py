@@ -360,6 +360,7 @@ class SqlTx:
                 material=row.material,
                 partstat=row.partstat,
                 member_alarms=bool(row.member_alarms),
+                inputs=row.inputs,
             )
             for row in rows
         }
@@ -380,6 +381,7 @@ class SqlTx:
                 "material": record.material,
                 "partstat": record.partstat,
                 "member_alarms": record.member_alarms,
+                "inputs": record.inputs,
             },
         )
 

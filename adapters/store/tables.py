@@ -401,6 +401,9 @@ view_records = Table(
     Column("material", String(128), nullable=False),
     Column("partstat", String(32), nullable=False),
     Column("member_alarms", Boolean, nullable=False),
+    # A digest of what the copy was rendered from (view_sync._item_keys): while it holds,
+    # the copy need not be rendered again.
+    Column("inputs", String(64), nullable=False, server_default=""),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id", "uid"),
 )
 

@@ -23,7 +23,7 @@ from plugin.services.capacity import CircleCare, ViewAdvice, view_advice
 from plugin.services.occurrences import LOOKBACK
 from plugin.sync.render import RenderInput, render_event
 
-__all__ = ["organizer_address", "render_member_view"]
+__all__ = ["member_view_inputs", "organizer_address", "render_member_view"]
 
 
 def organizer_address(public_url: str) -> str:
@@ -45,7 +45,42 @@ def render_member_view(
     stamp: datetime | None = None,
     care: CircleCare | None = None,
 ) -> list[Calendar]:
-    """One VCALENDAR per occurrence `member` sees, in task then occurrence order.
+    """One VCALENDAR per occurrence `member` sees, in task then occurrence order (see
+    `member_view_inputs`)."""
+    return [
+        render_event(inp)
+        for inp in member_view_inputs(
+            circle,
+            member,
+            tasks,
+            occurrences,
+            claim_link=claim_link,
+            organizer=organizer,
+            domain=domain,
+            horizon=horizon,
+            now=now,
+            stamp=stamp,
+            care=care,
+        )
+    ]
+
+
+def member_view_inputs(
+    circle: Circle,
+    member: Member,
+    tasks: Sequence[Task],
+    occurrences: Mapping[str, Sequence[OccurrenceRecord]],
+    *,
+    claim_link: Callable[[str], str],
+    organizer: str,
+    domain: str,
+    horizon: timedelta,
+    now: datetime,
+    stamp: datetime | None = None,
+    care: CircleCare | None = None,
+) -> list[RenderInput]:
+    """What each copy `member` sees is rendered from, one per occurrence, in task then
+    occurrence order.
 
     `occurrences` are by task id; `claim_link(occurrence_id)` is the member's claim link;
     `stamp` (DTSTAMP) defaults to `now`. With `care` (`capacity.read_circle_care`), offers
@@ -60,7 +95,7 @@ def render_member_view(
         else view_advice(circle, member.id, tasks, occurrences, care, now=now, until=window_end)
     )
     names = {m.id: m.name for m in circle.members}
-    copies: list[Calendar] = []
+    copies: list[RenderInput] = []
     for task in tasks:
         for record in occurrences.get(task.id, ()):
             occurrence = record.occurrence
@@ -69,20 +104,18 @@ def render_member_view(
             if occurrence.end.astimezone(UTC) <= window_start or occurrence.start > window_end:
                 continue
             copies.append(
-                render_event(
-                    RenderInput(
-                        record=record,
-                        task=task,
-                        member=member,
-                        holder_names=names,
-                        claim_link=claim_link(occurrence.id),
-                        organizer=organizer,
-                        domain=domain,
-                        sequence=task.version,
-                        stamp=now if stamp is None else stamp,
-                        suggested=occurrence.id in advice.suggested,
-                        overloaded=occurrence.id in advice.overloaded,
-                    )
+                RenderInput(
+                    record=record,
+                    task=task,
+                    member=member,
+                    holder_names=names,
+                    claim_link=claim_link(occurrence.id),
+                    organizer=organizer,
+                    domain=domain,
+                    sequence=task.version,
+                    stamp=now if stamp is None else stamp,
+                    suggested=occurrence.id in advice.suggested,
+                    overloaded=occurrence.id in advice.overloaded,
                 )
             )
     return copies

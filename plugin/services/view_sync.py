@@ -4,37 +4,45 @@ A view is (tenant, member, citizen); where its collection lives is `calendars.Ca
 business, its name is `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One run (a
 `view.sync` job):
 
+0. peek: the view's state, its generation and the member (`_peek`, one read), and a probe of
+   the collection's markers. The generation is bumped by every change that queues the view's
+   sync (`enqueue_view_syncs`); when it is the one the last run rendered from, on the same
+   day, and the markers are the ones that run kept, nothing changed on either side: the run
+   ends here (`_idle`), after one small read and one PROPFIND. That is every idle poll;
 1. gather: the circle, its tasks and their occurrences, the view's sync records and state (one
-   transaction); then the collection (created when missing, renamed when the citizen was):
-   a sync-token probe, and the delta since the stored token on top of the records, or the
-   full ETag listing when the token is invalid (`_read_remote`). Nothing written there since
-   the last run and nothing changed in what the view is rendered from: the run ends here;
-2. decide: render every occurrence the member sees (`member_view.render_member_view`, which
-   says which ones; each copy links to the member's claim page, `links.claim_url`) and
-   `plan_view_sync(desired, remote, records)`; fetch what the plan asks for, read the member's
-   gestures (`read_member_copies`), apply them, render again and `plan_after_fetch`;
+   read); then the collection (created when missing, renamed when the citizen was): the delta
+   since the stored token on top of the records, or the full ETag listing when the token is
+   invalid (`_read_remote`);
+2. decide: the copies the member should have (`member_view.member_view_inputs` says which;
+   each links to the member's claim page, `links.claim_url`). A copy is rendered only when
+   its key, a digest of what it is drawn from, differs from the one in its sync record
+   (`_desired`); the rest stand in with their records' fingerprints. Then
+   `plan_view_sync(desired, remote, records)`; fetch what the plan asks for, read the
+   member's gestures (`read_member_copies`), apply them, plan again with what changed
+   rendered, and `plan_after_fetch` for the fetched copies;
 3. apply: conditional writes (`If-None-Match: *`, `If-Match`), then store the sync records.
 
 A write that meets a changed object (412) is skipped: the member wrote meanwhile, their write
 queued a sync of its own, and that run plans from the newer state.
 
-Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it;
-a change renders the whole view (the cost of one change grows with the view's size).
+Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it.
+The view is still read whole from the store and every copy's key computed (cheap, but it
+grows with the view's size; see bench/README.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
 from plugin.config import Settings
 from plugin.domain.circle import eligible_for
-from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task
+from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task, TaskStatus
 from plugin.services.calendar_port import (
     AlreadyExists,
     CalendarClient,
@@ -57,9 +65,10 @@ from plugin.services.calendars import (
 from plugin.services.capacity import CircleCare, read_circle_care
 from plugin.services.claiming import Ask, decide
 from plugin.services.links import claim_url, ensure_link
-from plugin.services.member_view import organizer_address, render_member_view
+from plugin.services.member_view import member_view_inputs, organizer_address
 from plugin.services.ports import MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
+from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
 from plugin.sync.gestures import Gesture
 from plugin.sync.planner import (
     Action,
@@ -82,7 +91,7 @@ from plugin.sync.planner import (
     plan_view_sync,
     read_member_copies,
 )
-from plugin.sync.render import attendee_address
+from plugin.sync.render import RenderInput, attendee_address, event_uid, render_event
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +250,7 @@ async def _idle(target: Target, peek: _Peek, *, now: datetime) -> tuple[bool, Pr
         probe = await target.client.probe(target.collection)
     except NotFound:
         return False, None  # gone: the run (re)creates it
-    same_day = state.synced_at.astimezone(UTC).date() == now.astimezone(UTC).date()
+    same_day = _day(state.synced_at) == _day(now)
     idle = (
         peek.generation == state.generation
         and same_day
@@ -340,26 +349,11 @@ async def _sync(
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={})
-    inputs = _inputs_digest(gathered, settings, now=now)
-    last = gathered.state
-    if remote_state.unchanged and last is not None and last.inputs == inputs:
-        # Nobody wrote to the collection since the last run, whose writes all landed (its
-        # token was kept), and what the view is rendered from is what it was: the copies are
-        # what this run would write. A bumped generation (a change elsewhere in the circle)
-        # is remembered, so the next poll stops at `_idle`.
-        if last.generation != gathered.generation:
-            async with store.transaction() as tx:
-                await tx.save_view_state(
-                    view.tenant_id,
-                    view.member_id,
-                    view.citizen_id,
-                    replace(last, generation=gathered.generation),
-                )
-        return SyncOutcome()
+    records = gathered.records
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
-    desired = _desired(gathered, settings, view, now=now)
+    desired = _desired(gathered, settings, view, now=now, reuse=records)
     try:
-        plan = plan_view_sync(desired, remote, gathered.records)
+        plan = plan_view_sync(desired, remote, records)
     except StorageEmpty as empty:
         # DESIGN: a collection that suddenly lists nothing never causes mass deletion. Read
         # as the member passing on everything it would be; more likely the server lost or
@@ -370,35 +364,58 @@ async def _sync(
         )
         await _forget_view(store, view)
         gathered = replace(gathered, records={})
-        plan = plan_view_sync(desired, remote, {})
+        records = {}
+        desired = _desired(gathered, settings, view, now=now)
+        plan = plan_view_sync(desired, remote, records)
     actions: list[Action] = list(plan.actions)
     intents: tuple[Intent, ...] = plan.intents
     readings = Readings((), ())
+    fetched_uids: set[str] = set()
+    complete = True  # every copy this run leaves is what its inputs render
     if plan.fetch.hrefs:
         bodies = await client.fetch(path, plan.fetch.hrefs)
         fetched = [Fetched(href, etag, body) for href, (etag, body) in bodies.items()]
         readings = read_member_copies(
             fetched,
-            gathered.records,
+            records,
             member_address=attendee_address(gathered.member, _domain(view)),
             max_bytes=MAX_MEMBER_BYTES,
         )
         intents += readings.intents
+        fetched_uids = {record.uid for record, _, _ in readings.copies}
     if intents and await _apply_intents(store, gathered, view, intents, now=now):
         # The domain's answer goes into the copies: a won claim reads [Dig] at once, a lost
-        # one is reset to [Anna]/NEEDS-ACTION in this same run.
+        # one is reset to [Anna]/NEEDS-ACTION in this same run, and so does every other copy
+        # the gestures changed (a suggestion, an overload mark): planned again, rendering
+        # only what changed.
         regathered = await _gather(store, view)
         if regathered is None:
             return SyncOutcome(intents=intents)
-        desired = _desired(regathered, settings, view, now=now)
-        inputs = _inputs_digest(regathered, settings, now=now)
         gathered = regathered
+        desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
+        replan = plan_view_sync(desired, remote, records)
+        actions = list(replan.actions)
+        # A copy with the member's alarms that the gestures changed is merged only after a
+        # fetch this run did not make: the next run makes it.
+        complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
+    elif fetched_uids:
+        desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
+    inputs = _view_inputs(desired) if complete else None
     state = ViewState(
         path, remote_state.sync_token, remote_state.ctag, now, inputs, gathered.generation
     )
+    last = gathered.state
+    if not actions and last is not None and state == replace(last, synced_at=now):
+        if _day(last.synced_at) == _day(now):
+            # Nobody wrote since the last run, and every copy is what it would write.
+            return SyncOutcome()
     written, skipped = await _apply(store, client, path, view, actions, state)
+    if not complete:
+        own = replace(gathered.circle, members=(gathered.member,))
+        async with store.transaction() as tx:
+            await enqueue_view_syncs(tx, view.tenant_id, own, now=now)
     log.info(
         "view synced",
         extra={
@@ -489,30 +506,71 @@ def _canonical(value: object) -> object:
     return value
 
 
-def _inputs_digest(gathered: _Gathered, settings: Settings, *, now: datetime) -> str:
-    """A digest of everything `_desired` renders the view from. The day is part of it: the
-    window and the fairness figures move with time, so an untouched view is still rendered
-    once a day (an occurrence may linger up to a day past the window's edge)."""
-    inputs = (
-        gathered.circle,
-        gathered.tasks,
-        gathered.occurrences,
-        gathered.link,
-        gathered.care,
-        settings.server.public_url,
-        settings.horizon_weeks,
-        now.astimezone(UTC).date(),
-    )
-    return hashlib.sha256(repr(_canonical(inputs)).encode()).hexdigest()
+# Bump when render.py draws a different copy from the same inputs: every copy is then
+# rendered again once (fingerprint.VERSION, part of every key, counts the same way).
+RENDER_VERSION = 1
+
+
+def _day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+class _ItemKeys:
+    """The key of a copy: a digest of everything `render_event` draws it from (its
+    `RenderInput` but the DTSTAMP). The parts one view's copies share are canonicalised once."""
+
+    def __init__(self) -> None:
+        self._shared: dict[tuple[object, ...], str] = {}
+        self._tasks: dict[str, str] = {}
+
+    def __call__(self, inp: RenderInput) -> str:
+        shared_key = (inp.member, inp.organizer, inp.domain, id(inp.holder_names))
+        shared = self._shared.get(shared_key)
+        if shared is None:
+            shared = repr(
+                _canonical(
+                    (
+                        RENDER_VERSION,
+                        FINGERPRINT_VERSION,
+                        inp.member,
+                        inp.holder_names,
+                        inp.organizer,
+                        inp.domain,
+                    )
+                )
+            )
+            self._shared[shared_key] = shared
+        task = self._tasks.get(inp.task.id)
+        if task is None:
+            task = self._tasks[inp.task.id] = repr(_canonical(inp.task))
+        own = (inp.record, inp.claim_link, inp.sequence, inp.suggested, inp.overloaded)
+        data = "\x1f".join((shared, task, repr(_canonical(own))))
+        return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _view_inputs(desired: Mapping[str, DesiredItem]) -> str:
+    """What the whole view was rendered from: its copies' keys."""
+    keys = "\n".join(f"{uid} {desired[uid].inputs}" for uid in sorted(desired))
+    return hashlib.sha256(keys.encode()).hexdigest()
 
 
 def _desired(
-    gathered: _Gathered, settings: Settings, view: View, *, now: datetime
+    gathered: _Gathered,
+    settings: Settings,
+    view: View,
+    *,
+    now: datetime,
+    reuse: Mapping[str, SyncRecord] | None = None,
+    force: Collection[str] = (),
 ) -> dict[str, DesiredItem]:
+    """Every copy the member should have, by UID. A copy whose record in `reuse` holds its
+    key is not rendered: it stands in with the record's fingerprints and no body (unless its
+    UID is in `force`: a copy fetched to be written back). So a run renders what changed."""
     public_url = settings.server.public_url
     link = gathered.link
+    keys = _ItemKeys()
     desired: dict[str, DesiredItem] = {}
-    for calendar in render_member_view(
+    for inp in member_view_inputs(
         gathered.circle,
         gathered.member,
         gathered.tasks,
@@ -524,8 +582,23 @@ def _desired(
         now=now,
         care=gathered.care,
     ):
-        item = desired_item(calendar)
-        desired[item.uid] = item
+        uid = event_uid(inp.record.occurrence.id, inp.domain)
+        key = keys(inp)
+        record = reuse.get(uid) if reuse is not None else None
+        if record is not None and record.inputs == key and uid not in force:
+            desired[uid] = DesiredItem(
+                uid=uid,
+                body=b"",
+                fingerprint=record.fingerprint,
+                material=record.material,
+                partstat=record.partstat,
+                cancelled=inp.record.occurrence.cancelled
+                or inp.task.status is TaskStatus.CANCELLED,
+                task=inp.task.id,
+                inputs=key,
+            )
+        else:
+            desired[uid] = desired_item(render_event(inp), key)
     return desired
 
 

@@ -130,6 +130,10 @@ class DesiredItem:
     partstat: str
     cancelled: bool = False
     task: str = ""
+    # A digest of what the copy is rendered from, kept in its record; the service may stand
+    # in an item whose record holds the same digest for its rendering (`body` then empty:
+    # the planner writes no such item, as its fingerprints are the record's).
+    inputs: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class SyncRecord:
     material: str = ""
     partstat: str = "NEEDS-ACTION"
     member_alarms: bool = False
+    inputs: str = ""  # the DesiredItem's `inputs` it was written from
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +261,7 @@ class Readings:
 # --- the planner ----------------------------------------------------------------------------
 
 
-def desired_item(calendar: Calendar) -> DesiredItem:
+def desired_item(calendar: Calendar, inputs: str = "") -> DesiredItem:
     """A rendered copy (`render.render_event`) as the planner compares it."""
     event = calendar.walk("VEVENT")[0]
     attendees = prop_values(event, "ATTENDEE")
@@ -271,6 +276,7 @@ def desired_item(calendar: Calendar) -> DesiredItem:
         partstat=partstat,
         cancelled=str(event.get("STATUS", "")).upper() == "CANCELLED",
         task=str(event.get("X-CARECAL-TASK", "")),
+        inputs=inputs,
     )
 
 
@@ -316,7 +322,9 @@ def plan_view_sync(
                 actions.append(Forget(uid))
             else:
                 intents.append(MemberDeleted(uid))
-                tombstone = SyncRecord(uid, None, None, record.fingerprint, record.material)
+                tombstone = SyncRecord(
+                    uid, None, None, record.fingerprint, record.material, inputs=record.inputs
+                )
                 changed = item.material != record.material and not item.cancelled
                 actions.append(_create(item) if changed else Remember(tombstone))
         elif item is None:
@@ -465,4 +473,6 @@ def _update(item: DesiredItem, href: str, etag: str, body: bytes, alarms: bool) 
 
 
 def _record(item: DesiredItem, href: str | None, etag: str | None, alarms: bool) -> SyncRecord:
-    return SyncRecord(item.uid, href, etag, item.fingerprint, item.material, item.partstat, alarms)
+    return SyncRecord(
+        item.uid, href, etag, item.fingerprint, item.material, item.partstat, alarms, item.inputs
+    )

@@ -277,10 +277,37 @@ def assert_ten_oclock_in_copenhagen(view: Mapping[str, Copy]) -> None:
         assert (start.hour, end.hour, end - start) == (10, 11, timedelta(hours=1))
 
 
+Rendered = tuple[str, datetime, tuple[bool, bool]]  # member, local start, (suggested, overloaded)
+
+
 async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
-    served_in_march: Served,
+    served_in_march: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also: a claim renders only the copies it changes (the claimed occurrence in each view,
+    and copies whose fairness marks it moved), not the whole view (bench/sync: the cost of a
+    change must not grow with the view)."""
+    from plugin.services import view_sync
+
+    rendered: list[Rendered] = []
+    real_render = view_sync.render_event
+
+    def counting(inp: Any) -> Any:
+        start = inp.record.occurrence.start.astimezone(CPH).replace(tzinfo=None)
+        rendered.append((inp.member.id, start, (inp.suggested, inp.overloaded)))
+        return real_render(inp)
+
+    monkeypatch.setattr(view_sync, "render_event", counting)
     served = served_in_march
+    store = await open_store(served.settings, migrate=False)
+    try:
+        await _weekly_series_claimed_alone(served, store, rendered)
+    finally:
+        await store.close()
+
+
+async def _weekly_series_claimed_alone(
+    served: Served, store: Store, rendered: list[Rendered]
+) -> None:
     async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
         assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
         anna, bo = await issue(http, "m-anna"), await issue(http, "m-bo")
@@ -294,6 +321,10 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
                 assert_ten_oclock_in_copenhagen(view)
                 assert {s for s, _, _ in summaries(view).values()} == {"[Ledig] Indkøb"}
 
+            await eventually(lambda: idle(store))
+            marks = {(member, start): mark for member, start, mark in rendered}
+            assert {start for _, start in marks} == set(SERIES)
+            rendered.clear()
             # Anna accepts the occurrence after the change, in her calendar app.
             chosen = by_start(anna_view)[AFTER_DST]
             await anna_app.update(chosen.href, with_partstat(chosen.body, "ACCEPTED"), chosen.etag)
@@ -320,6 +351,11 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
                 for start in SERIES
             }  # fmt: skip
             assert_ten_oclock_in_copenhagen(anna_view)
+            await eventually(lambda: idle(store))
+            again = {(member, start) for member, start, _ in rendered}
+            assert {("m-anna", AFTER_DST), ("m-bo", AFTER_DST)} <= again
+            for member, start, mark in rendered:
+                assert start == AFTER_DST or mark != marks[member, start], (member, start)
 
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         occurrences = {

@@ -585,18 +585,18 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
 
     rendered: list[str] = []
     gathered: list[str] = []
-    real = view_sync._desired
+    real = view_sync.render_event
     real_gather = view_sync._gather
 
-    def counting(found: Any, settings: Any, view: Any, *, now: datetime) -> Any:
-        rendered.append(view.member_id)
-        return real(found, settings, view, now=now)
+    def counting(inp: Any) -> Any:
+        rendered.append(inp.member.id)
+        return real(inp)
 
     async def counting_gather(store: Any, view: Any) -> Any:
         gathered.append(view.member_id)
         return await real_gather(store, view)
 
-    monkeypatch.setattr(view_sync, "_desired", counting)
+    monkeypatch.setattr(view_sync, "render_event", counting)
     monkeypatch.setattr(view_sync, "_gather", counting_gather)
     citizen = served.citizen_id
     task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
