@@ -467,6 +467,17 @@ class MemoryTx:
         )
         return [self._record(tenant_id, occ) for occ in found]
 
+    async def occurrences_of_citizen(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, list[OccurrenceRecord]]:
+        by_task: dict[str, list[OccurrenceRecord]] = {}
+        for (t, task_id), task in self._s.tasks.items():
+            if t == tenant_id and task.citizen_id == citizen_id:
+                found = await self.get_occurrences(tenant_id, task_id)
+                if found:
+                    by_task[task_id] = found
+        return by_task
+
     async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
         occ = self._s.occurrences.get((tenant_id, occurrence_id))
         return None if occ is None else self._record(tenant_id, occ)

@@ -539,6 +539,16 @@ class SqlTx:
             tenant_id, self._q.task_records, {"p_tenant": tenant_id, "p_task": task_id}
         )
 
+    async def occurrences_of_citizen(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, list[OccurrenceRecord]]:
+        by_task: dict[str, list[OccurrenceRecord]] = {}
+        for record in await self._records(
+            tenant_id, self._q.citizen_records, {"p_tenant": tenant_id, "p_citizen": citizen_id}
+        ):
+            by_task.setdefault(record.occurrence.task_id, []).append(record)
+        return by_task
+
     async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
         records = await self._records(
             tenant_id, self._q.occurrence_record, {"p_tenant": tenant_id, "p_id": occurrence_id}

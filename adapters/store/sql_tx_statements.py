@@ -152,6 +152,7 @@ class Statements:
     update_occurrence: Any
     cancel_occurrences: Any
     task_records: Any
+    citizen_records: Any
     locked_record: Any
     occurrence_record: Any
     claims_and_passes: Any
@@ -382,6 +383,9 @@ def statements(dialect_name: str) -> Statements:
         .where(occ_t.c.tenant_id == TENANT, occ_t.c.id.in_(ids))
         .values(cancelled=True),
         task_records=_records(occ_t.c.task_id == task_id, lock=False),
+        citizen_records=_records(
+            tasks.c.citizen_id == bindparam("p_citizen", type_=String), lock=False
+        ),
         locked_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=True),
         occurrence_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=False),
         claims_and_passes=select(both).order_by(

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -163,7 +164,11 @@ def load_window(at: datetime, zone: ZoneInfo) -> Window:
 
 def windows_containing(at: datetime, zone: ZoneInfo) -> tuple[Window, ...]:
     """The four windows that contain `at`, earliest first (the last one starts in its week)."""
-    monday = week_start(at, zone)
+    return _windows_from(week_start(at, zone))
+
+
+@lru_cache(maxsize=1024)
+def _windows_from(monday: datetime) -> tuple[Window, ...]:
     starts = [_weeks_after(monday, -back) for back in range(WEEKS - 1, -1, -1)]
     return tuple(Window(s, _weeks_after(s, WEEKS)) for s in starts)
 
@@ -208,6 +213,11 @@ class LoadBook:
     zone: ZoneInfo
     weeks: Mapping[str, Mapping[datetime, Load]] = field(default_factory=dict)
     held: Mapping[str, tuple[Held, ...]] = field(default_factory=dict)
+    # Answers already worked out: a view's advice asks the same few questions for each of its
+    # offers (the book never changes, so they never go stale).
+    _answers: dict[tuple[object, ...], object] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, held: Iterable[Held], zone: ZoneInfo) -> LoadBook:
@@ -228,6 +238,14 @@ class LoadBook:
         )
 
     def load(self, member_id: str, window: Window) -> Load:
+        key = ("load", member_id, window.start, window.end)
+        found = self._answers.get(key)
+        if found is None:
+            found = self._answers[key] = self._load(member_id, window)
+        assert isinstance(found, Load)
+        return found
+
+    def _load(self, member_id: str, window: Window) -> Load:
         total = Load()
         weeks = self.weeks.get(member_id, {})
         monday = window.start
@@ -253,7 +271,14 @@ class LoadBook:
         return (period, load) if over_capacity(load, capacity) else None
 
     def hours_between(self, member_id: str, start: datetime, end: datetime) -> float:
-        return sum(h.hours for h in self.held.get(member_id, ()) if start <= h.start < end)
+        key = ("hours", member_id, start, end)
+        found = self._answers.get(key)
+        if found is None:
+            found = self._answers[key] = sum(
+                h.hours for h in self.held.get(member_id, ()) if start <= h.start < end
+            )
+        assert isinstance(found, float | int)
+        return float(found) if isinstance(found, float) else found
 
     def last_end_before(self, member_id: str, now: datetime) -> datetime | None:
         ends = [h.end for h in self.held.get(member_id, ()) if h.end <= now]

@@ -381,6 +381,13 @@ class Tx(Protocol):
         """All occurrences of a task ordered by start, each with its claims and passes."""
         ...
 
+    async def occurrences_of_citizen(
+        self, tenant_id: str, citizen_id: str
+    ) -> dict[str, list[OccurrenceRecord]]:
+        """`get_occurrences` of every task of the citizen, by task id, in a few queries (a
+        task without occurrences is absent)."""
+        ...
+
     async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:
         """One occurrence with its claims and passes, read without a lock."""
         ...

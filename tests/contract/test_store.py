@@ -527,6 +527,27 @@ async def test_sync_occurrences_inserts_updates_and_cancels_keeping_claims(store
     assert [r.occurrence.id for r in records if not r.occurrence.cancelled] == ["t-1@1"]
 
 
+async def test_a_citizens_occurrences_are_read_at_once_as_per_task(store: Store) -> None:
+    await seed_task(store, occ(0), occ(1), occ(2))
+    async with store.transaction() as tx:
+        await tx.save_task(task("t-2", start=datetime(2027, 3, 22, 8), recurrence=None))
+        await tx.sync_occurrences(T, "t-2", [occ(0, "t-2", hour=8), occ(5, "t-2")])
+        await tx.save_task(task("t-empty"))
+        await tx.save_task(replace(task("t-x"), citizen_id="c-2"))
+        await tx.sync_occurrences(T, "t-x", [occ(0, "t-x")])
+        await tx.add_claim(T, Claim("t-1@1", "m-anna", "caldav", NOW))
+        await tx.add_pass(T, Pass("t-2@5", "m-bo", NOW))
+        await tx.sync_occurrences(T, "t-1", [occ(0), occ(2)])  # t-1@1 cancelled, claim kept
+    async with store.reading() as tx:
+        found = await tx.occurrences_of_citizen(T, "c-1")
+        per_task = {t: await tx.get_occurrences(T, t) for t in ("t-1", "t-2")}
+        assert await tx.occurrences_of_citizen(T, "c-9") == {}
+        assert await tx.occurrences_of_citizen("other", "c-1") == {}
+    assert found == per_task  # same records, same order; t-empty and c-2's t-x absent
+    assert [r.occurrence.id for r in found["t-1"]] == ["t-1@0", "t-1@1", "t-1@2"]
+    assert found["t-1"][1].claims and found["t-2"][1].passes
+
+
 async def test_sync_occurrences_of_unknown_task_fails(store: Store) -> None:
     with pytest.raises(StoreError):
         async with store.transaction() as tx:
