@@ -7,8 +7,10 @@ vdirsyncer, on the same Xandikos, the same collections, in one run (`bench/READM
 
 Three rows, each measured for three clients through one counting proxy (`bench.dav_proxy`):
 
-    idle round         one poll of every view: carecal's `sync_view` for each of the `--views`
-                       views (`--events` events each), 8 at a time (worker.concurrency); the
+    idle round         one poll of every view: carecal's `view_sync.poll_round` over the
+                       `--views` views (`--events` events each), 8 at a time
+                       (worker.concurrency), as the worker polls (it would queue a sync of
+                       any view found changed: none here); the
                        floor's PROPFIND of each view's sync token, 8 at a time; an idle
                        `vdirsyncer sync` of one pair per view
     one change (50)    a member accepts one event in their calendar app (PARTSTAT=ACCEPTED,
@@ -73,6 +75,7 @@ from bench.dav_proxy import CountingProxy, Counts
 from bench.servers import machine_busy_seconds, tree_cpu_seconds
 from plugin.config import CaldavCalendarSettings, Settings, validate_settings
 from plugin.services import view_sync
+from plugin.services.calendar_port import Probe
 from plugin.services.calendars import Calendars, View
 from plugin.services.ingest import Outcome, apply_batch
 from plugin.services.ports import InboxItem, Store, ViewState
@@ -327,6 +330,8 @@ class Planned:
     path: str
     name: str  # the collection's display name
     creates: tuple[Create, ...]
+    inputs: str  # what the run would store in view_state: its copies' keys, its generation
+    generation: int
 
 
 async def plan_first_sync(store: Store, settings: Settings, view: View, now: datetime) -> Planned:
@@ -339,7 +344,9 @@ async def plan_first_sync(store: Store, settings: Settings, view: View, now: dat
     plan = plan_view_sync(desired, {}, {})
     creates = tuple(a for a in plan.actions if isinstance(a, Create))
     name = view_sync.collection_name(gathered.circle)
-    return Planned(view, collection_of(settings, view), name, creates)
+    inputs = view_sync._view_inputs(desired)
+    path = collection_of(settings, view)
+    return Planned(view, path, name, creates, inputs, gathered.generation)
 
 
 def commit_objects(data_dir: Path, path: str, objects: Iterable[tuple[str, bytes]]) -> None:
@@ -386,7 +393,9 @@ async def record_seeded(
             view.tenant_id,
             view.member_id,
             view.citizen_id,
-            ViewState(planned.path, probe.sync_token, None, now),
+            ViewState(
+                planned.path, probe.sync_token, None, now, planned.inputs, planned.generation
+            ),
         )
 
 
@@ -464,14 +473,19 @@ class Carecal:
     def __init__(self, store: Store, calendars: Calendars, settings: Settings, now: datetime):
         self.store, self.calendars, self.settings, self.now = store, calendars, settings, now
 
-    async def sync(self, view: View) -> view_sync.SyncOutcome:
+    async def sync(self, view: View, probe: Probe | None = None) -> view_sync.SyncOutcome:
         return await view_sync.sync_view(
-            self.store, self.calendars, self.settings, view, now=self.now
+            self.store, self.calendars, self.settings, view, now=self.now, probe=probe
         )
 
     async def round(self, views: Sequence[View]) -> int:
-        """One poll of every view, CONCURRENCY at a time; answers how many objects it wrote."""
-        outcomes = await bounded(self.sync, views)
+        """One poll of every view as the worker's poll makes it (`view_sync.poll_round`,
+        CONCURRENCY at a time), then the sync of every view it found something to do in (the
+        worker queues those as jobs); answers how many objects the syncs wrote."""
+        due = await view_sync.poll_round(
+            self.store, self.calendars, views, now=self.now, concurrency=CONCURRENCY
+        )
+        outcomes = await bounded(lambda item: self.sync(*item), due)
         return sum(o.written + o.skipped for o in outcomes)
 
 

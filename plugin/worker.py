@@ -40,6 +40,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from plugin.config import Settings
 from plugin.metrics import Metrics
@@ -52,6 +53,9 @@ from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
     enqueue_view_syncs,
+    poll_round,
+    probe_of_job,
+    probe_payload,
     sync_view,
     view_of_job,
     withdraw_view,
@@ -98,21 +102,33 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
 async def poll_views(
     store: Store, settings: Settings, calendars: Calendars, *, now: datetime
 ) -> int:
-    """Queue a sync of every view no change hook announces; returns how many were queued."""
+    """Poll every view no change hook announces (`view_sync.poll_round`) and queue a sync of
+    the ones with something to do, with the probe that found it; returns how many were
+    queued. An idle view costs one small read and one PROPFIND, and no job."""
     deliveries = calendars.polled_deliveries
     count = 0
     for tenant in settings.tenants:
+        async with store.reading() as tx:
+            listed = await tx.list_member_views(tenant.id, deliveries)
+        views = [View(tenant.id, member_id, citizen_id) for member_id, citizen_id in listed]
+        due = await poll_round(
+            store, calendars, views, now=now, concurrency=settings.worker.concurrency
+        )
+        if not due:
+            continue
         async with store.transaction() as tx:
-            views = await tx.list_member_views(tenant.id, deliveries)
-            for member_id, citizen_id in views:
+            for view, probe in due:
+                payload: dict[str, Any] = {
+                    "member_id": view.member_id,
+                    "citizen_id": view.citizen_id,
+                    "reason": "poll",
+                }
+                if probe is not None:
+                    payload["probe"] = probe_payload(probe)
                 await tx.enqueue_job(
-                    tenant.id,
-                    JOB_VIEW_SYNC,
-                    {"member_id": member_id, "citizen_id": citizen_id, "reason": "poll"},
-                    run_at=now,
-                    key=View(tenant.id, member_id, citizen_id).job_key,
+                    tenant.id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
                 )
-        count += len(views)
+        count += len(due)
     return count
 
 
@@ -127,7 +143,9 @@ async def handle_view_sync(job: Job, ctx: JobContext) -> None:
     if view is None:
         log.warning("view.sync job names no view", extra={"job_id": job.id})
         return
-    await sync_view(ctx.store, _calendars(ctx), ctx.settings, view, now=ctx.now)
+    # The poll's probe saves the run a PROPFIND; a retry reads the collection afresh.
+    probe = probe_of_job(job.payload) if job.attempts == 0 else None
+    await sync_view(ctx.store, _calendars(ctx), ctx.settings, view, now=ctx.now, probe=probe)
 
 
 async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
@@ -231,7 +249,7 @@ class Worker:
         count = await poll_views(self.store, self.settings, self.calendars, now=now)
         self._poll_due = now + timedelta(seconds=self.settings.calendar.poll_interval_seconds)
         if count:
-            log.info("calendars polled", extra={"views": count})
+            log.info("calendars polled", extra={"views_to_sync": count})
 
     async def escalate_when_due(self) -> None:
         now = self.clock()

@@ -32,6 +32,7 @@ grows with the view's size; see bench/README.md).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
@@ -161,12 +162,20 @@ class _Gathered:
 
 
 async def sync_view(
-    store: Store, calendars: Calendars, settings: Settings, view: View, *, now: datetime
+    store: Store,
+    calendars: Calendars,
+    settings: Settings,
+    view: View,
+    *,
+    now: datetime,
+    probe: Probe | None = None,
 ) -> SyncOutcome:
     """One run for one view. A member no longer in the circle, or with a feed, is left alone
     (their collection goes with the `member.withdraw` job). A member's own server that refuses
     carecal (a non-public address, a wrong password) is logged and skipped until the next
-    poll; a server that is down raises CalendarUnavailable, and the job is retried later."""
+    poll; a server that is down raises CalendarUnavailable, and the job is retried later.
+    `probe`: the collection's markers as a poll just read them (`poll_round`), instead of
+    reading them again."""
     peek = await _peek(store, view)
     gathered = None
     if peek is not None:
@@ -179,9 +188,8 @@ async def sync_view(
     where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
     try:
         async with calendars.target(view, member) as target:
-            probe = None
             if gathered is None and peek is not None:
-                idle, probe = await _idle(target, peek, now=now)
+                idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
                 gathered = await _gather(store, view)
@@ -190,6 +198,8 @@ async def sync_view(
                 if _reached_by(gathered.member) != _reached_by(member):
                     # Their calendar moved between the two reads: the next run goes there.
                     raise _Moved()
+            else:
+                probe = None  # no state to compare it with: the run reads the collection anew
             assert gathered is not None
             return await _sync(store, target, settings, view, gathered, now=now, probe=probe)
     except _Moved:
@@ -237,19 +247,23 @@ async def _peek(store: Store, view: View) -> _Peek | None:
     return _Peek(state, generation, member)
 
 
-async def _idle(target: Target, peek: _Peek, *, now: datetime) -> tuple[bool, Probe | None]:
+async def _idle(
+    target: Target, peek: _Peek, *, now: datetime, probe: Probe | None = None
+) -> tuple[bool, Probe | None]:
     """Whether this run has nothing to do: nothing the view is rendered from changed since the
     last run (its generation is the one that run rendered from, on the same day: the window
     and the fairness figures move with the days), and nobody wrote to the collection since
     (the probe finds the markers that run kept; it keeps them only when its own writes were
-    all it saw). With the probe, for the run to go on from (None: the run probes itself)."""
+    all it saw). With the probe, for the run to go on from (None: the run probes itself);
+    `probe` when one was just made."""
     state = peek.state
     if target.collection != state.collection:
         return False, None  # the view moved (another server or account)
-    try:
-        probe = await target.client.probe(target.collection)
-    except NotFound:
-        return False, None  # gone: the run (re)creates it
+    if probe is None:
+        try:
+            probe = await target.client.probe(target.collection)
+        except NotFound:
+            return False, None  # gone: the run (re)creates it
     same_day = _day(state.synced_at) == _day(now)
     idle = (
         peek.generation == state.generation
@@ -258,6 +272,59 @@ async def _idle(target: Target, peek: _Peek, *, now: datetime) -> tuple[bool, Pr
         and _markers_kept(probe, state)
     )
     return idle, probe
+
+
+async def poll_round(
+    store: Store,
+    calendars: Calendars,
+    views: Sequence[View],
+    *,
+    now: datetime,
+    concurrency: int,
+) -> list[tuple[View, Probe | None]]:
+    """One poll of `views` (members' calendars that no change hook announces): the views
+    whose sync has something to do, each with the probe that found it (None: the sync reads
+    the collection itself). An idle view costs its peek and one PROPFIND, and no job. A view
+    the poll cannot judge (never synced, a server that fails or refuses) is returned too:
+    its sync handles, logs and retries it."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(view: View) -> tuple[View, Probe | None] | None:
+        async with limit:
+            peek = await _peek(store, view)
+            if peek is None:
+                return view, None
+            try:
+                async with calendars.target(view, peek.member) as target:
+                    idle, probe = await _idle(target, peek, now=now)
+            except Exception as exc:  # whatever it is, the sync reports and retries it properly
+                log.debug("poll could not probe the view", extra={"error": type(exc).__name__})
+                return view, None
+            return None if idle else (view, probe)
+
+    found = await asyncio.gather(*(one(view) for view in views))
+    return [item for item in found if item is not None]
+
+
+def probe_payload(probe: Probe | None) -> dict[str, str | None]:
+    """A probe as a `view.sync` job carries it (`probe_of_job` reads it back)."""
+    if probe is None:
+        return {}
+    return {
+        "sync_token": probe.sync_token,
+        "ctag": probe.ctag,
+        "display_name": probe.display_name,
+    }
+
+
+def probe_of_job(payload: Mapping[str, Any]) -> Probe | None:
+    found = payload.get("probe")
+    if not isinstance(found, Mapping) or not found:
+        return None
+    values = [found.get(k) for k in ("sync_token", "ctag", "display_name")]
+    if not all(v is None or isinstance(v, str) for v in values):
+        return None
+    return Probe(values[0], values[1], values[2])
 
 
 def _markers_kept(probe: Probe, state: ViewState) -> bool:

@@ -579,8 +579,8 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
     served: Served, http: httpx.AsyncClient, municipal_dav: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Polling every view every minute must cost next to nothing while nothing changes: one
-    small read and one PROPFIND per view; the view is neither read whole nor rendered. Any
-    change to what a view shows still reaches it."""
+    small read and one PROPFIND per view; no sync is queued, the view is neither read whole
+    nor rendered. Any change to what a view shows still reaches it."""
     from plugin.services import view_sync
 
     rendered: list[str] = []
@@ -596,8 +596,18 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         gathered.append(view.member_id)
         return await real_gather(store, view)
 
+    from plugin import worker
+
+    synced: list[str] = []
+    real_sync = worker.sync_view
+
+    async def counting_sync(*args: Any, **kwargs: Any) -> Any:
+        synced.append(args[3].member_id)
+        return await real_sync(*args, **kwargs)
+
     monkeypatch.setattr(view_sync, "render_event", counting)
     monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(worker, "sync_view", counting_sync)
     citizen = served.citizen_id
     task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
     view = f"{HOME}north~m-anna~{citizen}/"
@@ -605,10 +615,11 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
         # Settled: a sync after the writes kept a token, then idle polls go by.
         await asyncio.sleep(POLL * 4)
-        before, read_before = len(rendered), len(gathered)
+        before, read_before, synced_before = len(rendered), len(gathered), len(synced)
         await asyncio.sleep(POLL * 6)
         assert len(rendered) == before, "idle polls rendered the view"
         assert len(gathered) == read_before, "idle polls read the whole view"
+        assert len(synced) == synced_before, "idle polls queued syncs"
         changed = task_event(
             2,
             task_id,
