@@ -342,7 +342,6 @@ class _Remote:
     sync_token: str | None
     ctag: str | None
     created: bool = False  # the collection was (re)created just now: the records are void
-    unchanged: bool = False  # the markers are those the last run stored: nobody wrote since
 
 
 async def _read_remote(
@@ -371,9 +370,9 @@ async def _read_remote(
     if state is not None and all(known.values()):
         listing = {href: etag for href, etag in known.items() if etag}
         if probe.sync_token is not None and probe.sync_token == state.sync_token:
-            return _Remote(listing, probe.sync_token, probe.ctag, unchanged=True)
+            return _Remote(listing, probe.sync_token, probe.ctag)
         if probe.sync_token is None and probe.ctag is not None and probe.ctag == state.ctag:
-            return _Remote(listing, None, probe.ctag, unchanged=True)
+            return _Remote(listing, None, probe.ctag)
         if probe.sync_token is not None and state.sync_token is not None:
             try:
                 delta = await client.changes_since(path, state.sync_token)
@@ -771,6 +770,10 @@ async def _apply(
     deleted: set[str] = set()  # hrefs this run deleted
     written = skipped = 0
     for action in actions:
+        if isinstance(action, Create | Update) and not action.body:
+            # A copy `_desired` let stand in for its record (no body) is never planned for a
+            # write; if one were, writing it would empty the member's copy.
+            raise RuntimeError(f"a write of {action.uid} was planned without rendering it")
         match action:
             case Create(uid=uid, body=body, record=record):
                 href = object_href(path, _object_name(uid))
