@@ -50,6 +50,7 @@ from plugin.services.ports import (
     OutboxStatus,
     StoreError,
     StoreUnavailable,
+    ViewPeek,
     ViewState,
 )
 from plugin.sync.planner import SyncRecord
@@ -381,6 +382,23 @@ class MemoryTx:
             and row.member.calendar in deliveries
         )
         return [(member_id, citizen_id) for citizen_id, member_id in found]
+
+    async def peek_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[ViewPeek]:
+        found = []
+        for member_id, citizen_id in await self.list_member_views(tenant_id, deliveries):
+            key = (tenant_id, member_id, citizen_id)
+            member = self._s.memberships[tenant_id, citizen_id, member_id].member
+            found.append(
+                ViewPeek(
+                    member,
+                    citizen_id,
+                    self._s.view_state.get(key),
+                    self._s.view_generations.get(key, 0),
+                )
+            )
+        return found
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         return self._s.tasks.get((tenant_id, task_id))

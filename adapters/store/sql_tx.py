@@ -58,6 +58,7 @@ from plugin.services.ports import (
     MemberLink,
     StoreError,
     StoreUnavailable,
+    ViewPeek,
     ViewState,
 )
 from plugin.sync.planner import SyncRecord
@@ -451,6 +452,28 @@ class SqlTx:
             self._q.list_member_views, {"p_tenant": tenant_id, "p_deliveries": list(deliveries)}
         )
         return [(row.member_id, row.citizen_id) for row in rows]
+
+    async def peek_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[ViewPeek]:
+        rows = await self._c.execute(
+            self._q.peek_views, {"p_tenant": tenant_id, "p_deliveries": list(deliveries)}
+        )
+        found = []
+        for row in rows:
+            state = None
+            if row.vs_collection is not None:
+                state = ViewState(
+                    row.vs_collection,
+                    row.vs_sync_token,
+                    row.vs_ctag,
+                    row.vs_synced_at,
+                    row.vs_inputs,
+                    row.vs_generation,
+                )
+            member = member_from_row(tenant_id, row, self._cipher)
+            found.append(ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0)))
+        return found
 
     # tasks and occurrences
 

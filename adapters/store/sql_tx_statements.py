@@ -142,6 +142,7 @@ class Statements:
     bump_view_generation: Any
     get_view_generation: Any
     list_member_views: Any
+    peek_views: Any
     # tasks and occurrences
     get_task: Any
     upsert_task: Any
@@ -340,6 +341,35 @@ def statements(dialect_name: str) -> Statements:
             view_generations.c.citizen_id == bindparam("p_citizen", type_=String),
         ),
         list_member_views=select(memberships.c.member_id, memberships.c.citizen_id)
+        .where(
+            memberships.c.tenant_id == TENANT,
+            memberships.c.removed_at.is_(None),
+            memberships.c.calendar.in_(bindparam("p_deliveries", expanding=True)),
+        )
+        .order_by(memberships.c.citizen_id, memberships.c.member_id),
+        peek_views=select(
+            memberships,
+            view_state.c.collection.label("vs_collection"),
+            view_state.c.sync_token.label("vs_sync_token"),
+            view_state.c.ctag.label("vs_ctag"),
+            view_state.c.synced_at.label("vs_synced_at"),
+            view_state.c.inputs.label("vs_inputs"),
+            view_state.c.generation.label("vs_generation"),
+            view_generations.c.generation.label("current_generation"),
+        )
+        .select_from(
+            memberships.outerjoin(
+                view_state,
+                (view_state.c.tenant_id == memberships.c.tenant_id)
+                & (view_state.c.member_id == memberships.c.member_id)
+                & (view_state.c.citizen_id == memberships.c.citizen_id),
+            ).outerjoin(
+                view_generations,
+                (view_generations.c.tenant_id == memberships.c.tenant_id)
+                & (view_generations.c.member_id == memberships.c.member_id)
+                & (view_generations.c.citizen_id == memberships.c.citizen_id),
+            )
+        )
         .where(
             memberships.c.tenant_id == TENANT,
             memberships.c.removed_at.is_(None),

@@ -214,6 +214,16 @@ class ViewState:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewPeek:
+    """One view as a poll round first reads it (`Tx.peek_views`)."""
+
+    member: Member
+    citizen_id: str
+    state: ViewState | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class MemberLink:
     """The secret behind one member's personal links in a tenant. `id` is the public
     reference tokens carry (unique across tenants); `secret` signs them. A revoked link stays
@@ -350,6 +360,14 @@ class Tx(Protocol):
 
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         """How often the view was bumped; 0 for a view never bumped."""
+        ...
+
+    async def peek_views(
+        self, tenant_id: str, deliveries: Sequence[Delivery]
+    ) -> list[ViewPeek]:
+        """What a poll round starts from, in one read: every current membership whose
+        calendar delivery is one of `deliveries`, with its view's state (None: never synced)
+        and generation. Ordered as `list_member_views`."""
         ...
 
     async def list_member_views(

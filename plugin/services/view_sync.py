@@ -159,6 +159,10 @@ class _Gathered:
     state: ViewState | None  # where the last sync found the collection, and its markers
     care: CircleCare | None = None  # members' own settings and relief: suggestions
     generation: int = 0  # the view's generation this was read at (read before the rest)
+    # False: only the circle, the member, the records and the state were read (`_gather`
+    # with `light`); the records are then exactly the copies the view's inputs render
+    # (`_as_recorded`), and `tasks`, `occurrences` and `care` are empty.
+    whole: bool = True
 
 
 async def sync_view(
@@ -192,7 +196,7 @@ async def sync_view(
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                gathered = await _gather(store, view)
+                gathered = await _gather(store, view, light_on=now)
                 if gathered is None:
                     return SyncOutcome()
                 if _reached_by(gathered.member) != _reached_by(member):
@@ -284,16 +288,24 @@ async def poll_round(
 ) -> list[tuple[View, Probe | None]]:
     """One poll of `views` (members' calendars that no change hook announces): the views
     whose sync has something to do, each with the probe that found it (None: the sync reads
-    the collection itself). An idle view costs its peek and one PROPFIND, and no job. A view
-    the poll cannot judge (never synced, a server that fails or refuses) is returned too:
-    its sync handles, logs and retries it."""
+    the collection itself). All views of a tenant are peeked in one read (`Tx.peek_views`);
+    an idle view then costs one PROPFIND, and no job. A view the poll cannot judge (never
+    synced, a member no longer synced, a server that fails or refuses) is returned too: its
+    sync handles, logs and retries it."""
+    peeks: dict[View, _Peek] = {}
+    async with store.reading() as tx:
+        for tenant_id in sorted({view.tenant_id for view in views}):
+            for seen in await tx.peek_views(tenant_id, SYNCED_DELIVERIES):
+                if seen.state is not None:
+                    view = View(tenant_id, seen.member.id, seen.citizen_id)
+                    peeks[view] = _Peek(seen.state, seen.generation, seen.member)
     limit = asyncio.Semaphore(concurrency)
 
     async def one(view: View) -> tuple[View, Probe | None] | None:
+        peek = peeks.get(view)
+        if peek is None:
+            return view, None
         async with limit:
-            peek = await _peek(store, view)
-            if peek is None:
-                return view, None
             try:
                 async with calendars.target(view, peek.member) as target:
                     idle, probe = await _idle(target, peek, now=now)
@@ -414,10 +426,13 @@ async def _sync(
         gathered = await _gather(store, view) or gathered
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
-        gathered = replace(gathered, records={})
+        gathered = replace(await _whole(store, view, gathered), records={})
     records = gathered.records
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
-    desired = _desired(gathered, settings, view, now=now, reuse=records)
+    if gathered.whole:
+        desired = _desired(gathered, settings, view, now=now, reuse=records)
+    else:
+        desired = _as_recorded(records)
     try:
         plan = plan_view_sync(desired, remote, records)
     except StorageEmpty as empty:
@@ -429,7 +444,7 @@ async def _sync(
             extra={"path": path, "records": empty.records},
         )
         await _forget_view(store, view)
-        gathered = replace(gathered, records={})
+        gathered = replace(await _whole(store, view, gathered), records={})
         records = {}
         desired = _desired(gathered, settings, view, now=now)
         plan = plan_view_sync(desired, remote, records)
@@ -465,6 +480,7 @@ async def _sync(
         # fetch this run did not make: the next run makes it.
         complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
     elif fetched_uids:
+        gathered = await _whole(store, view, gathered)
         desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
@@ -493,6 +509,16 @@ async def _sync(
         },
     )
     return SyncOutcome(written, skipped, intents)
+
+
+async def _whole(store: Store, view: View, gathered: _Gathered) -> _Gathered:
+    """`gathered`, or the whole view when it was gathered light (to render copies from)."""
+    if gathered.whole:
+        return gathered
+    found = await _gather(store, view)
+    if found is None or _reached_by(found.member) != _reached_by(gathered.member):
+        raise _Moved()  # they left, or their calendar moved, meanwhile: the run starts over
+    return found
 
 
 async def _forget_view(store: Store, view: View) -> None:
@@ -531,7 +557,14 @@ async def withdraw_view(
     await _forget_view(store, view)
 
 
-async def _gather(store: Store, view: View) -> _Gathered | None:
+async def _gather(
+    store: Store, view: View, *, light_on: datetime | None = None
+) -> _Gathered | None:
+    """The view as the store has it. `light_on`: the day of a run that may take the copies
+    as the last run recorded them: when the view's generation is still the one that run
+    rendered from, on the same day, and the records hold exactly the keys it rendered, the
+    view's tasks and occurrences are not read (a member's gesture in a big view then costs
+    one whole read, after the gesture, not two)."""
     async with store.reading() as tx:
         # First: a change committed while the rest is read is then newer than the generation
         # this run records, and the next run renders again (the other way round, it would not).
@@ -540,18 +573,44 @@ async def _gather(store: Store, view: View) -> _Gathered | None:
         member = None if circle is None else circle.member(view.member_id)
         if circle is None or member is None or member.calendar not in SYNCED_DELIVERIES:
             return None
-        tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
-        by_task = await tx.occurrences_of_citizen(view.tenant_id, view.citizen_id)
-        occurrences = {task.id: tuple(by_task.get(task.id, ())) for task in tasks}
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         link = await tx.active_member_link(view.tenant_id, view.member_id)
+        if (
+            light_on is not None
+            and link is not None
+            and state is not None
+            and state.generation == generation
+            and _day(state.synced_at) == _day(light_on)
+            and state.inputs is not None
+            and _view_inputs(_as_recorded(records)) == state.inputs
+        ):
+            return _Gathered(circle, member, (), {}, records, link, state, None, generation, False)
+        tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
+        by_task = await tx.occurrences_of_citizen(view.tenant_id, view.citizen_id)
+        occurrences = {task.id: tuple(by_task.get(task.id, ())) for task in tasks}
         care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
     if link is None:
         # Made on the member's first sync; `created_at` is informational: the wall clock.
         async with store.transaction() as tx:
             link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
     return _Gathered(circle, member, tasks, occurrences, records, link, state, care, generation)
+
+
+def _as_recorded(records: Mapping[str, SyncRecord]) -> dict[str, DesiredItem]:
+    """The copies as the records say the last run rendered them: stand-ins with no body (the
+    planner writes none of them; a copy to write is rendered from a whole gather)."""
+    return {
+        uid: DesiredItem(
+            uid=uid,
+            body=b"",
+            fingerprint=record.fingerprint,
+            material=record.material,
+            partstat=record.partstat,
+            inputs=record.inputs,
+        )
+        for uid, record in records.items()
+    }
 
 
 def _canonical(value: object) -> object:
@@ -633,6 +692,7 @@ def _desired(
     """Every copy the member should have, by UID. A copy whose record in `reuse` holds its
     key is not rendered: it stands in with the record's fingerprints and no body (unless its
     UID is in `force`: a copy fetched to be written back). So a run renders what changed."""
+    assert gathered.whole, "a light gather holds no tasks to render"
     public_url = settings.server.public_url
     link = gathered.link
     keys = _ItemKeys()
@@ -679,12 +739,6 @@ async def _apply_intents(
     transaction; when a claim came or went, the circle's other views are queued for a sync.
     Returns whether anything changed."""
     suffix = f"@{_domain(view)}"
-    tasks = {task.id: task for task in gathered.tasks}
-    task_of = {
-        record.occurrence.id: tasks[task_id]
-        for task_id, records in gathered.occurrences.items()
-        for record in records
-    }
     changed = claims_changed = False
     async with store.transaction() as tx:
         for intent in intents:
@@ -694,8 +748,10 @@ async def _apply_intents(
                 case MemberGesture(gesture=gesture):
                     ask = _ASKS.get(gesture)
             occurrence_id = intent.uid.removesuffix(suffix)
-            task = task_of.get(occurrence_id)
-            if ask is None or not intent.uid.endswith(suffix) or task is None:
+            if ask is None or not intent.uid.endswith(suffix):
+                continue
+            task = await _task_of(tx, view, occurrence_id)
+            if task is None:
                 continue
             if task.kind == "visit" or (
                 ask is Ask.CLAIM and not eligible_for(gathered.member, task)
@@ -717,6 +773,15 @@ async def _apply_intents(
                 tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id
             )
     return changed
+
+
+async def _task_of(tx: Tx, view: View, occurrence_id: str) -> Task | None:
+    """The task of one of the view's occurrences (None: not this citizen's)."""
+    record = await tx.get_occurrence(view.tenant_id, occurrence_id)
+    if record is None:
+        return None
+    task = await tx.get_task(view.tenant_id, record.occurrence.task_id)
+    return task if task is not None and task.citizen_id == view.citizen_id else None
 
 
 async def _settled(

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
-from plugin.services.ports import Store, ViewState
+from plugin.services.ports import Store, ViewPeek, ViewState
 from plugin.sync.planner import SyncRecord
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -114,6 +114,44 @@ async def test_member_views_are_listed_by_delivery(store: Store) -> None:
         assert await tx.get_membership("demo", "c-2", "m-bo") == bo
         assert await tx.get_membership("demo", "c-2", "m-anna") == anna
         assert await tx.get_membership("demo", "c-3", "m-anna") is None
+
+
+async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> None:
+    """`peek_views`: the memberships `list_member_views` lists, each with its member (the
+    external account decrypted), its view's state (None before a first sync) and its current
+    generation, which is not the one the state was saved with."""
+    anna = Member(id="m-anna", name="Anna", role="relative", visibility="full")
+    bo = Member(
+        id="m-bo",
+        name="Bo",
+        role="relative",
+        visibility="full",
+        calendar="external",
+        external=ExternalCalendar("https://dav.example.org/bo/", "bo", "s3cret"),
+    )
+    sara = Member(id="m-sara", name="Sara", role="staff", visibility="full", calendar="feed")
+    gone = Member(id="m-gone", name="Gone", role="network", visibility="full")
+    citizen = Citizen(tenant_id="demo", id="c-1", display_name="Fru Jensen")
+    synced = replace(STATE, generation=1, inputs="f" * 64)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("demo")
+        await tx.save_circle("demo", Circle(citizen, 1, (anna, bo, sara, gone)), NOW)
+        await tx.save_view_state("demo", "m-anna", "c-1", synced)
+        for member_id in ("m-anna", "m-anna", "m-bo", "m-gone"):
+            await tx.bump_view_generation("demo", member_id, "c-1")
+    async with store.transaction() as tx:
+        await tx.save_circle("demo", Circle(citizen, 2, (anna, bo, sara)), NOW)
+    async with store.reading() as tx:
+        found = await tx.peek_views("demo", ["hosted", "external"])
+        assert found == [
+            ViewPeek(anna, "c-1", synced, 2),
+            ViewPeek(bo, "c-1", None, 1),
+        ]
+        assert [(p.member.id, p.citizen_id) for p in found] == await tx.list_member_views(
+            "demo", ["hosted", "external"]
+        )
+        assert await tx.peek_views("demo", ["feed"]) == [ViewPeek(sara, "c-1", None, 0)]
+        assert await tx.peek_views("south", ["hosted"]) == []
 
 
 async def test_view_generations_count_bumps_per_view(store: Store) -> None:

@@ -284,29 +284,39 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
     served_in_march: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also: a claim renders only the copies it changes (the claimed occurrence in each view,
-    and copies whose fairness marks it moved), not the whole view (bench/sync: the cost of a
-    change must not grow with the view)."""
+    and copies whose fairness marks it moved), not the whole view, and the run that reads
+    Anna's gesture reads her view whole only once, after applying it (bench/sync: the cost
+    of a change must not grow with the view)."""
     from plugin.services import view_sync
 
     rendered: list[Rendered] = []
+    gathers: list[tuple[str, bool]] = []
     real_render = view_sync.render_event
+    real_gather = view_sync._gather
 
     def counting(inp: Any) -> Any:
         start = inp.record.occurrence.start.astimezone(CPH).replace(tzinfo=None)
         rendered.append((inp.member.id, start, (inp.suggested, inp.overloaded)))
         return real_render(inp)
 
+    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        found = await real_gather(store, view, **kwargs)
+        if found is not None:
+            gathers.append((view.member_id, found.whole))
+        return found
+
     monkeypatch.setattr(view_sync, "render_event", counting)
+    monkeypatch.setattr(view_sync, "_gather", counting_gather)
     served = served_in_march
     store = await open_store(served.settings, migrate=False)
     try:
-        await _weekly_series_claimed_alone(served, store, rendered)
+        await _weekly_series_claimed_alone(served, store, rendered, gathers)
     finally:
         await store.close()
 
 
 async def _weekly_series_claimed_alone(
-    served: Served, store: Store, rendered: list[Rendered]
+    served: Served, store: Store, rendered: list[Rendered], gathers: list[tuple[str, bool]]
 ) -> None:
     async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
         assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
@@ -325,6 +335,7 @@ async def _weekly_series_claimed_alone(
             marks = {(member, start): mark for member, start, mark in rendered}
             assert {start for _, start in marks} == set(SERIES)
             rendered.clear()
+            gathers.clear()
             # Anna accepts the occurrence after the change, in her calendar app.
             chosen = by_start(anna_view)[AFTER_DST]
             await anna_app.update(chosen.href, with_partstat(chosen.body, "ACCEPTED"), chosen.etag)
@@ -356,6 +367,10 @@ async def _weekly_series_claimed_alone(
             assert {("m-anna", AFTER_DST), ("m-bo", AFTER_DST)} <= again
             for member, start, mark in rendered:
                 assert start == AFTER_DST or mark != marks[member, start], (member, start)
+            # Her write's run: a light read (the records, no tasks), the gesture, one whole
+            # read to render from. Bo's run reads whole: the claim changed his view's inputs.
+            annas = [whole for member, whole in gathers if member == "m-anna"]
+            assert annas == [False, True], gathers
 
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         occurrences = {

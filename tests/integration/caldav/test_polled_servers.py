@@ -592,9 +592,9 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         rendered.append(inp.member.id)
         return real(inp)
 
-    async def counting_gather(store: Any, view: Any) -> Any:
+    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
         gathered.append(view.member_id)
-        return await real_gather(store, view)
+        return await real_gather(store, view, **kwargs)
 
     from plugin import worker
 
