@@ -49,12 +49,12 @@ All else equal, more load never scores higher: `room` and `share` only fall as l
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from plugin.domain.capacity import available_at, paused_at
@@ -92,6 +92,9 @@ PERIOD_EPOCH = date(1970, 1, 5)  # a Monday: periods are the four-week blocks fr
 REST_DAYS = 28
 REFERENCE_HOURS = 3.0  # per week: scores `room` for a member who declared no capacity
 REFERENCE_TASKS = 2
+
+_T = TypeVar("_T")
+_UNKNOWN = object()  # not worked out yet (an answer may be None or False)
 WEIGHTS: Mapping[str, float] = {"room": 0.5, "share": 0.3, "rest": 0.2}
 SUGGESTED_ROLES: frozenset[Role] = frozenset({"relative", "network"})  # staff are not nudged
 
@@ -236,6 +239,14 @@ class LoadBook:
                 for m, h in by_member.items()
             },
         )
+
+    def answer(self, key: tuple[object, ...], work: Callable[[], _T]) -> _T:
+        """`work()`, worked out once per `key` for this book (a question about the book:
+        its answer depends only on the book and on what the key names)."""
+        found = self._answers.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._answers[key] = work()
+        return cast(_T, found)
 
     def load(self, member_id: str, window: Window) -> Load:
         key = ("load", member_id, window.start, window.end)
@@ -407,19 +418,32 @@ def _blocked(
         return Blocked.UNAVAILABLE
     if any(period.overlaps(offer.start, offer.end) for period in relief):
         return Blocked.RELIEF
-    for window in windows_containing(offer.start, book.zone):
-        if over_capacity(book.load(member.id, window) + offer.load, member.capacity):
-            return Blocked.OVER_CAPACITY
-    return None
+    windows = windows_containing(offer.start, book.zone)
+    over = book.answer(
+        ("over", member.id, member.capacity, windows[-1].start, offer.load),
+        lambda: any(
+            over_capacity(book.load(member.id, window) + offer.load, member.capacity)
+            for window in windows
+        ),
+    )
+    return Blocked.OVER_CAPACITY if over else None
 
 
 def _room(offer: Offer, member: Member, book: LoadBook) -> Factor:
+    # The same for every offer of the same length in the same week: a view asks for
+    # hundreds of those.
+    windows = windows_containing(offer.start, book.zone)
+    key = ("room", member.id, member.capacity, windows[-1].start, offer.load)
+    return book.answer(key, lambda: _room_in(windows, offer.load, member, book))
+
+
+def _room_in(windows: Sequence[Window], offer_load: Load, member: Member, book: LoadBook) -> Factor:
     hours, tasks = window_capacity(member.capacity)
     if hours is None and tasks is None:
         hours, tasks = REFERENCE_HOURS * WEEKS, REFERENCE_TASKS * WEEKS
     worst: tuple[float, Load] | None = None
-    for window in windows_containing(offer.start, book.zone):
-        load = book.load(member.id, window) + offer.load
+    for window in windows:
+        load = book.load(member.id, window) + offer_load
         free = min(
             _free_share(load.hours, hours),
             _free_share(float(load.tasks), None if tasks is None else float(tasks)),
@@ -452,6 +476,13 @@ def _free_share(load: float, capacity: float | None) -> float:
 def _share(
     member: Member, book: LoadBook, start: datetime, end: datetime, circle_hours: float
 ) -> Factor:
+    key = ("share", member.id, start, end, circle_hours)
+    return book.answer(key, lambda: _share_of(member, book, start, end, circle_hours))
+
+
+def _share_of(
+    member: Member, book: LoadBook, start: datetime, end: datetime, circle_hours: float
+) -> Factor:
     own = book.hours_between(member.id, start, end)
     share = own / circle_hours if circle_hours > 0 else 0.0
     return Factor(
@@ -463,6 +494,10 @@ def _share(
 
 
 def _rest(member: Member, book: LoadBook, now: datetime) -> Factor:
+    return book.answer(("rest", member.id, now), lambda: _rest_at(member, book, now))
+
+
+def _rest_at(member: Member, book: LoadBook, now: datetime) -> Factor:
     last = book.last_end_before(member.id, now)
     if last is None:
         return Factor("rest", 1.0, WEIGHTS["rest"], {"days_since_last": None})

@@ -44,6 +44,7 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
+from functools import lru_cache
 
 from plugin.services.ports import AuditEntry, MemberLink, Store, Tx
 
@@ -145,6 +146,10 @@ def _token(link: MemberLink, kind: LinkKind, subject: str = "") -> str:
     return _b64encode(bytes([kind]) + link_id + _tag(link.secret, kind, raw_subject) + raw_subject)
 
 
+# Every sync of a view puts a claim link in each copy it renders: the same few thousand
+# tokens, run after run. A token depends only on the link (its id and secret) and the
+# occurrence, so it is worked out once.
+@lru_cache(maxsize=1 << 16)
 def claim_token(link: MemberLink, occurrence_id: str) -> str:
     return _token(link, LinkKind.CLAIM, occurrence_id)
 

@@ -583,7 +583,7 @@ async def _gather(
             and state.generation == generation
             and _day(state.synced_at) == _day(light_on)
             and state.inputs is not None
-            and _view_inputs(_as_recorded(records)) == state.inputs
+            and _view_inputs(records) == state.inputs
         ):
             return _Gathered(circle, member, (), {}, records, link, state, None, generation, False)
         tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
@@ -674,8 +674,9 @@ class _ItemKeys:
         return hashlib.sha256(data.encode()).hexdigest()
 
 
-def _view_inputs(desired: Mapping[str, DesiredItem]) -> str:
-    """What the whole view was rendered from: its copies' keys."""
+def _view_inputs(desired: Mapping[str, DesiredItem | SyncRecord]) -> str:
+    """What the whole view was rendered from: its copies' keys (of the desired items, or of
+    the records a run wrote from them: the same digest when they hold the same keys)."""
     keys = "\n".join(f"{uid} {desired[uid].inputs}" for uid in sorted(desired))
     return hashlib.sha256(keys.encode()).hexdigest()
 

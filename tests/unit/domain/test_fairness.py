@@ -305,3 +305,26 @@ def test_more_load_never_scores_better_all_else_equal(
             assert ours.value <= theirs.value
     if loaded.suggested:
         assert light.suggested
+
+
+@settings(max_examples=200, deadline=None)
+@given(circles(), st.lists(st.tuples(st.integers(0, 40), HOURS, LENGTHS, st.integers(1, 3)),
+                           min_size=1, max_size=12))  # fmt: skip
+def test_a_book_asked_about_many_offers_answers_as_a_fresh_one(
+    circle: tuple[list[Member], list[Held], Offer, dict[str, tuple[Period, ...]]],
+    more: list[tuple[int, int, float, int]],
+) -> None:
+    """A view's advice asks one book about all its offers, and the book remembers parts of
+    the answers (a week's room, a member's share and rest): the standings must be exactly
+    those a fresh book gives for each offer alone."""
+    members, items, first, relief = circle
+    offers = [first]
+    for day, hour, length, slots in more:
+        start = datetime.combine(date(2027, 3, 1) + timedelta(days=day), time(hour), tzinfo=CPH)
+        offers.append(offer(start, slots=slots, end=start + timedelta(hours=length)))
+    shared = LoadBook.build(items, CPH)
+    for the_offer in offers + offers[::-1]:
+        fresh = LoadBook.build(items, CPH)
+        assert fairness_scores(
+            the_offer, members, shared, now=NOW, relief=relief
+        ) == fairness_scores(the_offer, members, fresh, now=NOW, relief=relief)
