@@ -4,6 +4,7 @@ No domain logic, no rendering, no store: it does exactly the protocol steps of D
 sync loop and nothing else, so what carecal spends beyond it is carecal's own doing.
 
     idle poll of one collection   PROPFIND depth 0 for DAV:sync-token; compare with the stored one
+    idle poll of a home's views   one PROPFIND depth 1 on the home for every child's sync-token
     one changed item              that PROPFIND; REPORT sync-collection since the stored token
                                   (DAV:getetag); REPORT calendar-multiget of the changed href
                                   (getetag, calendar-data); PUT the given body with If-Match
@@ -71,6 +72,22 @@ def parse_sync_token(xml: bytes) -> str:
     return token.text.strip()
 
 
+def parse_sync_tokens(xml: bytes) -> dict[str, str]:
+    """Each response's DAV:sync-token in a depth-1 PROPFIND answer, by path (with `/`).
+
+    >>> parse_sync_tokens(b'<multistatus xmlns="DAV:"><response><href>/h/c/</href><propstat>'
+    ...                   b'<prop><sync-token>t1</sync-token></prop></propstat></response>'
+    ...                   b'</multistatus>')
+    {'/h/c/': 't1'}
+    """
+    found: dict[str, str] = {}
+    for response in ElementTree.fromstring(xml).iter(f"{DAV}response"):
+        href, token = response.find(f"{DAV}href"), response.find(f".//{DAV}prop/{DAV}sync-token")
+        if href is not None and href.text and token is not None and token.text:
+            found[_path(href.text).rstrip("/") + "/"] = token.text.strip()
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
     token: str
@@ -134,12 +151,39 @@ class Floor:
         """One idle poll: has the collection changed since `stored_token`?"""
         return await self.sync_token(collection) != stored_token
 
+    async def home_tokens(self, home: str) -> dict[str, str]:
+        response = await self.client.request(
+            "PROPFIND",
+            home,
+            content=PROBE_BODY,
+            headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
+        )
+        _expect(response, 207)
+        return parse_sync_tokens(response.content)
+
     async def round(self, polled: Sequence[tuple[str, str]], concurrency: int = 8) -> list[bool]:
         """An idle poll of every (collection, stored token), `concurrency` at once: which
-        collections changed."""
+        collections changed. Collections that share a home with others are polled with one
+        PROPFIND of the home (as carecal's poll does), the rest one by one."""
         semaphore = asyncio.Semaphore(concurrency)
+        homes: dict[str, int] = {}
+        for collection, _ in polled:
+            home = _home(collection)
+            homes[home] = homes.get(home, 0) + 1
+
+        async def home_tokens(home: str) -> dict[str, str]:
+            async with semaphore:
+                return await self.home_tokens(home)
+
+        shared = [home for home, count in homes.items() if count > 1]
+        tokens: dict[str, str] = {}
+        for found in await asyncio.gather(*(home_tokens(h) for h in shared)):
+            tokens.update(found)
 
         async def one(collection: str, token: str) -> bool:
+            known = tokens.get(_path(collection).rstrip("/") + "/")
+            if known is not None:
+                return known != token
             async with semaphore:
                 return await self.idle_poll(collection, token)
 
@@ -204,6 +248,10 @@ class ChangeWriter:
         if self.old not in body:
             raise RuntimeError(f"{self.old!r} is not in the fetched copy")
         return body.replace(self.old, self.new, 1)
+
+
+def _home(collection: str) -> str:
+    return collection.rstrip("/").rsplit("/", 1)[0] + "/"
 
 
 def _expect(response: httpx.Response, status: int) -> None:

@@ -846,6 +846,14 @@ def report(
         print(f"size: one change in {layout.big_events} events vs in {layout.events}")
         _ratios(figures, f"  carecal {layout.big_events}/{layout.events}", "size", big, small,
                 TARGET_SIZE, at_most=True)  # fmt: skip
+        # Context, not a target: what the same change costs the floor at both sizes. Its
+        # time grows with the collection too: the server's own work (a sync-collection
+        # REPORT, a PUT) does.
+        small_floor = meter.results["change"].get("floor")
+        big_floor = meter.results["change_big"].get("floor")
+        if small_floor is not None and big_floor is not None:
+            _ratios(figures, f"  floor {layout.big_events}/{layout.events}", "size_floor",
+                    big_floor, small_floor, None, at_most=True)  # fmt: skip
     print(
         "         ms = median wall time; other = CPU the rest of the machine used meanwhile, "
         "100% = one core"

@@ -235,17 +235,21 @@ class CalDAVClient:
 
     async def probe(self, path: str) -> Probe:
         path = collection_path(path)
-        body = _tree(
-            dav.Propfind(), _tree(dav.Prop(), dav.SyncToken(), _GetCTag(), dav.DisplayName())
-        )
-        props = await self._propfind_self(path, body)
-        token, ctag = props.get(dav.SyncToken.tag), props.get(GETCTAG)
-        name = props.get(dav.DisplayName.tag)
-        return Probe(
-            sync_token=token if isinstance(token, str) else None,
-            ctag=ctag if isinstance(ctag, str) else None,
-            display_name=name if isinstance(name, str) else None,
-        )
+        return _probe_of(await self._propfind_self(path, _probe_body()))
+
+    async def probe_children(self, parent: str) -> dict[str, Probe]:
+        parent = collection_path(parent)
+        with _translated(parent):
+            response = await self._dav.propfind(
+                self._url(parent), body=_xml(_probe_body()), depth=1
+            )
+        found: dict[str, Probe] = {}
+        for result in _propfind_results(response, parent):
+            href = collection_path(result.href)
+            if href == parent or result.status not in (None, 200):
+                continue
+            found[href] = _probe_of(result.properties)
+        return found
 
     async def changes_since(self, path: str, sync_token: str | None) -> Delta:
         path = collection_path(path)
@@ -389,6 +393,20 @@ def _preconditions(response: DAVResponse) -> tuple[str, ...]:
         str(child.tag)
         for child in tree
         if isinstance(child.tag, str) and child.tag != RESPONSE_DESCRIPTION
+    )
+
+
+def _probe_body() -> BaseElement:
+    return _tree(dav.Propfind(), _tree(dav.Prop(), dav.SyncToken(), _GetCTag(), dav.DisplayName()))
+
+
+def _probe_of(props: Mapping[str, Any]) -> Probe:
+    token, ctag = props.get(dav.SyncToken.tag), props.get(GETCTAG)
+    name = props.get(dav.DisplayName.tag)
+    return Probe(
+        sync_token=token if isinstance(token, str) else None,
+        ctag=ctag if isinstance(ctag, str) else None,
+        display_name=name if isinstance(name, str) else None,
     )
 
 

@@ -100,6 +100,12 @@ class CalendarClient(Protocol):
         """The collection's sync token and ctag, in one small PROPFIND (depth 0)."""
         ...
 
+    async def probe_children(self, parent: str) -> dict[str, Probe]:
+        """`probe` of every collection directly under `parent`, in one PROPFIND (depth 1):
+        by the collection's canonical path (`collection_path`). A poll of many views in one
+        home asks once. Raises NotFound when `parent` is missing."""
+        ...
+
     async def changes_since(self, path: str, sync_token: str | None) -> Delta:
         """Hrefs changed and deleted since `sync_token` (None: everything, as created).
         Raises InvalidSyncToken when the server no longer accepts the token."""

@@ -289,9 +289,10 @@ async def poll_round(
     """One poll of `views` (members' calendars that no change hook announces): the views
     whose sync has something to do, each with the probe that found it (None: the sync reads
     the collection itself). All views of a tenant are peeked in one read (`Tx.peek_views`);
-    an idle view then costs one PROPFIND, and no job. A view the poll cannot judge (never
-    synced, a member no longer synced, a server that fails or refuses) is returned too: its
-    sync handles, logs and retries it."""
+    hosted views sharing a home on the service's server are probed in one PROPFIND per home
+    (`probe_children`), the others one PROPFIND each; an idle view costs no job. A view the
+    poll cannot judge (never synced, a member no longer synced, a server that fails or
+    refuses) is returned too: its sync handles, logs and retries it."""
     peeks: dict[View, _Peek] = {}
     async with store.reading() as tx:
         for tenant_id in sorted({view.tenant_id for view in views}):
@@ -300,6 +301,7 @@ async def poll_round(
                     view = View(tenant_id, seen.member.id, seen.citizen_id)
                     peeks[view] = _Peek(seen.state, seen.generation, seen.member)
     limit = asyncio.Semaphore(concurrency)
+    probes = await _probe_homes(calendars, [(v, peeks[v]) for v in views if v in peeks], limit)
 
     async def one(view: View) -> tuple[View, Probe | None] | None:
         peek = peeks.get(view)
@@ -308,7 +310,8 @@ async def poll_round(
         async with limit:
             try:
                 async with calendars.target(view, peek.member) as target:
-                    idle, probe = await _idle(target, peek, now=now)
+                    probe = probes.get(target.collection)
+                    idle, probe = await _idle(target, peek, now=now, probe=probe)
             except Exception as exc:  # whatever it is, the sync reports and retries it properly
                 log.debug("poll could not probe the view", extra={"error": type(exc).__name__})
                 return view, None
@@ -316,6 +319,35 @@ async def poll_round(
 
     found = await asyncio.gather(*(one(view) for view in views))
     return [item for item in found if item is not None]
+
+
+async def _probe_homes(
+    calendars: Calendars, peeked: Sequence[tuple[View, _Peek]], limit: asyncio.Semaphore
+) -> dict[str, Probe]:
+    """Probes of hosted views' collections, one PROPFIND (depth 1) per home that holds two or
+    more of them, by collection path. A home whose probe fails is left out: its views are
+    probed one by one."""
+    service = calendars.service
+    if service is None:
+        return {}
+    homes: dict[str, list[str]] = {}
+    for view, peek in peeked:
+        if peek.member.calendar == "hosted" and peek.state.collection == service.collection(view):
+            collection = peek.state.collection
+            homes.setdefault(collection.rstrip("/").rsplit("/", 1)[0] + "/", []).append(collection)
+
+    async def one(home: str) -> dict[str, Probe]:
+        async with limit:
+            try:
+                return await service.client.probe_children(home)
+            except Exception as exc:  # the views' own probes say what is wrong
+                log.debug("poll could not probe a home", extra={"error": type(exc).__name__})
+                return {}
+
+    found: dict[str, Probe] = {}
+    for probes in await asyncio.gather(*(one(h) for h, c in homes.items() if len(c) > 1)):
+        found.update(probes)
+    return found
 
 
 def probe_payload(probe: Probe | None) -> dict[str, str | None]:

@@ -224,6 +224,32 @@ async def test_probe_answers_a_token_and_a_ctag_that_move(
     assert after.sync_token != before.sync_token and after.ctag != before.ctag
 
 
+async def test_a_home_is_probed_in_one_request_as_each_collection_alone(
+    server: Server, client: CalDAVClient, requests_seen: Requests
+) -> None:
+    """A poll of many views in one home asks once (depth 1): each collection's token and
+    ctag are the ones its own probe answers; a missing home is NotFound."""
+    home = server.home(f"home-{secrets.token_hex(3)}")
+    paths = [
+        await client.ensure_collection(home + f"view-{n}/", f"Fru {n} - omsorg") for n in range(3)
+    ]
+    try:
+        await client.create(paths[1], "a.ics", event(uid()))
+        requests_seen.clear()
+        found = await client.probe_children(home)
+        assert [m for m, _, _ in requests_seen.sent] == ["PROPFIND"]
+        assert set(paths) <= set(found)  # Xandikos: one home, with its default calendar too
+        for path in paths:
+            assert found[path] == await client.probe(path)
+            assert found[path].sync_token and found[path].ctag
+        assert found[paths[0]].sync_token != found[paths[1]].sync_token
+        with pytest.raises(NotFound):
+            await client.probe_children(home + f"missing-{secrets.token_hex(3)}/")
+    finally:
+        for path in paths:
+            await client.delete_collection(path)
+
+
 async def test_changes_since_lists_exactly_what_changed(
     client: CalDAVClient, collection: str
 ) -> None:

@@ -605,21 +605,38 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         synced.append(args[3].member_id)
         return await real_sync(*args, **kwargs)
 
+    probes: list[str] = []
+    real_probe, real_probe_children = CalDAVClient.probe, CalDAVClient.probe_children
+
+    async def counting_probe(self: CalDAVClient, path: str) -> Any:
+        probes.append("collection")
+        return await real_probe(self, path)
+
+    async def counting_probe_children(self: CalDAVClient, parent: str) -> Any:
+        probes.append("home")
+        return await real_probe_children(self, parent)
+
     monkeypatch.setattr(view_sync, "render_event", counting)
     monkeypatch.setattr(view_sync, "_gather", counting_gather)
     monkeypatch.setattr(worker, "sync_view", counting_sync)
+    monkeypatch.setattr(CalDAVClient, "probe", counting_probe)
+    monkeypatch.setattr(CalDAVClient, "probe_children", counting_probe_children)
     citizen = served.citizen_id
-    task_id = await one_task(http, citizen, [member("m-anna", "Anna")])
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna"), member("m-bo", "Bo")])
     view = f"{HOME}north~m-anna~{citizen}/"
     async with app_on(municipal_dav) as app:
         await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        await eventually(copy_reading(app, f"{HOME}north~m-bo~{citizen}/", "[Ledig] Indkøb"))
         # Settled: a sync after the writes kept a token, then idle polls go by.
         await asyncio.sleep(POLL * 4)
         before, read_before, synced_before = len(rendered), len(gathered), len(synced)
+        probes.clear()
         await asyncio.sleep(POLL * 6)
         assert len(rendered) == before, "idle polls rendered the view"
         assert len(gathered) == read_before, "idle polls read the whole view"
         assert len(synced) == synced_before, "idle polls queued syncs"
+        # Both views live in the service account's one home: each poll asks it once.
+        assert probes and set(probes) == {"home"}, probes
         changed = task_event(
             2,
             task_id,

@@ -7,7 +7,13 @@ import asyncio
 
 import httpx
 
-from bench.dav_floor import ChangeWriter, parse_multiget, parse_sync_collection, parse_sync_token
+from bench.dav_floor import (
+    ChangeWriter,
+    parse_multiget,
+    parse_sync_collection,
+    parse_sync_token,
+    parse_sync_tokens,
+)
 from bench.dav_proxy import SLOTS, Counts, RequestFramer, serve
 
 
@@ -120,3 +126,15 @@ def test_the_floor_reads_a_sync_token() -> None:
         b"<sync-token> t-1 </sync-token></prop></propstat></response></multistatus>"
     )
     assert parse_sync_token(answer) == "t-1"
+
+
+def test_the_floor_reads_a_homes_sync_tokens() -> None:
+    answer = (
+        b'<multistatus xmlns="DAV:">'
+        b"<response><href>/user/calendars/</href><propstat><prop/></propstat></response>"
+        b"<response><href>/user/calendars/a%7Eb</href><propstat><prop>"
+        b"<sync-token>t-1</sync-token></prop></propstat></response>"
+        b"<response><href>http://x/user/calendars/c/</href><propstat><prop>"
+        b"<sync-token>t-2</sync-token></prop></propstat></response></multistatus>"
+    )
+    assert parse_sync_tokens(answer) == {"/user/calendars/a~b/": "t-1", "/user/calendars/c/": "t-2"}
