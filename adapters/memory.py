@@ -753,6 +753,14 @@ class MemoryStore:
         self._check()
         async with self._lock:
             jobs = self._state.jobs
+            busy = {
+                (job.tenant_id, job.kind, job.key)
+                for job in jobs.values()
+                if job.status == "running"
+                and job.key is not None
+                and job.lease_until is not None
+                and job.lease_until > now
+            }
             due = sorted(
                 (
                     job
@@ -765,9 +773,15 @@ class MemoryStore:
                     )
                 ),
                 key=lambda job: (job.run_at, job.id),
-            )[:limit]
+            )
             leased: list[Job] = []
             for job in due:
+                if len(leased) == limit:
+                    break
+                if job.key is not None:
+                    if (job.tenant_id, job.kind, job.key) in busy:
+                        continue  # its key is running now: it waits for that run to end
+                    busy.add((job.tenant_id, job.kind, job.key))
                 jobs[job.id] = replace(
                     job,
                     status="running",

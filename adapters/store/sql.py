@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -253,11 +253,30 @@ class SqlStore:
             and_(jobs.c.status == "queued", jobs.c.run_at <= now),
             and_(jobs.c.status == "running", jobs.c.lease_until <= now),
         )
-        pick = select(jobs.c.id).where(due).order_by(jobs.c.run_at, jobs.c.id).limit(limit)
+        # A keyed job whose key another worker is running now waits for that run to end:
+        # two syncs of one view never run at once (they would plan from the same records).
+        running = jobs.alias("running")
+        busy = (
+            select(running.c.id)
+            .where(
+                running.c.status == "running",
+                running.c.lease_until > now,
+                running.c.tenant_id == jobs.c.tenant_id,
+                running.c.kind == jobs.c.kind,
+                running.c.key == jobs.c.key,
+            )
+            .exists()
+        )
+        pick = (
+            select(jobs.c.id, jobs.c.tenant_id, jobs.c.kind, jobs.c.key)
+            .where(due, or_(jobs.c.key.is_(None), ~busy))
+            .order_by(jobs.c.run_at, jobs.c.id)
+            .limit(limit)
+        )
         if not self._sqlite:
-            pick = pick.with_for_update(skip_locked=True)
+            pick = pick.with_for_update(of=jobs, skip_locked=True)
         async with self._begin() as connection:
-            ids = list((await connection.execute(pick)).scalars())
+            ids = _one_per_key(await connection.execute(pick))
             if not ids:
                 return []
             rows = await connection.execute(
@@ -551,3 +570,17 @@ def _held_by(job_id: int, worker: str) -> Any:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _one_per_key(rows: Iterable[Any]) -> list[int]:
+    """The picked jobs' ids, the first of each key only (a queued job and an expired run of
+    the same key can both be due)."""
+    seen: set[tuple[str, str, str]] = set()
+    ids: list[int] = []
+    for row in rows:
+        if row.key is not None:
+            if (row.tenant_id, row.kind, row.key) in seen:
+                continue
+            seen.add((row.tenant_id, row.kind, row.key))
+        ids.append(row.id)
+    return ids

@@ -671,6 +671,38 @@ async def test_enqueue_dedupes_queued_jobs_by_key(store: Store) -> None:
     assert await store.job_counts() == {"queued": 1, "running": 5, "done": 0, "failed": 0}
 
 
+async def test_a_key_being_run_is_not_leased_again_until_that_run_ends(store: Store) -> None:
+    """Two syncs of one view never run at once: the job queued for a view while its sync
+    runs waits for that run (finished, failed or its lease expired); other keys, kinds and
+    unkeyed jobs do not wait."""
+    await enqueue(store, ("sync", "view-1", NOW))
+    [running] = await store.lease_jobs("w1", now=NOW, limit=10, lease_seconds=30)
+    await enqueue(
+        store,
+        ("sync", "view-1", NOW),
+        ("sync", "view-2", NOW),
+        ("escalate", "view-1", NOW),
+        ("deliver", None, NOW),
+    )
+    others = await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30)
+    assert sorted((j.kind, j.key) for j in others) == [
+        ("deliver", None),
+        ("escalate", "view-1"),
+        ("sync", "view-2"),
+    ]
+    assert await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30) == []
+    await store.finish_job(running.id, "w1")
+    [waited] = await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30)
+    assert (waited.kind, waited.key) == ("sync", "view-1") and waited.id != running.id
+    # A run whose lease expired is taken again, and only one job of its key at a time.
+    await enqueue(store, ("sync", "view-1", NOW))
+    later = NOW + timedelta(seconds=31)
+    again = await store.lease_jobs("w3", now=later, limit=10, lease_seconds=30)
+    assert [j.id for j in again if (j.kind, j.key) == ("sync", "view-1")] == [waited.id]
+    assert await store.lease_jobs("w3", now=later, limit=10, lease_seconds=30) == []
+    assert (await store.job_counts())["queued"] == 1
+
+
 async def test_lease_only_due_jobs_in_order(store: Store) -> None:
     await enqueue(
         store,
