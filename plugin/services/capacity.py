@@ -35,7 +35,9 @@ from plugin.domain.capacity import (
     settle,
     values_of,
 )
+from plugin.domain.circle import eligible_for
 from plugin.domain.fairness import (
+    SUGGESTED_ROLES,
     WEEKS,
     Fairness,
     Held,
@@ -173,6 +175,7 @@ def view_advice(
     suggest_until = min(until, load_window(now, zone).end)
     suggested: set[str] = set()
     overloaded: set[str] = set()
+    suggestable = member.role in SUGGESTED_ROLES
     for task in tasks:
         if task.status is not TaskStatus.ACTIVE:
             continue
@@ -186,6 +189,8 @@ def view_advice(
                 continue
             if not now <= occurrence.start < suggest_until or task.kind == "visit":
                 continue
+            if not suggestable or not eligible_for(member, task):
+                continue  # never a candidate (fairness._blocked: ROLE): nothing to score
             offer = offer_of(task, record)
             if offer.free_slots == 0 or member_id in offer.passed:
                 continue
