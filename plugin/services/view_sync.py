@@ -801,6 +801,10 @@ async def _apply_intents(
             changed = True
             if decision.add_claim is not None or decision.remove_claim_of is not None:
                 claims_changed = True
+        if changed:
+            # This run renders the answer, and records the generation it read after this;
+            # should it stop before that, the next run must not take the copies as recorded.
+            await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
         if claims_changed:
             await enqueue_view_syncs(
                 tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id

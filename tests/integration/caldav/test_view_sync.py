@@ -162,3 +162,61 @@ async def test_accepting_in_the_calendar_claims_first_come_first_served(
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         claims = task["occurrences"][0]["claims"]
         assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+
+
+async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the_next(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """A crash mid-sync: Anna's claim is committed, then the run dies before it writes. The
+    claim stands; the job's next run reads her view whole (the claim changed what the view
+    is rendered from, so the copies must not be taken as recorded) and writes her copy."""
+    from plugin.services import view_sync
+
+    gathers: list[bool] = []
+    died: list[str] = []
+    armed = False
+    real_gather, real_apply = view_sync._gather, view_sync._apply
+
+    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        found = await real_gather(store, view, **kwargs)
+        if found is not None and view.member_id == "m-anna" and armed:
+            gathers.append(found.whole)
+        return found
+
+    async def dying_apply(store: Any, client: Any, path: str, view: Any, *rest: Any) -> Any:
+        if armed and view.member_id == "m-anna" and not died:
+            died.append(view.member_id)
+            raise RuntimeError("the process stopped here")
+        return await real_apply(store, client, path, view, *rest)
+
+    monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(view_sync, "_apply", dying_apply)
+    anna, bo, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
+
+        def copy_reading(calendars: Any, view: str, summary: str) -> Callable[[], Awaitable[Any]]:
+            async def probe() -> tuple[str, str, bytes] | None:
+                try:
+                    listing = await calendars.list_etags(view)
+                except NotFound:
+                    return None
+                for href, (etag, body) in (await calendars.fetch(view, list(listing))).items():
+                    if str(Calendar.from_ical(body).walk("VEVENT")[0]["SUMMARY"]) == summary:
+                        return href, etag, body
+                return None
+
+            return probe
+
+        href, etag, body = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
+        armed = True
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
+        assert died == ["m-anna"]
+        task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+        claims = task["occurrences"][0]["claims"]
+        assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+        # The dead run: a light read, then the whole view after the claim. The next run: the
+        # whole view at once.
+        assert gathers[:3] == [False, True, True], gathers
