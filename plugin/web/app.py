@@ -219,8 +219,9 @@ def create_app(
             if owned:
                 await active.close()
 
+    webhook_route = Route("/webhooks/{tenant}", webhooks.receive, methods=["POST"], name="webhook")
     routes: list[BaseRoute] = [
-        Route("/webhooks/{tenant}", webhooks.receive, methods=["POST"], name="webhook"),
+        webhook_route,
         Mount("/api/v1", routes=api.routes()),
         *ops.routes(),
         *links.routes(),  # a member's claim pages and feed, by token
@@ -236,7 +237,10 @@ def create_app(
         ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(webhooks.DirectWebhooks, route=webhook_route),  # the hot path
+        ],
         lifespan=lifespan,
     )
     install_handlers(app)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from adapters.host.signing import sign
@@ -292,3 +294,28 @@ async def test_a_database_outage_is_503_and_nothing_is_accepted(tmp_path: Path) 
             # The host's retry of the same id is new, not a duplicate: it was never recorded.
             again = await c.post("/webhooks/north", content=body, headers=headers)
             assert again.status_code == 202
+
+
+async def test_the_direct_webhook_path_keeps_the_routes_contract(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`POST /webhooks/{tenant}` skips the router (webhooks.DirectWebhooks); everything else
+    about the route is as the router answers it: the request id, the access log naming the
+    template (never the tenant's path), 405 for other methods, 404 for other paths."""
+    caplog.set_level(logging.INFO, logger="carecal.access")
+    body, headers = sign_event(circle_event())
+    accepted = await client.post(
+        "/webhooks/north", content=body, headers=headers | {"x-request-id": "req-direct-1"}
+    )
+    assert accepted.status_code == 202 and accepted.headers["x-request-id"] == "req-direct-1"
+    lines = [r for r in caplog.records if r.name == "carecal.access"]
+    assert [(r.route, r.status) for r in lines] == [("/webhooks/{tenant}", 202)]  # type: ignore[attr-defined]
+    wrong_method = await client.get("/webhooks/north")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.headers["content-type"] == PROBLEM
+    for path in ("/webhooks/", "/webhooks/north/extra", "/webhooksnorth"):
+        missing = await client.post(path, content=body, headers=headers)
+        assert missing.status_code == 404, path
+        assert missing.headers["content-type"] == PROBLEM
+    unknown = await client.post("/webhooks/nowhere", content=body, headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["title"] == "Unknown tenant"
