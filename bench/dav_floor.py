@@ -137,29 +137,25 @@ class Floor:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def sync_token(self, collection: str) -> str:
+    async def _probe(self, path: str, depth: str) -> bytes:
         response = await self.client.request(
             "PROPFIND",
-            collection,
+            path,
             content=PROBE_BODY,
-            headers={"Depth": "0", "Content-Type": "application/xml; charset=utf-8"},
+            headers={"Depth": depth, "Content-Type": "application/xml; charset=utf-8"},
         )
         _expect(response, 207)
-        return parse_sync_token(response.content)
+        return response.content
+
+    async def sync_token(self, collection: str) -> str:
+        return parse_sync_token(await self._probe(collection, "0"))
 
     async def idle_poll(self, collection: str, stored_token: str) -> bool:
         """One idle poll: has the collection changed since `stored_token`?"""
         return await self.sync_token(collection) != stored_token
 
     async def home_tokens(self, home: str) -> dict[str, str]:
-        response = await self.client.request(
-            "PROPFIND",
-            home,
-            content=PROBE_BODY,
-            headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
-        )
-        _expect(response, 207)
-        return parse_sync_tokens(response.content)
+        return parse_sync_tokens(await self._probe(home, "1"))
 
     async def round(self, polled: Sequence[tuple[str, str]], concurrency: int = 8) -> list[bool]:
         """An idle poll of every (collection, stored token), `concurrency` at once: which

@@ -160,7 +160,7 @@ class _Gathered:
     care: CircleCare | None = None  # members' own settings and relief: suggestions
     generation: int = 0  # the view's generation this was read at (read before the rest)
     # False: only the circle, the member, the records and the state were read (`_gather`
-    # with `light`); the records are then exactly the copies the view's inputs render
+    # with `light_on`); the records are then exactly the copies the view's inputs render
     # (`_as_recorded`), and `tasks`, `occurrences` and `care` are empty.
     whole: bool = True
 

@@ -78,18 +78,21 @@ async def test_view_state_is_kept_replaced_and_deleted_with_the_view(store: Stor
         assert await tx.get_view_state("north", "m-bo", "c-123") == STATE
 
 
+ANNA = Member(id="m-anna", name="Anna", role="relative", visibility="full")
+BO = Member(
+    id="m-bo",
+    name="Bo",
+    role="relative",
+    visibility="full",
+    calendar="external",
+    external=ExternalCalendar("https://dav.example.org/bo/", "bo", "s3cret"),
+)
+SARA = Member(id="m-sara", name="Sara", role="staff", visibility="full", calendar="feed")
+
+
 async def test_member_views_are_listed_by_delivery(store: Store) -> None:
     """Removed members are not polled; the order is stable (citizen, member)."""
-    anna = Member(id="m-anna", name="Anna", role="relative", visibility="full")
-    bo = Member(
-        id="m-bo",
-        name="Bo",
-        role="relative",
-        visibility="full",
-        calendar="external",
-        external=ExternalCalendar("https://dav.example.org/bo/", "bo", "s3cret"),
-    )
-    sara = Member(id="m-sara", name="Sara", role="staff", visibility="full", calendar="feed")
+    anna, bo, sara = ANNA, BO, SARA
 
     def circle(citizen_id: str, *members: Member, version: int = 1) -> Circle:
         citizen = Citizen(tenant_id="demo", id=citizen_id, display_name="Fru Jensen")
@@ -120,16 +123,7 @@ async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> 
     """`peek_views`: the memberships `list_member_views` lists, each with its member (the
     external account decrypted), its view's state (None before a first sync) and its current
     generation, which is not the one the state was saved with."""
-    anna = Member(id="m-anna", name="Anna", role="relative", visibility="full")
-    bo = Member(
-        id="m-bo",
-        name="Bo",
-        role="relative",
-        visibility="full",
-        calendar="external",
-        external=ExternalCalendar("https://dav.example.org/bo/", "bo", "s3cret"),
-    )
-    sara = Member(id="m-sara", name="Sara", role="staff", visibility="full", calendar="feed")
+    anna, bo, sara = ANNA, BO, SARA
     gone = Member(id="m-gone", name="Gone", role="network", visibility="full")
     citizen = Citizen(tenant_id="demo", id="c-1", display_name="Fru Jensen")
     synced = replace(STATE, generation=1, inputs="f" * 64)
