@@ -10,24 +10,26 @@ business, its name is `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One r
    day, and the markers are the ones that run kept, nothing changed on either side: the run
    ends here (`_idle`), after one small read and one PROPFIND. That is every idle poll;
 1. gather: the circle, its tasks and their occurrences, the view's sync records and state (one
-   read); then the collection (created when missing, renamed when the citizen was): the delta
-   since the stored token on top of the records, or the full ETag listing when the token is
-   invalid (`_read_remote`);
+   read, `_gather`, while the server answers the delta since the stored token: `_prefetch`);
+   then the collection (created when missing, renamed when the citizen was): that delta on
+   top of the records, or the full ETag listing when the token is invalid (`_read_remote`);
 2. decide: the copies the member should have (`member_view.member_view_inputs` says which;
    each links to the member's claim page, `links.claim_url`). A copy is rendered only when
    its key, a digest of what it is drawn from, differs from the one in its sync record
    (`_desired`); the rest stand in with their records' fingerprints. Then
-   `plan_view_sync(desired, remote, records)`; fetch what the plan asks for, read the
-   member's gestures (`read_member_copies`), apply them, plan again with what changed
-   rendered, and `plan_after_fetch` for the fetched copies;
+   `plan_view_sync(desired, remote, records)` (from the records alone when nothing the view
+   is rendered from changed since the last run: `_as_recorded`); fetch what the plan asks
+   for, read the member's gestures (`read_member_copies`), apply them, plan again with what
+   changed rendered (from the same read, with the occurrences the gestures decided read
+   again: `_patched`), and `plan_after_fetch` for the fetched copies;
 3. apply: conditional writes (`If-None-Match: *`, `If-Match`), then store the sync records.
 
 A write that meets a changed object (412) is skipped: the member wrote meanwhile, their write
 queued a sync of its own, and that run plans from the newer state.
 
 Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it.
-The view is still read whole from the store and every copy's key computed (cheap, but it
-grows with the view's size; see bench/README.md).
+A run with something to do still reads the whole view from the store, and after a gesture
+computes every copy's key (cheap, but it grows with the view's size; see bench/README.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from plugin.services.calendar_port import (
     AlreadyExists,
     CalendarClient,
     CalendarError,
+    Delta,
     EtagMismatch,
     Forbidden,
     InvalidSyncToken,
@@ -159,10 +162,9 @@ class _Gathered:
     state: ViewState | None  # where the last sync found the collection, and its markers
     care: CircleCare | None = None  # members' own settings and relief: suggestions
     generation: int = 0  # the view's generation this was read at (read before the rest)
-    # False: only the circle, the member, the records and the state were read (`_gather`
-    # with `light_on`); the records are then exactly the copies the view's inputs render
-    # (`_as_recorded`), and `tasks`, `occurrences` and `care` are empty.
-    whole: bool = True
+    # True: the records are exactly the copies the view's inputs render (`_gather` with
+    # `now`): the run plans from them (`_as_recorded`) and renders only after a gesture.
+    recorded: bool = False
 
 
 async def sync_view(
@@ -182,6 +184,7 @@ async def sync_view(
     reading them again."""
     peek = await _peek(store, view)
     gathered = None
+    prefetched: _Prefetched | None = None
     if peek is not None:
         member = peek.member
     else:
@@ -196,7 +199,11 @@ async def sync_view(
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                gathered = await _gather(store, view, light_on=now)
+                # The store's read and the server's delta, at the same time.
+                async with asyncio.TaskGroup() as both:
+                    read = both.create_task(_gather(store, view, now=now))
+                    delta = both.create_task(_prefetch(target, peek.state, probe))
+                gathered, prefetched = read.result(), delta.result()
                 if gathered is None:
                     return SyncOutcome()
                 if _reached_by(gathered.member) != _reached_by(member):
@@ -205,7 +212,9 @@ async def sync_view(
             else:
                 probe = None  # no state to compare it with: the run reads the collection anew
             assert gathered is not None
-            return await _sync(store, target, settings, view, gathered, now=now, probe=probe)
+            return await _sync(
+                store, target, settings, view, gathered, now=now, probe=probe, prefetched=prefetched
+            )
     except _Moved:
         return await sync_view(store, calendars, settings, view, now=now)
     except NoCollection:
@@ -388,8 +397,39 @@ class _Remote:
     created: bool = False  # the collection was (re)created just now: the records are void
 
 
+@dataclass(frozen=True, slots=True)
+class _Prefetched:
+    """The delta since `token`, read while the store was (None: the token is invalid)."""
+
+    token: str
+    delta: Delta | None
+
+
+async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _Prefetched | None:
+    """The delta `_read_remote` will ask for, when the probe shows the collection changed
+    since the stored token (None when it will not ask for one, or cannot yet tell)."""
+    token = state.sync_token
+    if (
+        probe is None
+        or probe.sync_token is None
+        or token is None
+        or probe.sync_token == token
+        or target.collection != state.collection
+    ):
+        return None
+    try:
+        return _Prefetched(token, await target.client.changes_since(target.collection, token))
+    except InvalidSyncToken:
+        return _Prefetched(token, None)
+
+
 async def _read_remote(
-    client: CalendarClient, path: str, name: str, gathered: _Gathered, probe: Probe | None
+    client: CalendarClient,
+    path: str,
+    name: str,
+    gathered: _Gathered,
+    probe: Probe | None,
+    prefetched: _Prefetched | None = None,
 ) -> _Remote:
     """DESIGN's loop: probe the collection's markers (one small PROPFIND; `probe` when this run
     made it already); unchanged -> the records are the listing; a sync token ->
@@ -419,7 +459,12 @@ async def _read_remote(
             return _Remote(listing, None, probe.ctag)
         if probe.sync_token is not None and state.sync_token is not None:
             try:
-                delta = await client.changes_since(path, state.sync_token)
+                if prefetched is not None and prefetched.token == state.sync_token:
+                    delta = prefetched.delta
+                    if delta is None:
+                        raise InvalidSyncToken(path)
+                else:
+                    delta = await client.changes_since(path, state.sync_token)
             except InvalidSyncToken:
                 log.info("sync token no longer valid; listing every ETag", extra={"path": path})
             else:
@@ -441,6 +486,7 @@ async def _sync(
     *,
     now: datetime,
     probe: Probe | None = None,
+    prefetched: _Prefetched | None = None,
 ) -> SyncOutcome:
     client, path = target.client, target.collection
     if gathered.state is not None and gathered.state.collection != path:
@@ -449,7 +495,7 @@ async def _sync(
         gathered = replace(gathered, records={}, state=None)
         probe = None
     name = collection_name(gathered.circle)
-    remote_state = await _read_remote(client, path, name, gathered, probe)
+    remote_state = await _read_remote(client, path, name, gathered, probe, prefetched)
     # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
     # (plugin.services.relief_calendar); released claims are rendered in this same run.
     if await relief_from_collection(
@@ -458,13 +504,13 @@ async def _sync(
         gathered = await _gather(store, view) or gathered
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
-        gathered = replace(await _whole(store, view, gathered), records={})
+        gathered = replace(gathered, records={}, recorded=False)
     records = gathered.records
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
-    if gathered.whole:
-        desired = _desired(gathered, settings, view, now=now, reuse=records)
-    else:
+    if gathered.recorded:
         desired = _as_recorded(records)
+    else:
+        desired = _desired(gathered, settings, view, now=now, reuse=records)
     try:
         plan = plan_view_sync(desired, remote, records)
     except StorageEmpty as empty:
@@ -476,7 +522,7 @@ async def _sync(
             extra={"path": path, "records": empty.records},
         )
         await _forget_view(store, view)
-        gathered = replace(await _whole(store, view, gathered), records={})
+        gathered = replace(gathered, records={}, recorded=False)
         records = {}
         desired = _desired(gathered, settings, view, now=now)
         plan = plan_view_sync(desired, remote, records)
@@ -496,12 +542,13 @@ async def _sync(
         )
         intents += readings.intents
         fetched_uids = {record.uid for record, _, _ in readings.copies}
-    if intents and await _apply_intents(store, gathered, view, intents, now=now):
+    applied = await _apply_intents(store, gathered, view, intents, now=now) if intents else None
+    if applied is not None:
         # The domain's answer goes into the copies: a won claim reads [Dig] at once, a lost
         # one is reset to [Anna]/NEEDS-ACTION in this same run, and so does every other copy
         # the gestures changed (a suggestion, an overload mark): planned again, rendering
         # only what changed.
-        regathered = await _gather(store, view)
+        regathered = _patched(gathered, applied) or await _gather(store, view)
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered
@@ -512,7 +559,6 @@ async def _sync(
         # fetch this run did not make: the next run makes it.
         complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
     elif fetched_uids:
-        gathered = await _whole(store, view, gathered)
         desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
@@ -543,14 +589,25 @@ async def _sync(
     return SyncOutcome(written, skipped, intents)
 
 
-async def _whole(store: Store, view: View, gathered: _Gathered) -> _Gathered:
-    """`gathered`, or the whole view when it was gathered light (to render copies from)."""
-    if gathered.whole:
-        return gathered
-    found = await _gather(store, view)
-    if found is None or _reached_by(found.member) != _reached_by(gathered.member):
-        raise _Moved()  # they left, or their calendar moved, meanwhile: the run starts over
-    return found
+def _patched(gathered: _Gathered, applied: _Applied) -> _Gathered | None:
+    """`gathered` with the occurrences the gestures changed read again, when nothing but
+    the gestures changed the view since it was read: its generation then moved by exactly
+    the gestures' own bump. None: read the view again."""
+    if applied.generation != gathered.generation + 1:
+        return None
+    fresh = {k: r for k, r in applied.records.items() if r is not None}
+    if len(fresh) != len(applied.records):
+        return None
+    occurrences: dict[str, tuple[OccurrenceRecord, ...]] = {}
+    for task_id, records in gathered.occurrences.items():
+        if any(r.occurrence.id in fresh for r in records):
+            records = tuple(fresh.pop(r.occurrence.id, r) for r in records)
+        occurrences[task_id] = records
+    if fresh:
+        return None  # an occurrence this read did not hold
+    return replace(
+        gathered, occurrences=occurrences, generation=applied.generation, recorded=False
+    )
 
 
 async def _forget_view(store: Store, view: View) -> None:
@@ -589,14 +646,12 @@ async def withdraw_view(
     await _forget_view(store, view)
 
 
-async def _gather(
-    store: Store, view: View, *, light_on: datetime | None = None
-) -> _Gathered | None:
-    """The view as the store has it. `light_on`: the day of a run that may take the copies
-    as the last run recorded them: when the view's generation is still the one that run
-    rendered from, on the same day, and the records hold exactly the keys it rendered, the
-    view's tasks and occurrences are not read (a member's gesture in a big view then costs
-    one whole read, after the gesture, not two)."""
+async def _gather(store: Store, view: View, *, now: datetime | None = None) -> _Gathered | None:
+    """The view as the store has it. `now`: the time of a run that may take the copies as
+    the last run recorded them (`recorded`): when the view's generation is still the one that
+    run rendered from, on the same day, and the records hold exactly the keys it rendered.
+    The run then plans without rendering; after a member's gesture it renders from this
+    read, patched (`_patched`), not from a second one."""
     async with store.reading() as tx:
         # First: a change committed while the rest is read is then newer than the generation
         # this run records, and the next run renders again (the other way round, it would not).
@@ -608,16 +663,15 @@ async def _gather(
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         link = await tx.active_member_link(view.tenant_id, view.member_id)
-        if (
-            light_on is not None
+        recorded = (
+            now is not None
             and link is not None
             and state is not None
             and state.generation == generation
-            and _day(state.synced_at) == _day(light_on)
+            and _day(state.synced_at) == _day(now)
             and state.inputs is not None
             and _view_inputs(records) == state.inputs
-        ):
-            return _Gathered(circle, member, (), {}, records, link, state, None, generation, False)
+        )
         tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
         by_task = await tx.occurrences_of_citizen(view.tenant_id, view.citizen_id)
         occurrences = {task.id: tuple(by_task.get(task.id, ())) for task in tasks}
@@ -626,7 +680,9 @@ async def _gather(
         # Made on the member's first sync; `created_at` is informational: the wall clock.
         async with store.transaction() as tx:
             link = await ensure_link(tx, view.tenant_id, view.member_id, now=datetime.now(UTC))
-    return _Gathered(circle, member, tasks, occurrences, records, link, state, care, generation)
+    return _Gathered(
+        circle, member, tasks, occurrences, records, link, state, care, generation, recorded
+    )
 
 
 def _as_recorded(records: Mapping[str, SyncRecord]) -> dict[str, DesiredItem]:
@@ -725,7 +781,6 @@ def _desired(
     """Every copy the member should have, by UID. A copy whose record in `reuse` holds its
     key is not rendered: it stands in with the record's fingerprints and no body (unless its
     UID is in `force`: a copy fetched to be written back). So a run renders what changed."""
-    assert gathered.whole, "a light gather holds no tasks to render"
     public_url = settings.server.public_url
     link = gathered.link
     keys = _ItemKeys()
@@ -765,14 +820,24 @@ def _desired(
 _ASKS = {Gesture.CLAIM: Ask.CLAIM, Gesture.PASS: Ask.PASS, Gesture.RELEASE: Ask.RELEASE}
 
 
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What a run's gestures changed: the occurrences they decided, as stored after, and the
+    view's generation after their bump."""
+
+    records: Mapping[str, OccurrenceRecord | None]
+    generation: int
+
+
 async def _apply_intents(
     store: Store, gathered: _Gathered, view: View, intents: Sequence[Intent], *, now: datetime
-) -> bool:
+) -> _Applied | None:
     """Apply the owner's gestures as that member through channel `caldav`, in one
     transaction; when a claim came or went, the circle's other views are queued for a sync.
-    Returns whether anything changed."""
+    Returns what changed (None: nothing)."""
     suffix = f"@{_domain(view)}"
-    changed = claims_changed = False
+    claims_changed = False
+    decided: set[str] = set()
     async with store.transaction() as tx:
         for intent in intents:
             match intent:
@@ -798,18 +863,24 @@ async def _apply_intents(
             )
             if decision is None or not decision.changed:
                 continue
-            changed = True
+            decided.add(occurrence_id)
             if decision.add_claim is not None or decision.remove_claim_of is not None:
                 claims_changed = True
-        if changed:
-            # This run renders the answer, and records the generation it read after this;
-            # should it stop before that, the next run must not take the copies as recorded.
-            await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        if not decided:
+            return None
+        # This run renders the answer, and records the generation it read after this;
+        # should it stop before that, the next run must not take the copies as recorded.
+        await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        records = {
+            occurrence_id: await tx.get_occurrence(view.tenant_id, occurrence_id)
+            for occurrence_id in sorted(decided)
+        }
         if claims_changed:
             await enqueue_view_syncs(
                 tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id
             )
-    return changed
+    return _Applied(records, generation)
 
 
 async def _task_of(tx: Tx, view: View, occurrence_id: str) -> Task | None:

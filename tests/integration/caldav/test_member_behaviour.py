@@ -285,8 +285,9 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
 ) -> None:
     """Also: a claim renders only the copies it changes (the claimed occurrence in each view,
     and copies whose fairness marks it moved), not the whole view, and the run that reads
-    Anna's gesture reads her view whole only once, after applying it (bench/sync: the cost
-    of a change must not grow with the view)."""
+    Anna's gesture reads her view from the store only once: it plans from the records, and
+    renders after the gesture from that read with the claimed occurrence read again
+    (bench/sync: the cost of a change must not grow with the view)."""
     from plugin.services import view_sync
 
     rendered: list[Rendered] = []
@@ -302,7 +303,7 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
     async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
         found = await real_gather(store, view, **kwargs)
         if found is not None:
-            gathers.append((view.member_id, found.whole))
+            gathers.append((view.member_id, found.recorded))
         return found
 
     monkeypatch.setattr(view_sync, "render_event", counting)
@@ -367,10 +368,12 @@ async def _weekly_series_claimed_alone(
             assert {("m-anna", AFTER_DST), ("m-bo", AFTER_DST)} <= again
             for member, start, mark in rendered:
                 assert start == AFTER_DST or mark != marks[member, start], (member, start)
-            # Her write's run: a light read (the records, no tasks), the gesture, one whole
-            # read to render from. Bo's run reads whole: the claim changed his view's inputs.
-            annas = [whole for member, whole in gathers if member == "m-anna"]
-            assert annas == [False, True], gathers
+            # Her write's run: one read, whose copies are as recorded (planned without
+            # rendering); after the gesture it renders from that read, patched, not from a
+            # second one. Bo's run is not as recorded: the claim changed his view's inputs.
+            annas = [recorded for member, recorded in gathers if member == "m-anna"]
+            assert annas == [True], gathers
+            assert ("m-bo", False) in gathers, gathers
 
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         occurrences = {

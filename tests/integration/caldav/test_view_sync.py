@@ -5,14 +5,16 @@ the member's calendar app."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from icalendar import Calendar
 
 from adapters.caldav.port import NotFound
+from plugin.services.ingest import apply_batch
 from plugin.sync.fingerprint import prop_values
+from plugin.web.app import decode_entry
 from tests.integration.caldav.support import (
     CPH,
     Served,
@@ -180,7 +182,7 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
     async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
         found = await real_gather(store, view, **kwargs)
         if found is not None and view.member_id == "m-anna" and armed:
-            gathers.append(found.whole)
+            gathers.append(found.recorded)
         return found
 
     async def dying_apply(store: Any, client: Any, path: str, view: Any, *rest: Any) -> Any:
@@ -217,6 +219,73 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         claims = task["occurrences"][0]["claims"]
         assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
-        # The dead run: a light read, then the whole view after the claim. The next run: the
-        # whole view at once.
-        assert gathers[:3] == [False, True, True], gathers
+        # The dead run: one read, its copies as recorded (it renders the claim from that read,
+        # patched). The next run's read is not as recorded: the claim bumped the generation.
+        assert gathers[:2] == [True, False], gathers
+
+
+async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """The run that reads Anna's gesture renders from its one read, with the claimed
+    occurrence read again (`_patched`), only when nothing else changed her view meanwhile.
+    Here the host gives the task a place after the run read the view and before it applies
+    her claim: the run reads the view again and writes her copy with the place."""
+    from plugin.services import view_sync
+
+    gathers: list[bool] = []
+    moved_between: list[str] = []
+    PLACE = "Netto, Nørregade 1"
+    armed = False
+    real_gather, real_apply_intents = view_sync._gather, view_sync._apply_intents
+
+    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        found = await real_gather(store, view, **kwargs)
+        if found is not None and view.member_id == "m-anna" and armed:
+            gathers.append(found.recorded)
+        return found
+
+    async def host_moves_first(store: Any, gathered: Any, view: Any, *rest: Any, **kw: Any) -> Any:
+        if armed and view.member_id == "m-anna" and not moved_between:
+            moved_between.append(view.member_id)
+            # The host's webhook, then its application (as the applier would, here and now:
+            # this runs in the server's event loop, with a client of its own).
+            async with httpx.AsyncClient(base_url=http.base_url) as host:
+                event = one_off(start, version=2, location=PLACE)
+                assert (await post_event(host, event)).status_code == 202
+            horizon = timedelta(weeks=served.settings.horizon_weeks)
+            while await apply_batch(store, decode_entry, now=datetime.now(UTC), horizon=horizon):
+                pass
+            async with store.reading() as tx:
+                task = await tx.get_task("north", "t-1")
+            assert task is not None and task.location == PLACE
+        return await real_apply_intents(store, gathered, view, *rest, **kw)
+
+    monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(view_sync, "_apply_intents", host_moves_first)
+    anna, _, start = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app:
+
+        async def copy_reading(summary: str) -> tuple[str, str, bytes, Any] | None:
+            try:
+                listing = await anna_app.list_etags(ANNA_VIEW)
+            except NotFound:
+                return None
+            for href, (etag, body) in (await anna_app.fetch(ANNA_VIEW, list(listing))).items():
+                event = Calendar.from_ical(body).walk("VEVENT")[0]
+                if str(event["SUMMARY"]) == summary:
+                    return href, etag, body, event
+            return None
+
+        href, etag, body, _ = await eventually(lambda: copy_reading("[Ledig] Indkøb"))
+        armed = True
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        _, _, _, event = await eventually(lambda: copy_reading("[Dig] Indkøb"))
+        assert moved_between == ["m-anna"]
+        assert PLACE in str(event["DESCRIPTION"])
+        # Her gesture's run: the read before the host's change, then a second read (the
+        # view's generation moved by more than the claim's own bump).
+        assert gathers[:2] == [True, False], gathers
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    claims = task["occurrences"][0]["claims"]
+    assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
