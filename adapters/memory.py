@@ -25,6 +25,7 @@ from plugin.domain.model import (
     Citizen,
     Claim,
     Delivery,
+    ExternalCalendar,
     Member,
     Occurrence,
     OccurrenceRecord,
@@ -128,6 +129,10 @@ class _State:
     view_records: dict[Key4, SyncRecord] = field(default_factory=dict)
     view_state: dict[Key3, ViewState] = field(default_factory=dict)  # (tenant, member, citizen)
     view_generations: dict[Key3, int] = field(default_factory=dict)  # (tenant, member, citizen)
+    # (tenant, citizen, member) -> (url, username) -> (account, retired at)
+    retired: dict[Key3, dict[Key2, tuple[ExternalCalendar, datetime]]] = field(
+        default_factory=dict
+    )
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -157,6 +162,7 @@ class _State:
             view_records=dict(self.view_records),
             view_state=dict(self.view_state),
             view_generations=dict(self.view_generations),
+            retired={key: dict(accounts) for key, accounts in self.retired.items()},
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -347,6 +353,32 @@ class MemoryTx:
         for key in [k for k in self._s.view_records if k[:3] == view]:
             del self._s.view_records[key]
         self._s.view_state.pop(view, None)
+
+    async def retire_calendar(
+        self,
+        tenant_id: str,
+        citizen_id: str,
+        member_id: str,
+        account: ExternalCalendar,
+        *,
+        now: datetime,
+    ) -> None:
+        accounts = self._s.retired.setdefault((tenant_id, citizen_id, member_id), {})
+        kept = accounts.get((account.url, account.username))
+        accounts[account.url, account.username] = (account, now if kept is None else kept[1])
+
+    async def retired_calendars(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> list[ExternalCalendar]:
+        accounts = self._s.retired.get((tenant_id, citizen_id, member_id), {})
+        ordered = sorted(accounts.values(), key=lambda kept: kept[1])
+        return [account for account, _ in ordered]
+
+    async def forget_retired_calendar(
+        self, tenant_id: str, citizen_id: str, member_id: str, account: ExternalCalendar
+    ) -> None:
+        accounts = self._s.retired.get((tenant_id, citizen_id, member_id), {})
+        accounts.pop((account.url, account.username), None)
 
     async def get_membership(
         self, tenant_id: str, citizen_id: str, member_id: str

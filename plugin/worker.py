@@ -8,7 +8,8 @@ of its leased batch to the queue.
 Job kinds and their handlers:
 
     view.sync         sync one member's calendar view of one circle (`services.view_sync`)
-    member.withdraw   delete a removed member's calendar collection of that circle
+    member.withdraw   delete a removed member's calendar collection of that circle (or the
+                      one in a calendar they left: hosted, or their own account)
 
 Both need the calendar resolver (`calendars`, given by the composition root: a client for
 the server of hosted views, and a way to log in to members' own accounts); a worker without
@@ -58,6 +59,7 @@ from plugin.services.view_sync import (
     probe_payload,
     sync_view,
     view_of_job,
+    withdraw_retired,
     withdraw_view,
 )
 
@@ -154,8 +156,12 @@ async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
         log.warning("member.withdraw job names no view", extra={"job_id": job.id})
         return
     view = View(job.tenant_id, member_id, citizen_id)
-    was_hosted = job.payload.get("was") == "hosted"
-    await withdraw_view(ctx.store, _calendars(ctx), view, was_hosted=was_hosted)
+    was = job.payload.get("was")
+    if was == "external":
+        last_try = job.attempts + 1 >= ctx.settings.worker.max_attempts
+        await withdraw_retired(ctx.store, _calendars(ctx), view, last_try=last_try)
+        return
+    await withdraw_view(ctx.store, _calendars(ctx), view, was_hosted=was == "hosted")
 
 
 DEFAULT_HANDLERS: Mapping[str, Handler] = {}

@@ -31,7 +31,7 @@ from adapters.store.sql_tx_statements import (
     INBOX_APPLIER_LOCK,
     statements,
 )
-from adapters.store.tables import INBOX_ERROR_MAX
+from adapters.store.tables import INBOX_ERROR_MAX, retired_account_key
 from plugin.domain.capacity import MemberSettings
 from plugin.domain.escalation import claim_deadline
 from plugin.domain.fairness import Held
@@ -40,6 +40,7 @@ from plugin.domain.model import (
     Citizen,
     Claim,
     Delivery,
+    ExternalCalendar,
     Member,
     Occurrence,
     OccurrenceRecord,
@@ -398,6 +399,61 @@ class SqlTx:
         key = {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id}
         await self._c.execute(self._q.delete_view, key)
         await self._c.execute(self._q.delete_view_state, key)
+
+    async def retire_calendar(
+        self,
+        tenant_id: str,
+        citizen_id: str,
+        member_id: str,
+        account: ExternalCalendar,
+        *,
+        now: datetime,
+    ) -> None:
+        if self._cipher is None:
+            raise StoreError("refusing to store an external calendar password without a cipher")
+        await self._c.execute(
+            self._q.retire_calendar,
+            {
+                "tenant_id": tenant_id,
+                "citizen_id": citizen_id,
+                "member_id": member_id,
+                "account": retired_account_key(account.url, account.username),
+                "url": account.url,
+                "username": account.username,
+                "password_enc": self._cipher.encrypt(tenant_id, account.password.encode()),
+                "retired_at": now,
+            },
+        )
+
+    async def retired_calendars(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> list[ExternalCalendar]:
+        rows = await self._c.execute(
+            self._q.retired_calendars,
+            {"p_tenant": tenant_id, "p_citizen": citizen_id, "p_member": member_id},
+        )
+        if self._cipher is None:
+            raise StoreError("cannot read an external calendar password without a cipher")
+        cipher = self._cipher
+        return [
+            ExternalCalendar(
+                row.url, row.username, cipher.decrypt(tenant_id, row.password_enc).decode()
+            )
+            for row in rows
+        ]
+
+    async def forget_retired_calendar(
+        self, tenant_id: str, citizen_id: str, member_id: str, account: ExternalCalendar
+    ) -> None:
+        await self._c.execute(
+            self._q.forget_retired_calendar,
+            {
+                "p_tenant": tenant_id,
+                "p_citizen": citizen_id,
+                "p_member": member_id,
+                "p_account": retired_account_key(account.url, account.username),
+            },
+        )
 
     async def get_view_state(
         self, tenant_id: str, member_id: str, citizen_id: str

@@ -53,6 +53,7 @@ from adapters.store.tables import (
     overload_notices,
     passes,
     relief_requests,
+    retired_calendars,
     targeted_offers,
     tasks,
     tenants,
@@ -143,6 +144,9 @@ class Statements:
     get_view_generation: Any
     list_member_views: Any
     peek_views: Any
+    retire_calendar: Any
+    retired_calendars: Any
+    forget_retired_calendar: Any
     # tasks and occurrences
     get_task: Any
     upsert_task: Any
@@ -334,6 +338,25 @@ def statements(dialect_name: str) -> Statements:
         .on_conflict_do_update(
             index_elements=["tenant_id", "member_id", "citizen_id"],
             set_={"generation": view_generations.c.generation + 1},
+        ),
+        retire_calendar=_upsert(
+            dialect,
+            retired_calendars,
+            ["tenant_id", "citizen_id", "member_id", "account"],
+            ("password_enc",),
+        ),
+        retired_calendars=select(retired_calendars)
+        .where(
+            retired_calendars.c.tenant_id == TENANT,
+            retired_calendars.c.citizen_id == bindparam("p_citizen", type_=String),
+            retired_calendars.c.member_id == bindparam("p_member", type_=String),
+        )
+        .order_by(retired_calendars.c.retired_at, retired_calendars.c.account),
+        forget_retired_calendar=delete(retired_calendars).where(
+            retired_calendars.c.tenant_id == TENANT,
+            retired_calendars.c.citizen_id == bindparam("p_citizen", type_=String),
+            retired_calendars.c.member_id == bindparam("p_member", type_=String),
+            retired_calendars.c.account == bindparam("p_account", type_=String),
         ),
         get_view_generation=select(view_generations.c.generation).where(
             view_generations.c.tenant_id == TENANT,

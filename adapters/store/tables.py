@@ -9,6 +9,7 @@ UTC (`UTCDateTime`); wall-clock task times are stored naive, next to their IANA 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -441,6 +442,29 @@ view_generations = Table(
     Column("generation", Integer, nullable=False),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
+
+# A member's own CalDAV account that no longer holds their view of a circle (they left
+# `external` delivery, or gave another account): kept, the password encrypted as in
+# `memberships`, only until carecal has deleted its collection there (`member.withdraw`).
+# `account` is a digest of the URL and the username (`retired_account_key`).
+retired_calendars = Table(
+    "retired_calendars",
+    metadata,
+    _tenant_id(),
+    Column("citizen_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("password_enc", LargeBinary, nullable=False),
+    Column("retired_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "citizen_id", "member_id", "account"),
+)
+
+
+def retired_account_key(url: str, username: str) -> str:
+    return hashlib.sha256(f"{url}\n{username}".encode()).hexdigest()
+
 
 # Members' personal links (claim pages, ICS feed, setup page): the secret that signs a member's
 # tokens (`plugin.services.links`). `id` is the public reference a token carries: random and

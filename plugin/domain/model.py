@@ -84,6 +84,11 @@ class ExternalCalendar:
     password: str
 
 
+def same_account(a: ExternalCalendar, b: ExternalCalendar) -> bool:
+    """One account: the same calendar home and username (the password may have changed)."""
+    return (a.url, a.username) == (b.url, b.username)
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     id: str

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from plugin.config import Settings
-from plugin.domain.model import Delivery, Member
+from plugin.domain.model import Delivery, ExternalCalendar, Member
 from plugin.services.calendar_access import caldav_username
 from plugin.services.calendar_port import CalendarClient, collection_path
 
@@ -211,7 +211,14 @@ class Calendars:
             return
         if member.calendar != "external" or member.external is None:
             raise NoCollection(f"calendar delivery {member.calendar!r} has no collection")
-        account = member.external
+        async with self.external(view, member.external) as target:
+            yield target
+
+    @asynccontextmanager
+    async def external(self, view: View, account: ExternalCalendar) -> AsyncIterator[Target]:
+        """A client for `view`'s collection in a member's own `account`, open for the block
+        (their current one, or one they left: `Tx.retired_calendars`). Raises
+        UnsafeCalendarUrl for a non-public address the tenant does not allow."""
         tenant = self.settings.tenant(view.tenant_id)
         if tenant is None or not tenant.allow_private_calendar_urls:
             await check_public_url(account.url, self._resolve)

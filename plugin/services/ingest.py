@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from plugin.domain.model import Claim, Task, TaskStatus
+from plugin.domain.model import Claim, ExternalCalendar, Member, Task, TaskStatus, same_account
 from plugin.domain.versions import accept_version
 from plugin.services.capacity import settle_member_settings
 from plugin.services.commands import (
@@ -132,6 +132,17 @@ async def _audit(
     )
 
 
+def _left_account(before: Member, after: Member) -> ExternalCalendar | None:
+    """`before`'s own CalDAV account, when it no longer holds the member's view in `after`
+    (a new password for the same URL and username is the same account)."""
+    old, new = before.external, after.external
+    if before.calendar != "external" or old is None:
+        return None
+    if after.calendar == "external" and new is not None and same_account(old, new):
+        return None
+    return old
+
+
 def _subject(command: HostCommand) -> str:
     match command:
         case UpdateCircle(circle=circle):
@@ -175,14 +186,26 @@ class _Applier:
         for member_id in change.changed:
             before = None if stored is None else stored.member(member_id)
             after = circle.member(member_id)
-            if before and after and before.calendar == "hosted" and after.calendar != "hosted":
-                # Their copy on the hosted server goes; the new delivery starts afresh. (A
-                # member's own account that is replaced is left as it is: its old password is
-                # gone, and the account is theirs.)
+            if before is None or after is None:
+                continue
+            was: str | None = None
+            left = _left_account(before, after)
+            if before.calendar == "hosted" and after.calendar != "hosted":
+                was = "hosted"  # their copy on the hosted server goes
+            elif left is not None:
+                # Their own account no longer holds their view (another delivery, or another
+                # account): its collection goes. The account is kept, its password encrypted,
+                # until the job has deleted it; the membership now holds the new one only.
+                await self.tx.retire_calendar(
+                    self.tenant_id, circle.citizen.id, member_id, left, now=self.now
+                )
+                was = "external"
+            if was is not None:
+                # The new delivery starts afresh.
                 await self.tx.enqueue_job(
                     self.tenant_id,
                     JOB_MEMBER_WITHDRAW,
-                    {"citizen_id": circle.citizen.id, "member_id": member_id, "was": "hosted"},
+                    {"citizen_id": circle.citizen.id, "member_id": member_id, "was": was},
                     run_at=self.now,
                     key=f"{circle.citizen.id}:{member_id}",
                 )

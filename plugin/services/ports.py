@@ -53,6 +53,7 @@ from plugin.domain.model import (
     Citizen,
     Claim,
     Delivery,
+    ExternalCalendar,
     Member,
     Occurrence,
     OccurrenceRecord,
@@ -341,6 +342,32 @@ class Tx(Protocol):
 
     async def delete_view(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
         """Drop every record of the view and its state (its collection was deleted)."""
+        ...
+
+    async def retire_calendar(
+        self,
+        tenant_id: str,
+        citizen_id: str,
+        member_id: str,
+        account: ExternalCalendar,
+        *,
+        now: datetime,
+    ) -> None:
+        """Keep `account`, a member's own CalDAV account that no longer holds their view of
+        the citizen's circle, until carecal has deleted its collection there (the password
+        encrypted, as in the membership). The same account (URL and username) is kept once."""
+        ...
+
+    async def retired_calendars(
+        self, tenant_id: str, citizen_id: str, member_id: str
+    ) -> list[ExternalCalendar]:
+        """The member's retired accounts for this circle, oldest first."""
+        ...
+
+    async def forget_retired_calendar(
+        self, tenant_id: str, citizen_id: str, member_id: str, account: ExternalCalendar
+    ) -> None:
+        """Its collection is deleted (or never can be): the account, password and all, goes."""
         ...
 
     async def get_view_state(

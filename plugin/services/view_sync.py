@@ -45,11 +45,20 @@ from urllib.parse import unquote
 
 from plugin.config import Settings
 from plugin.domain.circle import eligible_for
-from plugin.domain.model import Circle, Delivery, Member, OccurrenceRecord, Task, TaskStatus
+from plugin.domain.model import (
+    Circle,
+    Delivery,
+    Member,
+    OccurrenceRecord,
+    Task,
+    TaskStatus,
+    same_account,
+)
 from plugin.services.calendar_port import (
     AlreadyExists,
     CalendarClient,
     CalendarError,
+    CalendarUnavailable,
     Delta,
     EtagMismatch,
     Forbidden,
@@ -65,6 +74,7 @@ from plugin.services.calendars import (
     Target,
     UnsafeCalendarUrl,
     View,
+    external_collection,
 )
 from plugin.services.capacity import CircleCare, read_circle_care
 from plugin.services.claiming import Ask, decide
@@ -644,6 +654,52 @@ async def withdraw_view(
         except (NoCollection, UnsafeCalendarUrl):
             pass  # nothing carecal may reach: nothing it can delete
     await _forget_view(store, view)
+
+
+async def withdraw_retired(
+    store: Store, calendars: Calendars, view: View, *, last_try: bool = False
+) -> None:
+    """The member left their own account for this circle's view (`Tx.retire_calendar`, by
+    `circle.updated`): delete carecal's collection there, then forget the account. An
+    account they are back on is only forgotten. A server that refuses carecal (a wrong
+    password, an address the tenant does not allow) is logged, and the account forgotten:
+    nothing carecal may do there. A server that is down raises CalendarUnavailable, and the
+    job is retried; on its `last_try` the account is forgotten all the same (logged)."""
+    where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
+    async with store.reading() as tx:
+        retired = await tx.retired_calendars(view.tenant_id, view.citizen_id, view.member_id)
+        member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
+    for account in retired:
+        current = member.external if member is not None and member.calendar == "external" else None
+        if current is None or not same_account(current, account):
+            try:
+                async with calendars.external(view, account) as target:
+                    await target.client.delete_collection(target.collection)
+                    path = target.collection
+            except (UnsafeCalendarUrl, Forbidden) as exc:
+                log.warning(
+                    "left calendar account refused carecal; its collection stays",
+                    extra={**where, "reason": type(exc).__name__},
+                )
+            except CalendarUnavailable:
+                if not last_try:
+                    raise
+                log.warning("left calendar account unreachable; giving up", extra=where)
+            else:
+                # The records go with the collection, unless they are the new account's (its
+                # collection has the same path on another server, and was written already).
+                in_use = current is not None and (
+                    external_collection(current.url, view.citizen_id) == path
+                )
+                async with store.transaction() as tx:
+                    state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
+                    if state is not None and state.collection == path and not in_use:
+                        await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
+                log.info("left calendar account's collection deleted", extra=where)
+        async with store.transaction() as tx:
+            await tx.forget_retired_calendar(
+                view.tenant_id, view.citizen_id, view.member_id, account
+            )
 
 
 async def _gather(store: Store, view: View, *, now: datetime | None = None) -> _Gathered | None:

@@ -7,9 +7,14 @@ import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+
+from adapters.store.sql import SqlStore
+from adapters.store.tables import retired_calendars
 from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
 from plugin.services.ports import Store, ViewPeek, ViewState
 from plugin.sync.planner import SyncRecord
+from tests.contract.support import Backend
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -196,3 +201,43 @@ async def test_a_reader_sees_what_is_committed_and_does_not_wait_for_a_writer(
                 assert await reader.get_view_generation("north", "m-anna", "c-123") == 1
     async with store.reading() as reader:
         assert await reader.get_view_generation("north", "m-anna", "c-123") == 2
+
+
+OLD = ExternalCalendar("https://dav.example.org/cal/anna/", "anna", "old-s3cret")
+OTHER = ExternalCalendar("https://cloud.example.net/dav/anna/", "anna@example.net", "pw-2")
+
+
+async def test_retired_calendars_are_kept_per_view_until_forgotten(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("demo")
+        await tx.retire_calendar("demo", "c-123", "m-anna", OLD, now=NOW)
+        await tx.retire_calendar("demo", "c-123", "m-anna", OTHER, now=NOW.replace(hour=13))
+        # The same account again (a new password): kept once, with the newer password.
+        await tx.retire_calendar(
+            "demo", "c-123", "m-anna", replace(OLD, password="newer"), now=NOW.replace(hour=14)
+        )
+        await tx.retire_calendar("demo", "c-999", "m-anna", OLD, now=NOW)
+    async with store.reading() as tx:
+        assert await tx.retired_calendars("demo", "c-123", "m-anna") == [
+            replace(OLD, password="newer"),
+            OTHER,
+        ]
+        assert await tx.retired_calendars("demo", "c-123", "m-bo") == []
+        assert await tx.retired_calendars("other", "c-123", "m-anna") == []
+    async with store.transaction() as tx:
+        await tx.forget_retired_calendar("demo", "c-123", "m-anna", OLD)
+        await tx.forget_retired_calendar("demo", "c-123", "m-anna", OLD)  # gone: no error
+    async with store.reading() as tx:
+        assert await tx.retired_calendars("demo", "c-123", "m-anna") == [OTHER]
+        assert await tx.retired_calendars("demo", "c-999", "m-anna") == [OLD]
+
+
+async def test_a_retired_password_is_not_stored_in_clear(backend: Backend) -> None:
+    async with backend.store.transaction() as tx:
+        await tx.ensure_tenant("demo")
+        await tx.retire_calendar("demo", "c-123", "m-anna", OLD, now=NOW)
+    if not isinstance(backend.store, SqlStore):
+        return
+    async with backend.store.engine.connect() as connection:
+        raw = (await connection.execute(select(retired_calendars.c.password_enc))).scalar_one()
+    assert b"old-s3cret" not in raw

@@ -22,11 +22,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from icalendar import Calendar
+from sqlalchemy import select
 
 from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
 from adapters.caldav.testing import xandikos_server
 from adapters.store.sql import SqlStore
+from adapters.store.tables import retired_calendars
 from plugin.services.ports import ViewState
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import free_port, serve_in_thread
@@ -474,6 +476,61 @@ async def test_consent_changes_reach_the_copies_within_one_cycle(
         removed = circle_event(4, bo_feed[1:], citizen)
         assert (await post_event(http, removed)).status_code == 202
         await eventually(gone(app, view))
+
+
+async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
+    served: Served,
+    http: httpx.AsyncClient,
+    municipal_dav: str,
+    annas_dav: str,
+    database_url: str,
+) -> None:
+    """Anna's own account holds her view. She gives another account (on the municipal
+    Xandikos here): the new one gets the collection and the old one loses it. She changes to
+    a feed: that collection goes too. The password of an account she left is kept only until
+    carecal has deleted its collection there."""
+    citizen = served.citizen_id
+    first = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
+    second = {"url": municipal_dav + HOME, "username": "anna2", "password": "other-password"}
+    view = f"{HOME}carecal-{citizen}/"  # the same path in both accounts
+    bo = member("m-bo", "Bo")
+    anna = member("m-anna", "Anna", calendar="external", external=first)
+    await one_task(http, citizen, [anna, bo])
+    store = await SqlStore.open(database_url)
+
+    async def nothing_retired() -> bool | None:
+        async with store.engine.connect() as connection:
+            rows = await connection.execute(
+                select(retired_calendars.c.account).where(
+                    retired_calendars.c.citizen_id == citizen
+                )
+            )
+            return True if not rows.all() else None
+
+    try:
+        async with app_on(annas_dav) as first_app, app_on(municipal_dav) as second_app:
+            await eventually(copy_reading(first_app, view, "[Ledig] Indkøb"))
+            anna = member("m-anna", "Anna", calendar="external", external=second)
+            assert (await post_event(http, circle_event(2, [anna, bo], citizen))).status_code == 202
+            await eventually(copy_reading(second_app, view, "[Ledig] Indkøb"))
+            await eventually(gone(first_app, view))
+            await eventually(nothing_retired)
+            # A new password for the same account is the same account: nothing is deleted.
+            anna = member(
+                "m-anna", "Anna", calendar="external", external={**second, "password": "new"}
+            )
+            assert (await post_event(http, circle_event(3, [anna, bo], citizen))).status_code == 202
+            await asyncio.sleep(POLL * 6)  # several polls and syncs
+            assert await second_app.list_etags(view)
+            assert await nothing_retired()
+            anna = member("m-anna", "Anna", calendar="feed")
+            assert (await post_event(http, circle_event(4, [anna, bo], citizen))).status_code == 202
+            await eventually(gone(second_app, view))
+            await eventually(nothing_retired)
+            # Bo's hosted view on the municipal server is untouched.
+            assert await second_app.list_etags(f"{HOME}north~m-bo~{citizen}/")
+    finally:
+        await store.close()
 
 
 def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:

@@ -1,0 +1,177 @@
+"""Deleting carecal's collection in an account a member left (`view_sync.withdraw_retired`).
+
+The store is the memory store and the member's server a recording stand-in: what is asserted
+here is what carecal decides (delete, keep, forget, retry). Real servers do the same end to end
+in `tests/integration/caldav/test_polled_servers.py`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.memory import MemoryStore
+from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
+from plugin.services.calendar_port import CalendarUnavailable, Forbidden
+from plugin.services.calendars import Account, Calendars, View
+from plugin.services.ports import ViewState
+from plugin.services.view_sync import withdraw_retired
+from tests.integration.support import make_settings
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+VIEW = View("north", "m-anna", "c-123")
+LEFT = ExternalCalendar("https://dav.example.org/anna/", "anna", "old-pw")
+NEW = ExternalCalendar("https://cloud.example.net/dav/anna/", "anna", "new-pw")
+LEFT_COLLECTION = "/anna/carecal-c-123/"
+
+
+class _Server:
+    """Members' servers as carecal's client sees them: records deletions, or fails."""
+
+    def __init__(self, fails: Exception | None = None) -> None:
+        self.fails = fails
+        self.deleted: list[tuple[str, str]] = []  # (account URL, collection)
+        self.opened: list[Account] = []
+
+    @asynccontextmanager
+    async def __call__(self, account: Account) -> AsyncIterator[object]:
+        self.opened.append(account)
+        server = self
+
+        class Client:
+            async def delete_collection(self, path: str) -> None:
+                if server.fails is not None:
+                    raise server.fails
+                server.deleted.append((account.url, path))
+
+        yield Client()
+
+
+def _calendars(tmp_path: Path, server: _Server, *, allow_private: bool = False) -> Calendars:
+    settings = make_settings(tmp_path)
+    tenants = [
+        t.model_copy(update={"allow_private_calendar_urls": allow_private})
+        for t in settings.tenants
+    ]
+
+    async def public(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]
+
+    return Calendars(
+        settings.model_copy(update={"tenants": tenants}),
+        service=None,
+        open_account=server,  # type: ignore[arg-type]
+        resolve=public,
+    )
+
+
+async def _store(anna: Member, *, state_at: str | None = LEFT_COLLECTION) -> MemoryStore:
+    """Anna now `anna`, her left account retired, and her view's state where `state_at` says."""
+    store = MemoryStore()
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        circle = Circle(Citizen("north", "c-123", "Fru Jensen"), 1, (anna,))
+        await tx.save_circle("north", circle, NOW)
+        await tx.retire_calendar("north", "c-123", "m-anna", LEFT, now=NOW)
+        if state_at is not None:
+            state = ViewState(state_at, "token", None, NOW)
+            await tx.save_view_state("north", "m-anna", "c-123", state)
+    return store
+
+
+def _anna(calendar: str = "feed", external: ExternalCalendar | None = None) -> Member:
+    return Member("m-anna", "Anna", "relative", "full", calendar=calendar, external=external)  # type: ignore[arg-type]
+
+
+async def _retired(store: MemoryStore) -> list[ExternalCalendar]:
+    async with store.reading() as tx:
+        return await tx.retired_calendars("north", "c-123", "m-anna")
+
+
+async def _state(store: MemoryStore) -> ViewState | None:
+    async with store.reading() as tx:
+        return await tx.get_view_state("north", "m-anna", "c-123")
+
+
+async def test_the_collection_in_the_account_left_is_deleted_and_the_account_forgotten(
+    tmp_path: Path,
+) -> None:
+    server = _Server()
+    store = await _store(_anna("feed"))
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
+    assert server.opened == [Account(LEFT.url, LEFT.username, LEFT.password)]
+    assert await _retired(store) == []
+    assert await _state(store) is None  # the records described that collection
+
+
+async def test_the_new_accounts_records_stay(tmp_path: Path) -> None:
+    """Her new account's collection was synced already (its state names it): it stays."""
+    server = _Server()
+    store = await _store(_anna("external", NEW), state_at="/dav/anna/carecal-c-123/")
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
+    state = await _state(store)
+    assert state is not None and state.collection == "/dav/anna/carecal-c-123/"
+
+
+async def test_an_account_she_is_back_on_is_only_forgotten(tmp_path: Path) -> None:
+    server = _Server()
+    back = ExternalCalendar(LEFT.url, LEFT.username, "yet-another-pw")
+    store = await _store(_anna("external", back))
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert server.opened == [] and server.deleted == []
+    assert await _retired(store) == []
+    assert await _state(store) is not None
+
+
+async def test_an_account_that_refuses_carecal_is_forgotten_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = _Server(fails=Forbidden("401", status=401))
+    store = await _store(_anna("feed"))
+    with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
+        await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert await _retired(store) == []
+    assert any("refused carecal" in r.getMessage() for r in caplog.records)
+    assert "old-pw" not in caplog.text
+
+
+async def test_a_private_address_is_not_contacted_and_the_account_forgotten(
+    tmp_path: Path,
+) -> None:
+    server = _Server()
+    private = ExternalCalendar("http://127.0.0.1:5232/anna/", "anna", "pw")
+    store = await _store(_anna("feed"))
+    async with store.transaction() as tx:
+        await tx.forget_retired_calendar("north", "c-123", "m-anna", LEFT)
+        await tx.retire_calendar("north", "c-123", "m-anna", private, now=NOW)
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert server.opened == []
+    assert await _retired(store) == []
+
+
+async def test_a_server_that_is_down_is_retried_then_given_up(tmp_path: Path) -> None:
+    server = _Server(fails=CalendarUnavailable("503", status=503))
+    store = await _store(_anna("feed"))
+    with pytest.raises(CalendarUnavailable):
+        await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert await _retired(store) == [LEFT]  # kept for the retry
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW, last_try=True)
+    assert await _retired(store) == []
+    assert await _state(store) is not None  # nothing was deleted: the records stay
+
+
+async def test_a_new_account_with_the_same_path_keeps_its_records(tmp_path: Path) -> None:
+    """Her new account is on another server, where the collection has the same path as in
+    the one she left: the view's state may be the new one's, and is kept."""
+    server = _Server()
+    elsewhere = ExternalCalendar("https://other.example.org/anna/", "anna", "pw")
+    store = await _store(_anna("external", elsewhere))
+    await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+    assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
+    assert await _state(store) is not None
