@@ -367,6 +367,12 @@ class MemoryTx:
         kept = accounts.get((account.url, account.username))
         accounts[account.url, account.username] = (account, now if kept is None else kept[1])
 
+    async def erase_removed_account(self, tenant_id: str, citizen_id: str, member_id: str) -> None:
+        row = self._s.memberships.get((tenant_id, citizen_id, member_id))
+        if row is not None and row.removed_at is not None:
+            member = replace(row.member, external=None)
+            self._s.memberships[tenant_id, citizen_id, member_id] = replace(row, member=member)
+
     async def retired_calendars(
         self, tenant_id: str, citizen_id: str, member_id: str
     ) -> list[ExternalCalendar]:

@@ -157,11 +157,12 @@ async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
         return
     view = View(job.tenant_id, member_id, citizen_id)
     was = job.payload.get("was")
+    last_try = job.attempts + 1 >= ctx.settings.worker.max_attempts
     if was == "external":
-        last_try = job.attempts + 1 >= ctx.settings.worker.max_attempts
         await withdraw_retired(ctx.store, _calendars(ctx), view, last_try=last_try)
         return
-    await withdraw_view(ctx.store, _calendars(ctx), view, was_hosted=was == "hosted")
+    calendars = _calendars(ctx)
+    await withdraw_view(ctx.store, calendars, view, was_hosted=was == "hosted", last_try=last_try)
 
 
 DEFAULT_HANDLERS: Mapping[str, Handler] = {}

@@ -425,6 +425,12 @@ class SqlTx:
             },
         )
 
+    async def erase_removed_account(self, tenant_id: str, citizen_id: str, member_id: str) -> None:
+        await self._c.execute(
+            self._q.erase_removed_account,
+            {"p_tenant": tenant_id, "p_citizen": citizen_id, "p_member": member_id},
+        )
+
     async def retired_calendars(
         self, tenant_id: str, citizen_id: str, member_id: str
     ) -> list[ExternalCalendar]:

@@ -145,6 +145,7 @@ class Statements:
     list_member_views: Any
     peek_views: Any
     retire_calendar: Any
+    erase_removed_account: Any
     retired_calendars: Any
     forget_retired_calendar: Any
     # tasks and occurrences
@@ -268,6 +269,13 @@ def statements(dialect_name: str) -> Statements:
             member_key, memberships.c.member_id == bindparam("p_member", type_=String)
         ),
         remove_members=update(memberships).where(member_key, memberships.c.member_id.in_(ids)),
+        erase_removed_account=update(memberships)
+        .where(
+            member_key,
+            memberships.c.member_id == bindparam("p_member", type_=String),
+            memberships.c.removed_at.is_not(None),
+        )
+        .values(external_url=None, external_username=None, external_password_enc=None),
         current_member=select(literal(1))
         .where(
             memberships.c.tenant_id == TENANT,

@@ -358,6 +358,12 @@ class Tx(Protocol):
         encrypted, as in the membership). The same account (URL and username) is kept once."""
         ...
 
+    async def erase_removed_account(self, tenant_id: str, citizen_id: str, member_id: str) -> None:
+        """A member removed from the circle, once carecal is done with their own account:
+        its URL, username and password are erased from their membership (the row stays, for
+        history). A member who is in the circle again is left alone."""
+        ...
+
     async def retired_calendars(
         self, tenant_id: str, citizen_id: str, member_id: str
     ) -> list[ExternalCalendar]:

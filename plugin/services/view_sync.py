@@ -626,10 +626,18 @@ async def _forget_view(store: Store, view: View) -> None:
 
 
 async def withdraw_view(
-    store: Store, calendars: Calendars, view: View, *, was_hosted: bool = False
+    store: Store,
+    calendars: Calendars,
+    view: View,
+    *,
+    was_hosted: bool = False,
+    last_try: bool = False,
 ) -> None:
     """The member left the circle: delete their collection and forget its records. Where the
-    last sync wrote it counts; a member carecal never synced has nothing to delete.
+    last sync wrote it counts; a member carecal never synced has nothing to delete. Their own
+    account (`external`), if they had one, is then erased from their membership. An account
+    that refuses carecal is logged and left; one that is down raises CalendarUnavailable (the
+    job is retried) until the job's `last_try`.
     `was_hosted`: they are still in the circle but no longer `hosted`: delete their collection
     on the hosted server, and forget the view only if that is where it was."""
     if was_hosted:
@@ -647,13 +655,26 @@ async def withdraw_view(
         state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
     if member is not None and (state is not None or records):
+        where = {"tenant": view.tenant_id, "member_id": view.member_id}
         try:
             async with calendars.target(view, member) as target:
                 path = state.collection if state is not None else target.collection
                 await target.client.delete_collection(path)
         except (NoCollection, UnsafeCalendarUrl):
             pass  # nothing carecal may reach: nothing it can delete
-    await _forget_view(store, view)
+        except Forbidden:
+            if member.calendar != "external":
+                raise  # carecal's own service account: a configuration error
+            log.warning(
+                "removed member's calendar refused carecal; its collection stays", extra=where
+            )
+        except CalendarUnavailable:
+            if member.calendar != "external" or not last_try:
+                raise
+            log.warning("removed member's calendar unreachable; giving up", extra=where)
+    async with store.transaction() as tx:
+        await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
+        await tx.erase_removed_account(view.tenant_id, view.citizen_id, view.member_id)
 
 
 async def withdraw_retired(

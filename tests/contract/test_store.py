@@ -476,6 +476,25 @@ async def test_external_password_is_not_stored_in_clear(backend: Backend) -> Non
     assert b"s3cret" not in raw
 
 
+async def test_a_removed_members_own_account_is_erased_and_a_current_ones_kept(
+    store: Store,
+) -> None:
+    async with store.transaction() as tx:
+        await tx.save_circle(T, circle(ANNA, BO), NOW)
+        await tx.erase_removed_account(T, "c-1", "m-bo")  # in the circle: kept
+    async with store.reading() as tx:
+        assert await tx.get_membership(T, "c-1", "m-bo") == BO
+    async with store.transaction() as tx:
+        await tx.save_circle(T, circle(ANNA, version=2), NOW)
+        await tx.erase_removed_account(T, "c-1", "m-bo")
+    async with store.reading() as tx:
+        assert await tx.get_membership(T, "c-1", "m-bo") == replace(BO, external=None)
+    async with store.transaction() as tx:  # back with their account: it is theirs again
+        await tx.save_circle(T, circle(ANNA, BO, version=3), NOW)
+    async with store.reading() as tx:
+        assert await tx.get_membership(T, "c-1", "m-bo") == BO
+
+
 # tasks and occurrences
 
 

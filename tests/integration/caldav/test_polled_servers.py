@@ -28,7 +28,7 @@ from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
 from adapters.caldav.testing import xandikos_server
 from adapters.store.sql import SqlStore
-from adapters.store.tables import retired_calendars
+from adapters.store.tables import memberships, retired_calendars
 from plugin.services.ports import ViewState
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import free_port, serve_in_thread
@@ -488,7 +488,8 @@ async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
     """Anna's own account holds her view. She gives another account (on the municipal
     Xandikos here): the new one gets the collection and the old one loses it. She changes to
     a feed: that collection goes too. The password of an account she left is kept only until
-    carecal has deleted its collection there."""
+    carecal has deleted its collection there; once she is removed from the circle, her
+    account is erased from her membership too."""
     citizen = served.citizen_id
     first = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
     second = {"url": municipal_dav + HOME, "username": "anna2", "password": "other-password"}
@@ -529,6 +530,29 @@ async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
             await eventually(nothing_retired)
             # Bo's hosted view on the municipal server is untouched.
             assert await second_app.list_etags(f"{HOME}north~m-bo~{citizen}/")
+            # Back on her first account, then removed from the circle: the collection goes,
+            # and so does the account, from her membership (kept as a row, for history).
+            anna = member("m-anna", "Anna", calendar="external", external=first)
+            assert (await post_event(http, circle_event(5, [anna, bo], citizen))).status_code == 202
+            await eventually(copy_reading(first_app, view, "[Ledig] Indkøb"))
+            assert (await post_event(http, circle_event(6, [bo], citizen))).status_code == 202
+            await eventually(gone(first_app, view))
+
+            async def account_erased() -> bool | None:
+                async with store.engine.connect() as connection:
+                    row = (
+                        await connection.execute(
+                            select(memberships).where(
+                                memberships.c.citizen_id == citizen,
+                                memberships.c.member_id == "m-anna",
+                            )
+                        )
+                    ).one()
+                assert row.removed_at is not None
+                erased = (row.external_url, row.external_password_enc) == (None, None)
+                return True if erased else None
+
+            await eventually(account_erased)
     finally:
         await store.close()
 

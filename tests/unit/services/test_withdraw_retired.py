@@ -1,4 +1,5 @@
-"""Deleting carecal's collection in an account a member left (`view_sync.withdraw_retired`).
+"""Deleting carecal's collection in an account a member left (`view_sync.withdraw_retired`),
+and in a removed member's own account (`view_sync.withdraw_view`).
 
 The store is the memory store and the member's server a recording stand-in: what is asserted
 here is what carecal decides (delete, keep, forget, retry). Real servers do the same end to end
@@ -19,7 +20,7 @@ from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
 from plugin.services.calendar_port import CalendarUnavailable, Forbidden
 from plugin.services.calendars import Account, Calendars, View
 from plugin.services.ports import ViewState
-from plugin.services.view_sync import withdraw_retired
+from plugin.services.view_sync import withdraw_retired, withdraw_view
 from tests.integration.support import make_settings
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -175,3 +176,57 @@ async def test_a_new_account_with_the_same_path_keeps_its_records(tmp_path: Path
     await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
     assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
     assert await _state(store) is not None
+
+
+# --- a member removed from the circle (`withdraw_view`) --------------------------------------
+
+
+async def _removed(store: MemoryStore) -> Member | None:
+    async with store.reading() as tx:
+        return await tx.get_membership("north", "c-123", "m-anna")
+
+
+async def _remove_anna(store: MemoryStore) -> None:
+    async with store.transaction() as tx:
+        circle = Circle(Citizen("north", "c-123", "Fru Jensen"), 2, ())
+        await tx.save_circle("north", circle, NOW)
+
+
+async def test_a_removed_members_collection_goes_and_then_their_account(tmp_path: Path) -> None:
+    server = _Server()
+    store = await _store(_anna("external", LEFT))
+    await _remove_anna(store)
+    await withdraw_view(store, _calendars(tmp_path, server), VIEW)
+    assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
+    assert await _state(store) is None
+    removed = await _removed(store)
+    assert removed is not None and removed.external is None
+
+
+async def test_a_removed_members_account_that_refuses_carecal_is_erased_all_the_same(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = _Server(fails=Forbidden("401", status=401))
+    store = await _store(_anna("external", LEFT))
+    await _remove_anna(store)
+    with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
+        await withdraw_view(store, _calendars(tmp_path, server), VIEW)
+    assert any("refused carecal" in r.getMessage() for r in caplog.records)
+    removed = await _removed(store)
+    assert removed is not None and removed.external is None
+
+
+async def test_a_removed_members_server_that_is_down_is_retried_then_given_up(
+    tmp_path: Path,
+) -> None:
+    server = _Server(fails=CalendarUnavailable("503", status=503))
+    store = await _store(_anna("external", LEFT))
+    await _remove_anna(store)
+    with pytest.raises(CalendarUnavailable):
+        await withdraw_view(store, _calendars(tmp_path, server), VIEW)
+    removed = await _removed(store)
+    assert removed is not None and removed.external == LEFT  # kept for the retry
+    await withdraw_view(store, _calendars(tmp_path, server), VIEW, last_try=True)
+    removed = await _removed(store)
+    assert removed is not None and removed.external is None
+    assert await _state(store) is None
