@@ -110,28 +110,45 @@ def with_partstat(body: bytes, partstat: str) -> bytes:
     return bytes(calendar.to_ical())
 
 
+def copy_reading(calendars: Any, view: str, summary: str) -> Callable[[], Awaitable[Any]]:
+    """Probe: (href, etag, body, event) of the copy in `view` whose SUMMARY is `summary`."""
+
+    async def probe() -> tuple[str, str, bytes, Any] | None:
+        try:
+            listing = await calendars.list_etags(view)
+        except NotFound:
+            return None
+        for href, (etag, body) in (await calendars.fetch(view, list(listing))).items():
+            event = Calendar.from_ical(body).walk("VEVENT")[0]
+            if str(event["SUMMARY"]) == summary:
+                return href, etag, body, event
+        return None
+
+    return probe
+
+
+class AnnasReads:
+    """Stands in for `view_sync._gather`: once `armed`, notes whether each read of Anna's
+    view found her copies as recorded (`_Gathered.recorded`)."""
+
+    def __init__(self, real: Callable[..., Awaitable[Any]]) -> None:
+        self.real = real
+        self.armed = False
+        self.recorded: list[bool] = []
+
+    async def __call__(self, store: Any, view: Any, **kwargs: Any) -> Any:
+        found = await self.real(store, view, **kwargs)
+        if found is not None and view.member_id == "m-anna" and self.armed:
+            self.recorded.append(found.recorded)
+        return found
+
+
 async def test_accepting_in_the_calendar_claims_first_come_first_served(
     served: Served, http: httpx.AsyncClient
 ) -> None:
     anna, bo, _ = await anna_and_bo_with_one_task(http)
 
     async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
-
-        def copy_reading(calendars: Any, view: str, summary: str) -> Callable[[], Awaitable[Any]]:
-            async def probe() -> tuple[str, str, bytes, Any] | None:
-                try:
-                    listing = await calendars.list_etags(view)
-                except NotFound:
-                    return None
-                fetched = await calendars.fetch(view, list(listing))
-                for href, (etag, body) in fetched.items():
-                    event = Calendar.from_ical(body).walk("VEVENT")[0]
-                    if str(event["SUMMARY"]) == summary:
-                        return href, etag, body, event
-                return None
-
-            return probe
-
         href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
         await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
 
@@ -174,44 +191,23 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
     is rendered from, so the copies must not be taken as recorded) and writes her copy."""
     from plugin.services import view_sync
 
-    gathers: list[bool] = []
+    reads = AnnasReads(view_sync._gather)
     died: list[str] = []
-    armed = False
-    real_gather, real_apply = view_sync._gather, view_sync._apply
-
-    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
-        found = await real_gather(store, view, **kwargs)
-        if found is not None and view.member_id == "m-anna" and armed:
-            gathers.append(found.recorded)
-        return found
+    real_apply = view_sync._apply
 
     async def dying_apply(store: Any, client: Any, path: str, view: Any, *rest: Any) -> Any:
-        if armed and view.member_id == "m-anna" and not died:
+        if reads.armed and view.member_id == "m-anna" and not died:
             died.append(view.member_id)
             raise RuntimeError("the process stopped here")
         return await real_apply(store, client, path, view, *rest)
 
-    monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(view_sync, "_gather", reads)
     monkeypatch.setattr(view_sync, "_apply", dying_apply)
     anna, bo, _ = await anna_and_bo_with_one_task(http)
     async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
-
-        def copy_reading(calendars: Any, view: str, summary: str) -> Callable[[], Awaitable[Any]]:
-            async def probe() -> tuple[str, str, bytes] | None:
-                try:
-                    listing = await calendars.list_etags(view)
-                except NotFound:
-                    return None
-                for href, (etag, body) in (await calendars.fetch(view, list(listing))).items():
-                    if str(Calendar.from_ical(body).walk("VEVENT")[0]["SUMMARY"]) == summary:
-                        return href, etag, body
-                return None
-
-            return probe
-
-        href, etag, body = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
         await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
-        armed = True
+        reads.armed = True
         await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
         await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
         await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
@@ -221,7 +217,7 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
         assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
         # The dead run: one read, its copies as recorded (it renders the claim from that read,
         # patched). The next run's read is not as recorded: the claim bumped the generation.
-        assert gathers[:2] == [True, False], gathers
+        assert reads.recorded[:2] == [True, False], reads.recorded
 
 
 async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
@@ -233,20 +229,13 @@ async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
     her claim: the run reads the view again and writes her copy with the place."""
     from plugin.services import view_sync
 
-    gathers: list[bool] = []
+    reads = AnnasReads(view_sync._gather)
     moved_between: list[str] = []
     PLACE = "Netto, Nørregade 1"
-    armed = False
-    real_gather, real_apply_intents = view_sync._gather, view_sync._apply_intents
-
-    async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
-        found = await real_gather(store, view, **kwargs)
-        if found is not None and view.member_id == "m-anna" and armed:
-            gathers.append(found.recorded)
-        return found
+    real_apply_intents = view_sync._apply_intents
 
     async def host_moves_first(store: Any, gathered: Any, view: Any, *rest: Any, **kw: Any) -> Any:
-        if armed and view.member_id == "m-anna" and not moved_between:
+        if reads.armed and view.member_id == "m-anna" and not moved_between:
             moved_between.append(view.member_id)
             # The host's webhook, then its application (as the applier would, here and now:
             # this runs in the server's event loop, with a client of its own).
@@ -261,31 +250,19 @@ async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
             assert task is not None and task.location == PLACE
         return await real_apply_intents(store, gathered, view, *rest, **kw)
 
-    monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(view_sync, "_gather", reads)
     monkeypatch.setattr(view_sync, "_apply_intents", host_moves_first)
     anna, _, start = await anna_and_bo_with_one_task(http)
     async with calendar_app(served, anna) as anna_app:
-
-        async def copy_reading(summary: str) -> tuple[str, str, bytes, Any] | None:
-            try:
-                listing = await anna_app.list_etags(ANNA_VIEW)
-            except NotFound:
-                return None
-            for href, (etag, body) in (await anna_app.fetch(ANNA_VIEW, list(listing))).items():
-                event = Calendar.from_ical(body).walk("VEVENT")[0]
-                if str(event["SUMMARY"]) == summary:
-                    return href, etag, body, event
-            return None
-
-        href, etag, body, _ = await eventually(lambda: copy_reading("[Ledig] Indkøb"))
-        armed = True
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        reads.armed = True
         await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
-        _, _, _, event = await eventually(lambda: copy_reading("[Dig] Indkøb"))
+        _, _, _, event = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
         assert moved_between == ["m-anna"]
         assert PLACE in str(event["DESCRIPTION"])
         # Her gesture's run: the read before the host's change, then a second read (the
         # view's generation moved by more than the claim's own bump).
-        assert gathers[:2] == [True, False], gathers
+        assert reads.recorded[:2] == [True, False], reads.recorded
     task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
     claims = task["occurrences"][0]["claims"]
     assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
