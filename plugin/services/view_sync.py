@@ -1030,9 +1030,12 @@ async def _apply(
                 try:
                     etag = await client.create(path, _object_name(uid), body)
                 except AlreadyExists:
-                    # Ours from a run that crashed before storing its record: an unknown
-                    # fingerprint makes the next run fetch and overwrite it.
+                    # Ours from a run that crashed before storing its record, or left from an
+                    # earlier account: an unknown fingerprint makes the next run fetch and
+                    # overwrite it (and read no gesture from it), and no inputs in the state
+                    # make sure that run comes, though nothing else changes.
                     saved.append(replace(record, href=href, etag="", fingerprint=""))
+                    state = replace(state, inputs=None)
                     skipped += 1
                     continue
                 saved.append(replace(record, href=href, etag=etag))

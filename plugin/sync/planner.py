@@ -351,7 +351,9 @@ def read_member_copies(
 ) -> Readings:
     """Step 2a: parse the fetched copies and read the owner's gestures from them.
 
-    Bodies at hrefs no record knows are ignored (not ours). A copy carecal cannot read is
+    Bodies at hrefs no record knows are ignored (not ours); one whose record has no
+    fingerprint (carecal found it where it meant to create its copy, and never read it) is
+    overwritten without reading a gesture from it. A copy carecal cannot read is
     logged with the reason (never its content) and then overwritten by `plan_after_fetch`:
     this is where the member's data is dropped, so this is where it is said.
     """
@@ -376,6 +378,12 @@ def read_member_copies(
                     "detail": copy.detail,
                 },
             )
+        elif not record.fingerprint:
+            # carecal met this object where it meant to create its copy (a run that stopped
+            # before storing its record, or a collection left from an earlier account) and
+            # never read it: what it says was never an answer to a copy carecal wrote, so it
+            # is overwritten, not read as a gesture.
+            log.info("unrecorded copy overwritten", extra={"uid": record.uid, "href": item.href})
         else:
             gesture = gesture_between(record.partstat, copy.partstat)
             if gesture is not Gesture.NONE:

@@ -557,6 +557,34 @@ async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
         await store.close()
 
 
+async def test_an_old_answer_left_in_a_new_account_is_not_taken_for_a_claim(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, annas_dav: str
+) -> None:
+    """Anna moves from the hosted server to her own account, where an old carecal collection
+    was left (an account she used before, whose clean-up failed): it holds her copy of the
+    task, accepted long ago. carecal meets it where it creates her copy; that old answer is
+    not a claim: the copy is overwritten as open, and nobody holds the task."""
+    citizen = served.citizen_id
+    task_id = await one_task(http, citizen, [member("m-anna", "Anna"), member("m-bo", "Bo")])
+    hosted = f"{HOME}north~m-anna~{citizen}/"
+    own = f"{HOME}carecal-{citizen}/"
+    async with app_on(municipal_dav) as municipal, app_on(annas_dav) as annas_app:
+        offered = await eventually(copy_reading(municipal, hosted, "[Ledig] Indkøb"))
+        await annas_app.ensure_collection(own, "Fru Jensen \N{EN DASH} omsorg")
+        name = offered.href.rsplit("/", 1)[1]
+        await annas_app.create(own, name, with_partstat(offered.body, "ACCEPTED"))
+        account = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
+        anna = member("m-anna", "Anna", calendar="external", external=account)
+        moved = circle_event(2, [anna, member("m-bo", "Bo")], citizen)
+        assert (await post_event(http, moved)).status_code == 202
+        await eventually(copy_reading(annas_app, own, "[Ledig] Indkøb", "NEEDS-ACTION"))
+        await eventually(gone(municipal, hosted))
+        await asyncio.sleep(POLL * 6)  # several polls and syncs
+        assert await claims_of(http, task_id) == []
+        found = await copy_reading(annas_app, own, "[Ledig] Indkøb", "NEEDS-ACTION")()
+        assert found is not None
+
+
 def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:
     async def probe() -> bool | None:
         try:

@@ -269,6 +269,29 @@ def test_a_release_and_a_pass_by_partstat() -> None:
     )
 
 
+def test_an_object_carecal_found_where_it_meant_to_create_is_overwritten_not_read() -> None:
+    """A create that met an object already there (a run that stopped before storing its
+    record; a collection left from an account the member had before) records no fingerprint.
+    Whatever PARTSTAT that object holds answers no copy carecal wrote: it is not a claim or a
+    pass, and the copy is overwritten with ours."""
+    href = f"{full_uid('o0')}.ics"
+    server = Server()
+    stale = set_partstat(Calendar.from_ical(item("o0").body), "ACCEPTED").to_ical()
+    server.member_writes(href, stale)  # left there, answered long ago
+    unrecorded = SyncRecord(full_uid("o0"), href, "", "", "", "NEEDS-ACTION")
+    records = {unrecorded.uid: unrecorded}
+    cycle = sync(desired_of({"o0": "open"}), server, records)
+    assert cycle.first.fetch.hrefs == (href,)
+    assert cycle.intents == ()
+    (update,) = cycle.second.actions
+    assert isinstance(update, Update) and b"PARTSTAT=NEEDS-ACTION" in update.body
+    assert sync(desired_of({"o0": "open"}), server, records).intents == ()
+    # With its record known, the same answer is a claim.
+    server.member_writes(href, set_partstat(copy_at(server, "o0"), "ACCEPTED").to_ical())
+    claimed = sync(desired_of({"o0": "open"}), server, records)
+    assert claimed.intents == (MemberGesture(full_uid("o0"), Gesture.CLAIM),)
+
+
 def test_member_deleted_is_a_pass_and_not_recreated_until_the_task_changes() -> None:
     server, records = synced({"o0": "mine", "o1": "open"})
     del server.items[f"{full_uid('o0')}.ics"]
