@@ -473,7 +473,13 @@ class SqlTx:
         if row is None:
             return None
         return ViewState(
-            row.collection, row.sync_token, row.ctag, row.synced_at, row.inputs, row.generation
+            row.collection,
+            row.sync_token,
+            row.ctag,
+            row.synced_at,
+            row.inputs,
+            row.generation,
+            row.server,
         )
 
     async def save_view_state(
@@ -491,6 +497,7 @@ class SqlTx:
                 "synced_at": state.synced_at,
                 "inputs": state.inputs,
                 "generation": state.generation,
+                "server": state.server,
             },
         )
 
@@ -532,6 +539,7 @@ class SqlTx:
                     row.vs_synced_at,
                     row.vs_inputs,
                     row.vs_generation,
+                    row.vs_server,
                 )
             member = member_from_row(tenant_id, row, self._cipher)
             found.append(ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0)))

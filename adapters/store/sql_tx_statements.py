@@ -79,7 +79,15 @@ RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "ve
 VIEW_RECORD_COLUMNS = (
     "href", "etag", "fingerprint", "material", "partstat", "member_alarms", "inputs"
 )  # fmt: skip
-VIEW_STATE_COLUMNS = ("collection", "sync_token", "ctag", "synced_at", "inputs", "generation")
+VIEW_STATE_COLUMNS = (
+    "collection",
+    "sync_token",
+    "ctag",
+    "synced_at",
+    "inputs",
+    "generation",
+    "server",
+)
 
 
 def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...]) -> Any:
@@ -386,6 +394,7 @@ def statements(dialect_name: str) -> Statements:
             view_state.c.synced_at.label("vs_synced_at"),
             view_state.c.inputs.label("vs_inputs"),
             view_state.c.generation.label("vs_generation"),
+            view_state.c.server.label("vs_server"),
             view_generations.c.generation.label("current_generation"),
         )
         .select_from(

@@ -425,6 +425,8 @@ view_state = Table(
     Column("inputs", String(64), nullable=True),
     # The view's generation (view_generations) that run rendered from.
     Column("generation", Integer, nullable=False, server_default="0"),
+    # A digest of the server and account the collection is in ("" for rows from before).
+    Column("server", String(64), nullable=False, server_default=""),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
 

@@ -23,6 +23,7 @@ slip through once. Pin addresses at the network layer (egress rules) where that 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -93,11 +94,25 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one sync of a view reads and writes."""
+    """Where one sync of a view reads and writes. `server` names the server and account
+    (`HOSTED`, or `account_server`): a collection's path alone does not, since two accounts
+    can hold one at the same path."""
 
     client: CalendarClient
     collection: str
     polled: bool
+    server: str = ""
+
+
+HOSTED = "hosted"
+
+
+def account_server(url: str, username: str) -> str:
+    """A member's own account, as `Target.server` and `ViewState.server` name it: a digest
+    of the server's origin and the username (no personal data in the view's state)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    return hashlib.sha256(f"{origin}\n{username}".encode()).hexdigest()[:32]
 
 
 class MissingCalendar(RuntimeError):
@@ -207,7 +222,8 @@ class Calendars:
         if member.calendar == "hosted":
             if self.service is None:
                 raise MissingCalendar("this worker has no client for hosted calendars")
-            yield Target(self.service.client, self.service.collection(view), self.service.polled)
+            service = self.service
+            yield Target(service.client, service.collection(view), service.polled, HOSTED)
             return
         if member.calendar != "external" or member.external is None:
             raise NoCollection(f"calendar delivery {member.calendar!r} has no collection")
@@ -225,4 +241,5 @@ class Calendars:
         async with self._open_account(
             Account(account.url, account.username, account.password)
         ) as client:
-            yield Target(client, external_collection(account.url, view.citizen_id), True)
+            collection = external_collection(account.url, view.citizen_id)
+            yield Target(client, collection, True, account_server(account.url, account.username))

@@ -212,6 +212,10 @@ class ViewState:
     # The view's change generation (`Tx.get_view_generation`) the run rendered from: when it
     # is still the current one, nothing the view is rendered from changed since.
     generation: int = 0
+    # Which server and account the collection is in (`calendars.Target.server`): a digest,
+    # since two accounts can hold a collection at the same path. "": not known (a state
+    # stored before this was kept), compared by path alone.
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,7 +280,7 @@ async def _idle(
     all it saw). With the probe, for the run to go on from (None: the run probes itself);
     `probe` when one was just made."""
     state = peek.state
-    if target.collection != state.collection:
+    if not _same_place(state, target):
         return False, None  # the view moved (another server or account)
     if probe is None:
         try:
@@ -390,6 +390,14 @@ def probe_of_job(payload: Mapping[str, Any]) -> Probe | None:
     return Probe(values[0], values[1], values[2])
 
 
+def _same_place(state: ViewState, target: Target) -> bool:
+    """Whether the last sync wrote the view's collection where `target` is: the same path,
+    on the same server and account (a state from before servers were kept: the path)."""
+    if state.collection != target.collection:
+        return False
+    return not state.server or state.server == target.server
+
+
 def _markers_kept(probe: Probe, state: ViewState) -> bool:
     if probe.sync_token is not None:
         return probe.sync_token == state.sync_token
@@ -424,7 +432,7 @@ async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _P
         or probe.sync_token is None
         or token is None
         or probe.sync_token == token
-        or target.collection != state.collection
+        or not _same_place(state, target)
     ):
         return None
     try:
@@ -499,7 +507,7 @@ async def _sync(
     prefetched: _Prefetched | None = None,
 ) -> SyncOutcome:
     client, path = target.client, target.collection
-    if gathered.state is not None and gathered.state.collection != path:
+    if gathered.state is not None and not _same_place(gathered.state, target):
         # The view moved (another server or account): the records describe the old place.
         await _forget_view(store, view)
         gathered = replace(gathered, records={}, state=None)
@@ -574,7 +582,13 @@ async def _sync(
         actions += plan_after_fetch(desired, readings).actions
     inputs = _view_inputs(desired) if complete else None
     state = ViewState(
-        path, remote_state.sync_token, remote_state.ctag, now, inputs, gathered.generation
+        path,
+        remote_state.sync_token,
+        remote_state.ctag,
+        now,
+        inputs,
+        gathered.generation,
+        target.server,
     )
     last = gathered.state
     if not actions and last is not None and state == replace(last, synced_at=now):
@@ -708,14 +722,16 @@ async def withdraw_retired(
                 log.warning("left calendar account unreachable; giving up", extra=where)
             else:
                 # The records go with the collection, unless they are the new account's (its
-                # collection has the same path on another server, and was written already).
+                # collection can have the same path on another server). A state from before
+                # servers were kept: unless the new account's collection has that path.
                 in_use = current is not None and (
                     external_collection(current.url, view.citizen_id) == path
                 )
                 async with store.transaction() as tx:
                     state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
-                    if state is not None and state.collection == path and not in_use:
-                        await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
+                    if state is not None and state.collection == path:
+                        if _same_place(state, target) if state.server else not in_use:
+                            await tx.delete_view(view.tenant_id, view.member_id, view.citizen_id)
                 log.info("left calendar account's collection deleted", extra=where)
         async with store.transaction() as tx:
             await tx.forget_retired_calendar(

@@ -585,6 +585,36 @@ async def test_an_old_answer_left_in_a_new_account_is_not_taken_for_a_claim(
         assert found is not None
 
 
+async def test_a_new_account_with_the_same_path_is_a_new_place(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, annas_dav: str
+) -> None:
+    """Anna's own account moves to another server whose calendar home has the same path (two
+    servers of one provider, one username). Her view's records describe the first account's
+    collection, not the second's: an old answer left there is not read against them as a
+    claim. (By path alone the move went unseen.)"""
+    citizen = served.citizen_id
+    first = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
+    second = {"url": municipal_dav + HOME, "username": "anna", "password": "app-password"}
+    own = f"{HOME}carecal-{citizen}/"  # the same path on both servers
+    anna = member("m-anna", "Anna", calendar="external", external=first)
+    task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
+    async with app_on(annas_dav) as first_app, app_on(municipal_dav) as second_app:
+        offered = await eventually(copy_reading(first_app, own, "[Ledig] Indkøb"))
+        # An old carecal collection in the second account, her copy accepted long ago.
+        await second_app.ensure_collection(own, "Fru Jensen \N{EN DASH} omsorg")
+        name = offered.href.rsplit("/", 1)[1]
+        await second_app.create(own, name, with_partstat(offered.body, "ACCEPTED"))
+        anna = member("m-anna", "Anna", calendar="external", external=second)
+        moved = circle_event(2, [anna, member("m-bo", "Bo")], citizen)
+        assert (await post_event(http, moved)).status_code == 202
+        await eventually(copy_reading(second_app, own, "[Ledig] Indkøb", "NEEDS-ACTION"))
+        await eventually(gone(first_app, own))
+        await asyncio.sleep(POLL * 6)  # several polls and syncs
+        assert await claims_of(http, task_id) == []
+        found = await copy_reading(second_app, own, "[Ledig] Indkøb", "NEEDS-ACTION")()
+        assert found is not None
+
+
 def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:
     async def probe() -> bool | None:
         try:

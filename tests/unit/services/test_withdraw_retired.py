@@ -18,7 +18,7 @@ import pytest
 from adapters.memory import MemoryStore
 from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
 from plugin.services.calendar_port import CalendarUnavailable, Forbidden
-from plugin.services.calendars import Account, Calendars, View
+from plugin.services.calendars import Account, Calendars, View, account_server
 from plugin.services.ports import ViewState
 from plugin.services.view_sync import withdraw_retired, withdraw_view
 from tests.integration.support import make_settings
@@ -230,3 +230,20 @@ async def test_a_removed_members_server_that_is_down_is_retried_then_given_up(
     removed = await _removed(store)
     assert removed is not None and removed.external is None
     assert await _state(store) is None
+
+
+async def test_the_state_names_its_server_and_only_its_own_is_forgotten(tmp_path: Path) -> None:
+    """A state that names its server: the records go only when they are the left account's,
+    whatever the paths."""
+    elsewhere = ExternalCalendar("https://other.example.org/anna/", "anna", "pw")
+    for holder, forgotten in ((LEFT, True), (elsewhere, False)):
+        server = _Server()
+        store = await _store(_anna("external", elsewhere))
+        async with store.transaction() as tx:
+            state = ViewState(
+                LEFT_COLLECTION, "t", None, NOW, server=account_server(holder.url, holder.username)
+            )
+            await tx.save_view_state("north", "m-anna", "c-123", state)
+        await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
+        assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
+        assert (await _state(store) is None) is forgotten, holder
