@@ -209,11 +209,16 @@ async def sync_view(
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                # The store's read and the server's delta, at the same time.
-                async with asyncio.TaskGroup() as both:
-                    read = both.create_task(_gather(store, view, now=now))
-                    delta = both.create_task(_prefetch(target, peek.state, probe))
-                gathered, prefetched = read.result(), delta.result()
+                # The store's read and the server's delta, at the same time (each raising
+                # what it raises, as when run one after the other).
+                delta = asyncio.create_task(_prefetch(target, peek.state, probe))
+                try:
+                    gathered = await _gather(store, view, now=now)
+                except BaseException:
+                    delta.cancel()
+                    await asyncio.gather(delta, return_exceptions=True)
+                    raise
+                prefetched = await delta
                 if gathered is None:
                     return SyncOutcome()
                 if _reached_by(gathered.member) != _reached_by(member):

@@ -1,5 +1,7 @@
-"""Deleting carecal's collection in an account a member left (`view_sync.withdraw_retired`),
-and in a removed member's own account (`view_sync.withdraw_view`).
+"""Members' own calendar accounts as carecal's decisions see them: deleting carecal's
+collection in an account a member left (`view_sync.withdraw_retired`) and in a removed
+member's (`view_sync.withdraw_view`), and what a run does when the account refuses it or is
+down while the store is read (`view_sync.sync_view`).
 
 The store is the memory store and the member's server a recording stand-in: what is asserted
 here is what carecal decides (delete, keep, forget, retry). Real servers do the same end to end
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +250,49 @@ async def test_the_state_names_its_server_and_only_its_own_is_forgotten(tmp_path
         await withdraw_retired(store, _calendars(tmp_path, server), VIEW)
         assert server.deleted == [(LEFT.url, LEFT_COLLECTION)]
         assert (await _state(store) is None) is forgotten, holder
+
+
+# --- a run's delta, read while the store is -----------------------------------------------
+
+
+async def test_a_refusal_during_the_delta_is_the_same_as_without_the_overlap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`sync_view` asks for the delta while it reads the store. The member's own server
+    refusing it is still logged and the run skipped (not raised, nor wrapped); a server that
+    is down still raises CalendarUnavailable, for the job to retry."""
+    from plugin.services.calendar_port import Probe
+    from plugin.services.view_sync import sync_view
+
+    class Refusing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def probe(self, path: str) -> Probe:
+            return Probe("token-2", None, None)
+
+        async def changes_since(self, path: str, token: str | None) -> Any:
+            raise self.error
+
+    for error in (Forbidden("401", status=401), CalendarUnavailable("503", status=503)):
+
+        @asynccontextmanager
+        async def opened(account: Account, error: Exception = error) -> AsyncIterator[object]:
+            yield Refusing(error)
+
+        store = await _store(_anna("external", NEW), state_at=None)
+        async with store.transaction() as tx:
+            collection = "/dav/anna/carecal-c-123/"
+            state = ViewState(collection, "token-1", None, NOW, "f" * 64)
+            await tx.save_view_state("north", "m-anna", "c-123", state)
+        calendars = _calendars(tmp_path, _Server())
+        calendars._open_account = opened  # type: ignore[assignment]
+        settings = make_settings(tmp_path)
+        if isinstance(error, Forbidden):
+            with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
+                outcome = await sync_view(store, calendars, settings, VIEW, now=NOW)
+            assert outcome.written == 0 and outcome.intents == ()
+            assert any("refused the login" in r.getMessage() for r in caplog.records)
+        else:
+            with pytest.raises(CalendarUnavailable):
+                await sync_view(store, calendars, settings, VIEW, now=NOW)
