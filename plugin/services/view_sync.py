@@ -513,9 +513,10 @@ async def _sync(
 ) -> SyncOutcome:
     client, path = target.client, target.collection
     if gathered.state is not None and not _same_place(gathered.state, target):
-        # The view moved (another server or account): the records describe the old place.
+        # The view moved (another server or account): the records describe the old place,
+        # and every copy is written anew (none is as recorded there).
         await _forget_view(store, view)
-        gathered = replace(gathered, records={}, state=None)
+        gathered = replace(gathered, records={}, state=None, recorded=False)
         probe = None
     name = collection_name(gathered.circle)
     remote_state = await _read_remote(client, path, name, gathered, probe, prefetched)

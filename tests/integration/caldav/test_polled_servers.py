@@ -72,7 +72,12 @@ class Served:
 
 
 def settings_for(
-    tmp_path: Path, database_url: str, municipal_dav: str, port: int, poll: float = POLL
+    tmp_path: Path,
+    database_url: str,
+    municipal_dav: str,
+    port: int,
+    poll: float = POLL,
+    template: str = "{tenant}~{member}~{citizen}/",
 ) -> Any:
     return make_settings(
         tmp_path,
@@ -86,6 +91,7 @@ def settings_for(
             "password": "not-checked-by-xandikos",
             "server": "xandikos",
             "poll_interval_seconds": poll,
+            "collection_template": template,
         },
         tenants=[
             {
@@ -613,6 +619,32 @@ async def test_a_new_account_with_the_same_path_is_a_new_place(
         assert await claims_of(http, task_id) == []
         found = await copy_reading(second_app, own, "[Ledig] Indkøb", "NEEDS-ACTION")()
         assert found is not None
+
+
+async def test_views_the_municipality_moves_are_written_in_their_new_place(
+    tmp_path: Path, database_url: str, municipal_dav: str
+) -> None:
+    """The municipality changes `collection_template` and restarts carecal: nothing in the
+    circle changed, but every view is now elsewhere. Anna's copy is written in the new place
+    at the next poll, not left an empty calendar until the next change."""
+    citizen = f"c-{secrets.token_hex(3)}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    moved = "moved~{tenant}~{member}~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        with serve_in_thread(
+            settings_for(tmp_path, database_url, municipal_dav, port), run_worker=True
+        ):
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                await one_task(http, citizen, [member("m-anna", "Anna")])
+                old_place = f"{HOME}north~m-anna~{citizen}/"
+                await eventually(copy_reading(app, old_place, "[Ledig] Indkøb"))
+        with serve_in_thread(
+            settings_for(tmp_path, database_url, municipal_dav, port, template=moved),
+            run_worker=True,
+        ):
+            new_place = f"{HOME}moved~north~m-anna~{citizen}/"
+            await eventually(copy_reading(app, new_place, "[Ledig] Indkøb"))
 
 
 def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:
