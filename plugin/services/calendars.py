@@ -101,7 +101,7 @@ class Target:
     client: CalendarClient
     collection: str
     polled: bool
-    server: str = ""
+    server: str
 
 
 HOSTED = "hosted"

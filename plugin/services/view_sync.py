@@ -710,8 +710,8 @@ async def withdraw_retired(
     async with store.reading() as tx:
         retired = await tx.retired_calendars(view.tenant_id, view.citizen_id, view.member_id)
         member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
+    current = member.external if member is not None and member.calendar == "external" else None
     for account in retired:
-        current = member.external if member is not None and member.calendar == "external" else None
         if current is None or not same_account(current, account):
             try:
                 async with calendars.external(view, account) as target:

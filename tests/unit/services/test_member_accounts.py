@@ -55,7 +55,8 @@ class _Server:
         yield Client()
 
 
-def _calendars(tmp_path: Path, server: _Server, *, allow_private: bool = False) -> Calendars:
+def _calendars(tmp_path: Path, server: object, *, allow_private: bool = False) -> Calendars:
+    """carecal's calendars, reaching members' accounts through `server` (`OpenAccount`)."""
     settings = make_settings(tmp_path)
     tenants = [
         t.model_copy(update={"allow_private_calendar_urls": allow_private})
@@ -285,8 +286,7 @@ async def test_a_refusal_during_the_delta_is_the_same_as_without_the_overlap(
             collection = "/dav/anna/carecal-c-123/"
             state = ViewState(collection, "token-1", None, NOW, "f" * 64)
             await tx.save_view_state("north", "m-anna", "c-123", state)
-        calendars = _calendars(tmp_path, _Server())
-        calendars._open_account = opened  # type: ignore[assignment]
+        calendars = _calendars(tmp_path, opened)
         settings = make_settings(tmp_path)
         if isinstance(error, Forbidden):
             with caplog.at_level(logging.WARNING, logger="plugin.services.view_sync"):
