@@ -576,19 +576,10 @@ async def test_an_old_answer_left_in_a_new_account_is_not_taken_for_a_claim(
     own = f"{HOME}carecal-{citizen}/"
     async with app_on(municipal_dav) as municipal, app_on(annas_dav) as annas_app:
         offered = await eventually(copy_reading(municipal, hosted, "[Ledig] Indkøb"))
-        await annas_app.ensure_collection(own, "Fru Jensen \N{EN DASH} omsorg")
-        name = offered.href.rsplit("/", 1)[1]
-        await annas_app.create(own, name, with_partstat(offered.body, "ACCEPTED"))
         account = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
-        anna = member("m-anna", "Anna", calendar="external", external=account)
-        moved = circle_event(2, [anna, member("m-bo", "Bo")], citizen)
-        assert (await post_event(http, moved)).status_code == 202
-        await eventually(copy_reading(annas_app, own, "[Ledig] Indkøb", "NEEDS-ACTION"))
-        await eventually(gone(municipal, hosted))
-        await asyncio.sleep(POLL * 6)  # several polls and syncs
-        assert await claims_of(http, task_id) == []
-        found = await copy_reading(annas_app, own, "[Ledig] Indkøb", "NEEDS-ACTION")()
-        assert found is not None
+        await moved_onto_an_old_answer(
+            http, citizen, task_id, offered, (annas_app, own), account, (municipal, hosted)
+        )
 
 
 async def test_a_new_account_with_the_same_path_is_a_new_place(
@@ -606,19 +597,36 @@ async def test_a_new_account_with_the_same_path_is_a_new_place(
     task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
     async with app_on(annas_dav) as first_app, app_on(municipal_dav) as second_app:
         offered = await eventually(copy_reading(first_app, own, "[Ledig] Indkøb"))
-        # An old carecal collection in the second account, her copy accepted long ago.
-        await second_app.ensure_collection(own, "Fru Jensen \N{EN DASH} omsorg")
-        name = offered.href.rsplit("/", 1)[1]
-        await second_app.create(own, name, with_partstat(offered.body, "ACCEPTED"))
-        anna = member("m-anna", "Anna", calendar="external", external=second)
-        moved = circle_event(2, [anna, member("m-bo", "Bo")], citizen)
-        assert (await post_event(http, moved)).status_code == 202
-        await eventually(copy_reading(second_app, own, "[Ledig] Indkøb", "NEEDS-ACTION"))
-        await eventually(gone(first_app, own))
-        await asyncio.sleep(POLL * 6)  # several polls and syncs
-        assert await claims_of(http, task_id) == []
-        found = await copy_reading(second_app, own, "[Ledig] Indkøb", "NEEDS-ACTION")()
-        assert found is not None
+        await moved_onto_an_old_answer(
+            http, citizen, task_id, offered, (second_app, own), second, (first_app, own)
+        )
+
+
+async def moved_onto_an_old_answer(
+    http: httpx.AsyncClient,
+    citizen: str,
+    task_id: str,
+    offered: Copy,
+    to: tuple[CalDAVClient, str],
+    account: dict[str, str],
+    leaving: tuple[CalDAVClient, str],
+) -> None:
+    """Leave `offered` in the collection `to` as Anna accepted it long ago (a carecal
+    collection left in an account), move her calendar to `account`, and check that this old
+    answer is no claim: her copy there is written as open, the place she left goes, and
+    nobody holds the task."""
+    app, own = to
+    await app.ensure_collection(own, "Fru Jensen \N{EN DASH} omsorg")
+    name = offered.href.rsplit("/", 1)[1]
+    await app.create(own, name, with_partstat(offered.body, "ACCEPTED"))
+    anna = member("m-anna", "Anna", calendar="external", external=account)
+    moved = circle_event(2, [anna, member("m-bo", "Bo")], citizen)
+    assert (await post_event(http, moved)).status_code == 202
+    await eventually(copy_reading(app, own, "[Ledig] Indkøb", "NEEDS-ACTION"))
+    await eventually(gone(*leaving))
+    await asyncio.sleep(POLL * 6)  # several polls and syncs
+    assert await claims_of(http, task_id) == []
+    assert await copy_reading(app, own, "[Ledig] Indkøb", "NEEDS-ACTION")() is not None
 
 
 async def test_views_the_municipality_moves_are_written_in_their_new_place(
