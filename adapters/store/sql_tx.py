@@ -363,6 +363,7 @@ class SqlTx:
                 partstat=row.partstat,
                 member_alarms=bool(row.member_alarms),
                 inputs=row.inputs,
+                marks=row.marks,
             )
             for row in rows
         }
@@ -384,6 +385,7 @@ class SqlTx:
                 "partstat": record.partstat,
                 "member_alarms": record.member_alarms,
                 "inputs": record.inputs,
+                "marks": record.marks,
             },
         )
 

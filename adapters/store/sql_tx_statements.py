@@ -77,7 +77,7 @@ TASK_COLUMNS = tuple(c.name for c in tasks.c if c.name not in ("tenant_id", "id"
 CITIZEN_COLUMNS = ("display_name", "timezone", "locale", "circle_version", "updated_at")
 RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "version")
 VIEW_RECORD_COLUMNS = (
-    "href", "etag", "fingerprint", "material", "partstat", "member_alarms", "inputs"
+    "href", "etag", "fingerprint", "material", "partstat", "member_alarms", "inputs", "marks"
 )  # fmt: skip
 VIEW_STATE_COLUMNS = (
     "collection",

@@ -26,6 +26,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -405,6 +406,8 @@ view_records = Table(
     # A digest of what the copy was rendered from (view_sync._item_keys): while it holds,
     # the copy need not be rendered again.
     Column("inputs", String(64), nullable=False, server_default=""),
+    # The advice marks it was rendered with (view_sync.marks_of): NULL before they were kept.
+    Column("marks", SmallInteger, nullable=True),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id", "uid"),
 )
 

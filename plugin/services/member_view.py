@@ -12,7 +12,7 @@ passes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -23,7 +23,7 @@ from plugin.services.capacity import CircleCare, ViewAdvice, view_advice
 from plugin.services.occurrences import LOOKBACK
 from plugin.sync.render import RenderInput, render_event
 
-__all__ = ["member_view_inputs", "organizer_address", "render_member_view"]
+__all__ = ["member_advice", "member_view_inputs", "organizer_address", "render_member_view"]
 
 
 def organizer_address(public_url: str) -> str:
@@ -78,6 +78,8 @@ def member_view_inputs(
     now: datetime,
     stamp: datetime | None = None,
     care: CircleCare | None = None,
+    advice: ViewAdvice | None = None,
+    only: Collection[str] | None = None,
 ) -> list[RenderInput]:
     """What each copy `member` sees is rendered from, one per occurrence, in task then
     occurrence order.
@@ -85,20 +87,22 @@ def member_view_inputs(
     `occurrences` are by task id; `claim_link(occurrence_id)` is the member's claim link;
     `stamp` (DTSTAMP) defaults to `now`. With `care` (`capacity.read_circle_care`), offers
     suggested to the member and what they hold over their capacity are marked
-    (`capacity.view_advice`).
+    (`member_advice`), or as `advice` says when it is given. `only`: the copies of these
+    occurrence ids alone (of the ones the member sees).
     """
     window_start = now - LOOKBACK
     window_end = now + horizon
-    advice = (
-        ViewAdvice()
-        if care is None
-        else view_advice(circle, member.id, tasks, occurrences, care, now=now, until=window_end)
-    )
+    if advice is None:
+        advice = member_advice(
+            circle, member, tasks, occurrences, horizon=horizon, now=now, care=care
+        )
     names = {m.id: m.name for m in circle.members}
     copies: list[RenderInput] = []
     for task in tasks:
         for record in occurrences.get(task.id, ()):
             occurrence = record.occurrence
+            if only is not None and occurrence.id not in only:
+                continue
             if occurrence.cancelled and task.status is TaskStatus.ACTIVE:
                 continue
             if occurrence.end.astimezone(UTC) <= window_start or occurrence.start > window_end:
@@ -119,3 +123,20 @@ def member_view_inputs(
                 )
             )
     return copies
+
+
+def member_advice(
+    circle: Circle,
+    member: Member,
+    tasks: Sequence[Task],
+    occurrences: Mapping[str, Sequence[OccurrenceRecord]],
+    *,
+    horizon: timedelta,
+    now: datetime,
+    care: CircleCare | None,
+) -> ViewAdvice:
+    """The marks of `member`'s copies (`capacity.view_advice` over their window; none
+    without `care`)."""
+    if care is None:
+        return ViewAdvice()
+    return view_advice(circle, member.id, tasks, occurrences, care, now=now, until=now + horizon)

@@ -76,10 +76,10 @@ from plugin.services.calendars import (
     View,
     external_collection,
 )
-from plugin.services.capacity import CircleCare, read_circle_care
+from plugin.services.capacity import CircleCare, ViewAdvice, read_circle_care
 from plugin.services.claiming import Ask, decide
 from plugin.services.links import claim_url, ensure_link
-from plugin.services.member_view import member_view_inputs, organizer_address
+from plugin.services.member_view import member_advice, member_view_inputs, organizer_address
 from plugin.services.ports import MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
@@ -175,6 +175,9 @@ class _Gathered:
     # True: the records are exactly the copies the view's inputs render (`_gather` with
     # `now`): the run plans from them (`_as_recorded`) and renders only after a gesture.
     recorded: bool = False
+    # Read as recorded, then patched with what a gesture changed (`_patched`): the ids of the
+    # occurrences whose records it changed. Nothing else the view renders from changed.
+    changed: frozenset[str] | None = None
 
 
 async def sync_view(
@@ -576,14 +579,31 @@ async def _sync(
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered
-        desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
+        desired = _desired(
+            gathered,
+            settings,
+            view,
+            now=now,
+            reuse=records,
+            force=fetched_uids,
+            recorded=desired if gathered.changed is not None else None,
+            changed=gathered.changed or (),
+        )
         replan = plan_view_sync(desired, remote, records)
         actions = list(replan.actions)
         # A copy with the member's alarms that the gestures changed is merged only after a
         # fetch this run did not make: the next run makes it.
         complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
     elif fetched_uids:
-        desired = _desired(gathered, settings, view, now=now, reuse=records, force=fetched_uids)
+        desired = _desired(
+            gathered,
+            settings,
+            view,
+            now=now,
+            reuse=records,
+            force=fetched_uids,
+            recorded=desired if gathered.recorded else None,
+        )
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
     inputs = _view_inputs(desired) if complete else None
@@ -636,7 +656,11 @@ def _patched(gathered: _Gathered, applied: _Applied) -> _Gathered | None:
     if fresh:
         return None  # an occurrence this read did not hold
     return replace(
-        gathered, occurrences=occurrences, generation=applied.generation, recorded=False
+        gathered,
+        occurrences=occurrences,
+        generation=applied.generation,
+        recorded=False,
+        changed=frozenset(applied.records) if gathered.recorded else None,
     )
 
 
@@ -795,6 +819,7 @@ def _as_recorded(records: Mapping[str, SyncRecord]) -> dict[str, DesiredItem]:
             material=record.material,
             partstat=record.partstat,
             inputs=record.inputs,
+            marks=record.marks,
         )
         for uid, record in records.items()
     }
@@ -868,6 +893,28 @@ def _view_inputs(desired: Mapping[str, DesiredItem | SyncRecord]) -> str:
     return hashlib.sha256(keys.encode()).hexdigest()
 
 
+# A copy's advice marks (`capacity.ViewAdvice`), as its record keeps them.
+SUGGESTED, OVERLOADED = 1, 2
+
+
+def marks_of(inp: RenderInput) -> int:
+    return (SUGGESTED if inp.suggested else 0) | (OVERLOADED if inp.overloaded else 0)
+
+
+def _recorded_advice(records: Mapping[str, SyncRecord], suffix: str) -> ViewAdvice | None:
+    """The advice the recorded copies were rendered with (None: a record without marks)."""
+    suggested: set[str] = set()
+    overloaded: set[str] = set()
+    for uid, record in records.items():
+        if record.marks is None:
+            return None
+        if record.marks & SUGGESTED:
+            suggested.add(uid.removesuffix(suffix))
+        if record.marks & OVERLOADED:
+            overloaded.add(uid.removesuffix(suffix))
+    return ViewAdvice(frozenset(suggested), frozenset(overloaded))
+
+
 def _desired(
     gathered: _Gathered,
     settings: Settings,
@@ -876,14 +923,46 @@ def _desired(
     now: datetime,
     reuse: Mapping[str, SyncRecord] | None = None,
     force: Collection[str] = (),
+    recorded: Mapping[str, DesiredItem] | None = None,
+    changed: Collection[str] = (),
 ) -> dict[str, DesiredItem]:
     """Every copy the member should have, by UID. A copy whose record in `reuse` holds its
     key is not rendered: it stands in with the record's fingerprints and no body (unless its
-    UID is in `force`: a copy fetched to be written back). So a run renders what changed."""
+    UID is in `force`: a copy fetched to be written back). So a run renders what changed.
+
+    `recorded`: the copies as recorded (`_as_recorded`), when `gathered` is what they were
+    rendered from but for the records of the occurrences in `changed` (`_Gathered.changed`).
+    Then only those copies, the forced ones and the ones whose advice marks moved are keyed
+    again, and the rest stand as recorded: a member's gesture costs what it changed, not
+    the size of the view (but for the advice, worked out anew over its window)."""
     public_url = settings.server.public_url
     link = gathered.link
-    keys = _ItemKeys()
+    domain = _domain(view)
+    suffix = f"@{domain}"
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    advice: ViewAdvice | None = None
+    only: set[str] | None = None
     desired: dict[str, DesiredItem] = {}
+    was = None if recorded is None else _recorded_advice(gathered.records, suffix)
+    if recorded is not None and was is not None:
+        advice = was
+        if changed:
+            advice = member_advice(
+                gathered.circle,
+                gathered.member,
+                gathered.tasks,
+                gathered.occurrences,
+                horizon=horizon,
+                now=now,
+                care=gathered.care,
+            )
+        only = {uid.removesuffix(suffix) for uid in force}
+        only.update(changed)
+        only.update(advice.suggested ^ was.suggested, advice.overloaded ^ was.overloaded)
+        desired.update(recorded)
+        for occurrence_id in only:
+            desired.pop(event_uid(occurrence_id, domain), None)
+    keys = _ItemKeys()
     for inp in member_view_inputs(
         gathered.circle,
         gathered.member,
@@ -891,13 +970,16 @@ def _desired(
         gathered.occurrences,
         claim_link=lambda occurrence_id: claim_url(public_url, link, occurrence_id),
         organizer=organizer_address(public_url),
-        domain=_domain(view),
-        horizon=timedelta(weeks=settings.horizon_weeks),
+        domain=domain,
+        horizon=horizon,
         now=now,
         care=gathered.care,
+        advice=advice,
+        only=only,
     ):
         uid = event_uid(inp.record.occurrence.id, inp.domain)
         key = keys(inp)
+        marks = marks_of(inp)
         record = reuse.get(uid) if reuse is not None else None
         if record is not None and record.inputs == key and uid not in force:
             desired[uid] = DesiredItem(
@@ -910,9 +992,10 @@ def _desired(
                 or inp.task.status is TaskStatus.CANCELLED,
                 task=inp.task.id,
                 inputs=key,
+                marks=marks,
             )
         else:
-            desired[uid] = desired_item(render_event(inp), key)
+            desired[uid] = replace(desired_item(render_event(inp), key), marks=marks)
     return desired
 
 

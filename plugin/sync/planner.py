@@ -134,6 +134,9 @@ class DesiredItem:
     # in an item whose record holds the same digest for its rendering (`body` then empty:
     # the planner writes no such item, as its fingerprints are the record's).
     inputs: str = ""
+    # What else the service keeps about the copy's rendering, in its record (the view's
+    # advice marks: `view_sync.marks_of`); None: not known.
+    marks: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,7 @@ class SyncRecord:
     partstat: str = "NEEDS-ACTION"
     member_alarms: bool = False
     inputs: str = ""  # the DesiredItem's `inputs` it was written from
+    marks: int | None = None  # and its `marks`
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +327,13 @@ def plan_view_sync(
             else:
                 intents.append(MemberDeleted(uid))
                 tombstone = SyncRecord(
-                    uid, None, None, record.fingerprint, record.material, inputs=record.inputs
+                    uid,
+                    None,
+                    None,
+                    record.fingerprint,
+                    record.material,
+                    inputs=record.inputs,
+                    marks=record.marks,
                 )
                 changed = item.material != record.material and not item.cancelled
                 actions.append(_create(item) if changed else Remember(tombstone))
@@ -482,5 +492,13 @@ def _update(item: DesiredItem, href: str, etag: str, body: bytes, alarms: bool) 
 
 def _record(item: DesiredItem, href: str | None, etag: str | None, alarms: bool) -> SyncRecord:
     return SyncRecord(
-        item.uid, href, etag, item.fingerprint, item.material, item.partstat, alarms, item.inputs
+        item.uid,
+        href,
+        etag,
+        item.fingerprint,
+        item.material,
+        item.partstat,
+        alarms,
+        item.inputs,
+        item.marks,
     )

@@ -36,7 +36,9 @@ async def test_records_are_kept_per_view(store: Store) -> None:
 
 
 async def test_a_saved_record_replaces_the_last_one(store: Store) -> None:
-    changed = SyncRecord(LIVE.uid, LIVE.href, '"2"', "fp3", "mat", "ACCEPTED", member_alarms=True)
+    changed = SyncRecord(
+        LIVE.uid, LIVE.href, '"2"', "fp3", "mat", "ACCEPTED", True, inputs="k" * 64, marks=3
+    )
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
         await tx.save_view_record("north", "m-anna", "c-123", LIVE)

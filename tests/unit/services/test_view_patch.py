@@ -1,0 +1,155 @@
+"""A member's gesture re-keys only the copies it changed (`view_sync._desired` with the copies
+as recorded): the same copies, keys and advice marks as rendering the whole view again, on the
+in-memory store. The real servers run the same path end to end in
+`tests/integration/caldav/test_view_sync.py`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from adapters.memory import MemoryStore
+from plugin.domain.model import Capacity, Circle, Citizen, Member, Task
+from plugin.services import view_sync
+from plugin.services.calendars import View
+from plugin.services.claiming import Ask, decide
+from plugin.services.ingest import materialise
+from plugin.sync.planner import DesiredItem, SyncRecord
+from plugin.sync.render import event_uid
+from tests.integration.support import make_settings
+
+T = "north"
+NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)  # Monday 1 March, 10:00 in Copenhagen
+HORIZON = timedelta(weeks=8)
+# With no one holding anything, Anna has more room than Bo: the offers are suggested to her.
+ANNA = Member("m-anna", "Anna", "relative", "full", capacity=Capacity(3.0, 2), calendar="hosted")
+BO = Member("m-bo", "Bo", "relative", "full", capacity=Capacity(1.0, 1), calendar="hosted")
+CIRCLE = Circle(Citizen(T, "c-1", "Fru Jensen"), 1, (ANNA, BO))
+VIEW = View(T, "m-anna", "c-1")
+
+
+def _daily(task_id: str, first: datetime, count: int) -> Task:
+    return Task(T, task_id, "c-1", 1, "task", "shopping", first, first + timedelta(hours=1),
+                "Europe/Copenhagen", recurrence=f"FREQ=DAILY;COUNT={count}")  # fmt: skip
+
+
+async def _store() -> MemoryStore:
+    store = MemoryStore()
+    async with store.transaction() as tx:
+        await tx.ensure_tenant(T)
+        await tx.save_circle(T, CIRCLE, NOW)
+        for task in (_daily("t-1", datetime(2027, 3, 2, 10), 40),
+                     _daily("t-2", datetime(2027, 3, 2, 15), 40)):  # fmt: skip
+            await tx.save_task(task)
+            await materialise(tx, task, now=NOW, horizon=HORIZON)
+    return store
+
+
+async def _claim(store: MemoryStore, occurrence_id: str) -> None:
+    async with store.transaction() as tx:
+        decision = await decide(
+            tx, T, occurrence_id, "m-anna", Ask.CLAIM, channel="caldav", now=NOW
+        )
+        assert decision is not None and decision.add_claim is not None
+
+
+def _recorded(desired: dict[str, DesiredItem]) -> dict[str, SyncRecord]:
+    """The records a run that wrote `desired` keeps."""
+    return {
+        uid: SyncRecord(
+            uid, f"/c/{uid}.ics", "e1", item.fingerprint, item.material, item.partstat,
+            inputs=item.inputs, marks=item.marks,
+        )
+        for uid, item in desired.items()
+    }
+
+
+def _keys(desired: dict[str, DesiredItem]) -> dict[str, tuple[str, int | None]]:
+    return {uid: (item.inputs, item.marks) for uid, item in desired.items()}
+
+
+async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    store = await _store()
+    before = await view_sync._gather(store, VIEW)
+    assert before is not None
+    records = _recorded(view_sync._desired(before, settings, VIEW, now=NOW))
+    was = view_sync._recorded_advice(records, f"@{T}")
+    assert was is not None and len(was.suggested) > 10
+
+    ids = [r.occurrence.id for r in before.occurrences["t-1"]]
+    await _claim(store, ids[2])  # Thursday 4 March
+    after = await view_sync._gather(store, VIEW)
+    assert after is not None
+    after = replace(after, records=records)
+    changed = frozenset({ids[2]})
+    patched = view_sync._desired(
+        after,
+        settings,
+        VIEW,
+        now=NOW,
+        reuse=records,
+        recorded=view_sync._as_recorded(records),
+        changed=changed,
+    )
+    whole = view_sync._desired(after, settings, VIEW, now=NOW, reuse=records)
+
+    assert _keys(patched) == _keys(whole)
+    # The claim moved the advice: she holds all the circle's hours now, so the offers are
+    # Bo's to be suggested, no longer hers.
+    rekeyed = {uid for uid in whole if whole[uid].inputs != records[uid].inputs}
+    assert rekeyed == {event_uid(ids[2], T)} | {event_uid(o, T) for o in was.suggested}
+    # Only those were rendered; every other copy stands as recorded (no body).
+    assert {uid for uid, item in patched.items() if item.body} == rekeyed
+    assert len(patched) == 80 and len(rekeyed) < 60
+
+
+async def test_a_copy_fetched_to_be_written_back_is_rendered_without_working_out_the_advice(
+    tmp_path: Path,
+) -> None:
+    """Nothing changed (the member only added an alarm): the advice is the records'."""
+    settings = make_settings(tmp_path)
+    store = await _store()
+    gathered = await view_sync._gather(store, VIEW)
+    assert gathered is not None
+    records = _recorded(view_sync._desired(gathered, settings, VIEW, now=NOW))
+    was = view_sync._recorded_advice(records, f"@{T}")
+    assert was is not None and was.suggested
+    gathered = replace(gathered, records=records, care=None)  # advice worked out: none
+    uid = sorted(records)[3]
+    patched = view_sync._desired(
+        gathered,
+        settings,
+        VIEW,
+        now=NOW,
+        reuse=records,
+        force={uid},
+        recorded=view_sync._as_recorded(records),
+    )
+    assert _keys(patched) == _keys(view_sync._as_recorded(records))
+    assert {u for u, item in patched.items() if item.body} == {uid}
+
+
+async def test_records_without_marks_render_the_whole_view(tmp_path: Path) -> None:
+    """Records kept before marks were (NULL): the advice they show is not known."""
+    settings = make_settings(tmp_path)
+    store = await _store()
+    gathered = await view_sync._gather(store, VIEW)
+    assert gathered is not None
+    records = {
+        uid: replace(r, marks=None)
+        for uid, r in _recorded(view_sync._desired(gathered, settings, VIEW, now=NOW)).items()
+    }
+    gathered = replace(gathered, records=records)
+    patched = view_sync._desired(
+        gathered,
+        settings,
+        VIEW,
+        now=NOW,
+        reuse=records,
+        recorded=view_sync._as_recorded(records),
+        changed=frozenset({next(iter(gathered.occurrences["t-1"])).occurrence.id}),
+    )
+    assert all(item.marks is not None for item in patched.values())
+    assert _keys(patched) == _keys(view_sync._desired(gathered, settings, VIEW, now=NOW))
