@@ -360,14 +360,17 @@ def fairness_scores(
     relief = relief or {}
     recent_start, recent_end = now - timedelta(weeks=WEEKS), now + timedelta(weeks=WEEKS)
     circle_recent = sum(book.hours_between(m.id, recent_start, recent_end) for m in members)
+    # What every member's standing asks of the offer, worked out once.
+    windows = windows_containing(offer.start, book.zone)
+    load = offer.load
     standings: list[Fairness] = []
     for member in members:
-        blocked = _blocked(offer, member, book, relief.get(member.id, ()))
+        blocked = _blocked(offer, member, book, relief.get(member.id, ()), windows, load)
         if blocked is not None:
             standings.append(Fairness(member.id, None, blocked=blocked))
             continue
         factors = (
-            _room(offer, member, book),
+            _room(windows, load, member, book),
             _share(member, book, recent_start, recent_end, circle_recent),
             _rest(member, book, now),
         )
@@ -404,8 +407,14 @@ def _chosen(standings: Sequence[Fairness], slots: int) -> set[str]:
 
 
 def _blocked(
-    offer: Offer, member: Member, book: LoadBook, relief: Sequence[Period]
+    offer: Offer,
+    member: Member,
+    book: LoadBook,
+    relief: Sequence[Period],
+    windows: Sequence[Window],
+    load: Load,
 ) -> Blocked | None:
+    """`windows`: the ones containing the offer (`windows_containing`); `load`: its load."""
     if member.role not in SUGGESTED_ROLES or not eligible_for(member, offer.task):
         return Blocked.ROLE
     if member.id in offer.holders:
@@ -418,23 +427,21 @@ def _blocked(
         return Blocked.UNAVAILABLE
     if any(period.overlaps(offer.start, offer.end) for period in relief):
         return Blocked.RELIEF
-    windows = windows_containing(offer.start, book.zone)
     over = book.answer(
-        ("over", member.id, member.capacity, windows[-1].start, offer.load),
+        ("over", member.id, member.capacity, windows[-1].start, load),
         lambda: any(
-            over_capacity(book.load(member.id, window) + offer.load, member.capacity)
+            over_capacity(book.load(member.id, window) + load, member.capacity)
             for window in windows
         ),
     )
     return Blocked.OVER_CAPACITY if over else None
 
 
-def _room(offer: Offer, member: Member, book: LoadBook) -> Factor:
+def _room(windows: Sequence[Window], load: Load, member: Member, book: LoadBook) -> Factor:
     # The same for every offer of the same length in the same week: a view asks for
     # hundreds of those.
-    windows = windows_containing(offer.start, book.zone)
-    key = ("room", member.id, member.capacity, windows[-1].start, offer.load)
-    return book.answer(key, lambda: _room_in(windows, offer.load, member, book))
+    key = ("room", member.id, member.capacity, windows[-1].start, load)
+    return book.answer(key, lambda: _room_in(windows, load, member, book))
 
 
 def _room_in(windows: Sequence[Window], offer_load: Load, member: Member, book: LoadBook) -> Factor:
