@@ -638,8 +638,9 @@ class SqlTx:
         self, tenant_id: str, citizen_id: str
     ) -> dict[str, list[OccurrenceRecord]]:
         by_task: dict[str, list[OccurrenceRecord]] = {}
+        params = {"p_tenant": tenant_id, "p_citizen": citizen_id}
         for record in await self._records(
-            tenant_id, self._q.citizen_records, {"p_tenant": tenant_id, "p_citizen": citizen_id}
+            tenant_id, self._q.citizen_records, params, (self._q.citizen_claims_and_passes, params)
         ):
             by_task.setdefault(record.occurrence.task_id, []).append(record)
         return by_task
@@ -657,8 +658,14 @@ class SqlTx:
         return records[0] if records else None
 
     async def _records(
-        self, tenant_id: str, query: Any, params: dict[str, Any]
+        self,
+        tenant_id: str,
+        query: Any,
+        params: dict[str, Any],
+        related: tuple[Any, dict[str, Any]] | None = None,
     ) -> list[OccurrenceRecord]:
+        """The occurrences `query` selects, with their claims, passes and targeted offers:
+        `related`'s (a `claims_and_passes` of a query of their ids), else those of the ids."""
         rows = (await self._c.execute(query, params)).all()
         if not rows:
             return []
@@ -666,9 +673,11 @@ class SqlTx:
         held: dict[str, list[Claim]] = {occ_id: [] for occ_id in ids}
         passed: dict[str, list[Pass]] = {occ_id: [] for occ_id in ids}
         offered: dict[str, list[TargetedOffer]] = {occ_id: [] for occ_id in ids}
-        for row in await self._c.execute(
-            self._q.claims_and_passes, {"p_tenant": tenant_id, "p_ids": ids}
-        ):
+        if related is None:
+            related = (self._q.claims_and_passes, {"p_tenant": tenant_id, "p_ids": ids})
+        for row in await self._c.execute(*related):
+            if row.occurrence_id not in held:
+                continue  # an occurrence added since `query` read them (not in a snapshot)
             if row.kind == 0:
                 held[row.occurrence_id].append(
                     Claim(

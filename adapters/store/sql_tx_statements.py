@@ -112,6 +112,38 @@ def _records(where: Any, *, lock: bool) -> Any:
     return query
 
 
+def _claims_and_passes(occurrence_ids: Any) -> Any:
+    """Claims, passes and targeted offers of some occurrences (`occurrence_ids`: what an IN
+    takes) in one query: `kind` 0 is a claim, 1 a pass, 2 a targeted offer (only claims have
+    a channel); each kind in (at, member_id) order."""
+    held = select(
+        literal_column("0", Integer).label("kind"),
+        claims.c.occurrence_id,
+        claims.c.member_id,
+        claims.c.channel,
+        claims.c.at,
+    ).where(claims.c.tenant_id == TENANT, claims.c.occurrence_id.in_(occurrence_ids))
+    passed = select(
+        literal_column("1", Integer).label("kind"),
+        passes.c.occurrence_id,
+        passes.c.member_id,
+        null().label("channel"),
+        passes.c.at,
+    ).where(passes.c.tenant_id == TENANT, passes.c.occurrence_id.in_(occurrence_ids))
+    offered = select(
+        literal_column("2", Integer).label("kind"),
+        targeted_offers.c.occurrence_id,
+        targeted_offers.c.member_id,
+        null().label("channel"),
+        targeted_offers.c.at,
+    ).where(
+        targeted_offers.c.tenant_id == TENANT,
+        targeted_offers.c.occurrence_id.in_(occurrence_ids),
+    )
+    both = union_all(held, passed, offered).subquery()
+    return select(both).order_by(both.c.kind, both.c.at, both.c.member_id, both.c.occurrence_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Statements:
     """Every statement of `SqlTx`, for one dialect."""
@@ -170,6 +202,7 @@ class Statements:
     locked_record: Any
     occurrence_record: Any
     claims_and_passes: Any
+    citizen_claims_and_passes: Any
     add_claim: Any
     remove_claim: Any
     add_pass: Any
@@ -215,31 +248,12 @@ def statements(dialect_name: str) -> Statements:
         & (view_state.c.member_id == bindparam("p_member", type_=String))
         & (view_state.c.citizen_id == bindparam("p_citizen", type_=String))
     )
-    # Claims, passes and targeted offers of some occurrences in one query: `kind` 0 is a
-    # claim, 1 a pass, 2 a targeted offer (only claims have a channel); each kind in
-    # (at, member_id) order.
-    held = select(
-        literal_column("0", Integer).label("kind"),
-        claims.c.occurrence_id,
-        claims.c.member_id,
-        claims.c.channel,
-        claims.c.at,
-    ).where(claims.c.tenant_id == TENANT, claims.c.occurrence_id.in_(ids))
-    passed = select(
-        literal_column("1", Integer).label("kind"),
-        passes.c.occurrence_id,
-        passes.c.member_id,
-        null().label("channel"),
-        passes.c.at,
-    ).where(passes.c.tenant_id == TENANT, passes.c.occurrence_id.in_(ids))
-    offered = select(
-        literal_column("2", Integer).label("kind"),
-        targeted_offers.c.occurrence_id,
-        targeted_offers.c.member_id,
-        null().label("channel"),
-        targeted_offers.c.at,
-    ).where(targeted_offers.c.tenant_id == TENANT, targeted_offers.c.occurrence_id.in_(ids))
-    both = union_all(held, passed, offered).subquery()
+    # A citizen's occurrences, for the claims of all of them (not a list of every id).
+    of_citizen = (
+        select(occ_t.c.id)
+        .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
+        .where(occ_t.c.tenant_id == TENANT, tasks.c.citizen_id == bindparam("p_citizen"))
+    )
     keyed_job = dialect.insert(jobs)
     earlier = case(
         (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
@@ -458,9 +472,8 @@ def statements(dialect_name: str) -> Statements:
         ),
         locked_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=True),
         occurrence_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=False),
-        claims_and_passes=select(both).order_by(
-            both.c.kind, both.c.at, both.c.member_id, both.c.occurrence_id
-        ),
+        claims_and_passes=_claims_and_passes(ids),
+        citizen_claims_and_passes=_claims_and_passes(of_citizen),
         add_claim=dialect.insert(claims)
         .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_id", "member_id"])
         .returning(literal(1)),

@@ -554,6 +554,7 @@ async def test_a_citizens_occurrences_are_read_at_once_as_per_task(store: Store)
         await tx.save_task(task("t-empty"))
         await tx.save_task(replace(task("t-x"), citizen_id="c-2"))
         await tx.sync_occurrences(T, "t-x", [occ(0, "t-x")])
+        await tx.add_claim(T, Claim("t-x@0", "m-anna", "caldav", NOW))  # another citizen's
         await tx.add_claim(T, Claim("t-1@1", "m-anna", "caldav", NOW))
         await tx.add_pass(T, Pass("t-2@5", "m-bo", NOW))
         await tx.sync_occurrences(T, "t-1", [occ(0), occ(2)])  # t-1@1 cancelled, claim kept
