@@ -524,12 +524,14 @@ class MemoryTx:
         return [self._record(tenant_id, occ) for occ in found]
 
     async def occurrences_of_citizen(
-        self, tenant_id: str, citizen_id: str
+        self, tenant_id: str, citizen_id: str, *, ended_after: datetime | None = None
     ) -> dict[str, list[OccurrenceRecord]]:
         by_task: dict[str, list[OccurrenceRecord]] = {}
         for (t, task_id), task in self._s.tasks.items():
             if t == tenant_id and task.citizen_id == citizen_id:
                 found = await self.get_occurrences(tenant_id, task_id)
+                if ended_after is not None:
+                    found = [r for r in found if r.occurrence.end >= ended_after]
                 if found:
                     by_task[task_id] = found
         return by_task

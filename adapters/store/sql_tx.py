@@ -97,6 +97,10 @@ def new_event_id(now: datetime, seq: Iterator[int]) -> str:
     return f"msg_{micros:016x}_{next(seq) % 16**6:06x}{secrets.token_hex(6)}"
 
 
+# Before every stored time: `ended_after` when there is no bound.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class SqlTx:
     def __init__(
         self, connection: AsyncConnection, *, cipher: Cipher | None, event_seq: Iterator[int]
@@ -635,10 +639,14 @@ class SqlTx:
         )
 
     async def occurrences_of_citizen(
-        self, tenant_id: str, citizen_id: str
+        self, tenant_id: str, citizen_id: str, *, ended_after: datetime | None = None
     ) -> dict[str, list[OccurrenceRecord]]:
         by_task: dict[str, list[OccurrenceRecord]] = {}
-        params = {"p_tenant": tenant_id, "p_citizen": citizen_id}
+        params = {
+            "p_tenant": tenant_id,
+            "p_citizen": citizen_id,
+            "p_ended_after": EPOCH if ended_after is None else ended_after,
+        }
         for record in await self._records(
             tenant_id, self._q.citizen_records, params, (self._q.citizen_claims_and_passes, params)
         ):

@@ -248,11 +248,15 @@ def statements(dialect_name: str) -> Statements:
         & (view_state.c.member_id == bindparam("p_member", type_=String))
         & (view_state.c.citizen_id == bindparam("p_citizen", type_=String))
     )
-    # A citizen's occurrences, for the claims of all of them (not a list of every id).
+    # A citizen's occurrences that end at or after a time, and their ids, for the claims of
+    # all of them (not a list of every id).
+    of_citizen_since = (tasks.c.citizen_id == bindparam("p_citizen", type_=String)) & (
+        occ_t.c.end_utc >= bindparam("p_ended_after", type_=UTCDateTime())
+    )
     of_citizen = (
         select(occ_t.c.id)
         .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
-        .where(occ_t.c.tenant_id == TENANT, tasks.c.citizen_id == bindparam("p_citizen"))
+        .where(occ_t.c.tenant_id == TENANT, of_citizen_since)
     )
     keyed_job = dialect.insert(jobs)
     earlier = case(
@@ -467,9 +471,7 @@ def statements(dialect_name: str) -> Statements:
         .where(occ_t.c.tenant_id == TENANT, occ_t.c.id.in_(ids))
         .values(cancelled=True),
         task_records=_records(occ_t.c.task_id == task_id, lock=False),
-        citizen_records=_records(
-            tasks.c.citizen_id == bindparam("p_citizen", type_=String), lock=False
-        ),
+        citizen_records=_records(of_citizen_since, lock=False),
         locked_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=True),
         occurrence_record=_records(occ_t.c.id == bindparam("p_id", type_=String), lock=False),
         claims_and_passes=_claims_and_passes(ids),

@@ -437,10 +437,11 @@ class Tx(Protocol):
         ...
 
     async def occurrences_of_citizen(
-        self, tenant_id: str, citizen_id: str
+        self, tenant_id: str, citizen_id: str, *, ended_after: datetime | None = None
     ) -> dict[str, list[OccurrenceRecord]]:
         """`get_occurrences` of every task of the citizen, by task id, in a few queries (a
-        task without occurrences is absent)."""
+        task without occurrences is absent). `ended_after`: only occurrences that end at or
+        after it (the store keeps every past one)."""
         ...
 
     async def get_occurrence(self, tenant_id: str, occurrence_id: str) -> OccurrenceRecord | None:

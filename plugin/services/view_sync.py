@@ -76,10 +76,12 @@ from plugin.services.calendars import (
     View,
     external_collection,
 )
+from plugin.services.capacity import LOOKBACK as CAPACITY_LOOKBACK
 from plugin.services.capacity import CircleCare, ViewAdvice, read_circle_care
 from plugin.services.claiming import Ask, decide
 from plugin.services.links import claim_url, ensure_link
 from plugin.services.member_view import member_advice, member_view_inputs, organizer_address
+from plugin.services.occurrences import LOOKBACK
 from plugin.services.ports import MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
@@ -154,6 +156,12 @@ async def enqueue_view_syncs(
         )
 
 
+# What a run reads of the past: the copies it renders start after `now - LOOKBACK`, and the
+# fairness advice looks at what members held up to `capacity.LOOKBACK` back. The store keeps
+# every past occurrence; a view's cost must not grow with the circle's age.
+HISTORY = max(LOOKBACK, CAPACITY_LOOKBACK)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncOutcome:
     written: int = 0
@@ -201,7 +209,7 @@ async def sync_view(
     if peek is not None:
         member = peek.member
     else:
-        gathered = await _gather(store, view)
+        gathered = await _gather(store, view, since=now - HISTORY)
         if gathered is None:
             return SyncOutcome()
         member = gathered.member
@@ -216,7 +224,7 @@ async def sync_view(
                 # what it raises, as when run one after the other).
                 delta = asyncio.create_task(_prefetch(target, peek.state, probe))
                 try:
-                    gathered = await _gather(store, view, now=now)
+                    gathered = await _gather(store, view, now=now, since=now - HISTORY)
                 except BaseException:
                     delta.cancel()
                     await asyncio.gather(delta, return_exceptions=True)
@@ -528,7 +536,7 @@ async def _sync(
     if await relief_from_collection(
         store, client, path, view, gathered.circle, gathered.records, remote_state.listing, now=now
     ):
-        gathered = await _gather(store, view) or gathered
+        gathered = await _gather(store, view, since=now - HISTORY) or gathered
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={}, recorded=False)
@@ -575,7 +583,9 @@ async def _sync(
         # one is reset to [Anna]/NEEDS-ACTION in this same run, and so does every other copy
         # the gestures changed (a suggestion, an overload mark): planned again, rendering
         # only what changed.
-        regathered = _patched(gathered, applied) or await _gather(store, view)
+        regathered = _patched(gathered, applied) or await _gather(
+            store, view, since=now - HISTORY
+        )
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered
@@ -606,6 +616,9 @@ async def _sync(
         )
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
+    # Records kept before they held their advice marks get them, once and first (a record
+    # this run writes anyway is saved after): a later gesture then keys only what it changes.
+    actions[:0] = _marks_added(desired, records)
     inputs = _view_inputs(desired) if complete else None
     state = ViewState(
         path,
@@ -637,6 +650,24 @@ async def _sync(
         },
     )
     return SyncOutcome(written, skipped, intents)
+
+
+def _marks_added(
+    desired: Mapping[str, DesiredItem], records: Mapping[str, SyncRecord]
+) -> list[Action]:
+    """A record without marks, of a copy rendered from the same inputs (so with the marks
+    its item has), kept again with them."""
+    added: list[Action] = []
+    for uid, record in records.items():
+        item = desired.get(uid)
+        if (
+            record.marks is None
+            and item is not None
+            and item.marks is not None
+            and item.inputs == record.inputs
+        ):
+            added.append(Remember(replace(record, marks=item.marks)))
+    return added
 
 
 def _patched(gathered: _Gathered, applied: _Applied) -> _Gathered | None:
@@ -769,12 +800,15 @@ async def withdraw_retired(
             )
 
 
-async def _gather(store: Store, view: View, *, now: datetime | None = None) -> _Gathered | None:
+async def _gather(
+    store: Store, view: View, *, now: datetime | None = None, since: datetime | None = None
+) -> _Gathered | None:
     """The view as the store has it. `now`: the time of a run that may take the copies as
     the last run recorded them (`recorded`): when the view's generation is still the one that
     run rendered from, on the same day, and the records hold exactly the keys it rendered.
     The run then plans without rendering; after a member's gesture it renders from this
-    read, patched (`_patched`), not from a second one."""
+    read, patched (`_patched`), not from a second one. `since`: leave out the occurrences
+    that ended before it (a run's `now - HISTORY`)."""
     async with store.reading() as tx:
         # First: a change committed while the rest is read is then newer than the generation
         # this run records, and the next run renders again (the other way round, it would not).
@@ -796,7 +830,9 @@ async def _gather(store: Store, view: View, *, now: datetime | None = None) -> _
             and _view_inputs(records) == state.inputs
         )
         tasks = tuple(await tx.list_tasks(view.tenant_id, view.citizen_id))
-        by_task = await tx.occurrences_of_citizen(view.tenant_id, view.citizen_id)
+        by_task = await tx.occurrences_of_citizen(
+            view.tenant_id, view.citizen_id, ended_after=since
+        )
         occurrences = {task.id: tuple(by_task.get(task.id, ())) for task in tasks}
         care = await read_circle_care(tx, view.tenant_id, view.citizen_id)
     if link is None:

@@ -565,6 +565,17 @@ async def test_a_citizens_occurrences_are_read_at_once_as_per_task(store: Store)
         assert await tx.occurrences_of_citizen("other", "c-1") == {}
     assert found == per_task  # same records, same order; t-empty and c-2's t-x absent
     assert [r.occurrence.id for r in found["t-1"]] == ["t-1@0", "t-1@1", "t-1@2"]
+    # Only the ones that end at or after a time: t-1@1 ends at 11:00 on 30 March.
+    async with store.reading() as tx:
+        since = await tx.occurrences_of_citizen(T, "c-1", ended_after=occ(1).end)
+        later = await tx.occurrences_of_citizen(T, "c-1", ended_after=occ(1).end + timedelta(0, 1))
+    assert {t: [r.occurrence.id for r in rs] for t, rs in since.items()} == {
+        "t-1": ["t-1@1", "t-1@2"],
+        "t-2": ["t-2@5"],
+    }
+    assert since["t-1"][0].claims == found["t-1"][1].claims  # its claim read with it
+    assert since["t-2"][0].passes == found["t-2"][1].passes
+    assert [r.occurrence.id for r in later["t-1"]] == ["t-1@2"]
     assert found["t-1"][1].claims and found["t-2"][1].passes
 
 

@@ -292,12 +292,21 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
 
     rendered: list[Rendered] = []
     gathers: list[tuple[str, bool]] = []
+    keyed: list[Rendered] = []
     real_render = view_sync.render_event
     real_gather = view_sync._gather
 
-    def counting(inp: Any) -> Any:
+    def noted(inp: Any) -> Rendered:
         start = inp.record.occurrence.start.astimezone(CPH).replace(tzinfo=None)
-        rendered.append((inp.member.id, start, (inp.suggested, inp.overloaded)))
+        return inp.member.id, start, (inp.suggested, inp.overloaded)
+
+    class CountingKeys(view_sync._ItemKeys):
+        def __call__(self, inp: Any) -> str:
+            keyed.append(noted(inp))
+            return super().__call__(inp)
+
+    def counting(inp: Any) -> Any:
+        rendered.append(noted(inp))
         return real_render(inp)
 
     async def counting_gather(store: Any, view: Any, **kwargs: Any) -> Any:
@@ -308,16 +317,21 @@ async def test_one_occurrence_of_a_weekly_series_across_dst_is_claimed_alone(
 
     monkeypatch.setattr(view_sync, "render_event", counting)
     monkeypatch.setattr(view_sync, "_gather", counting_gather)
+    monkeypatch.setattr(view_sync, "_ItemKeys", CountingKeys)
     served = served_in_march
     store = await open_store(served.settings, migrate=False)
     try:
-        await _weekly_series_claimed_alone(served, store, rendered, gathers)
+        await _weekly_series_claimed_alone(served, store, rendered, gathers, keyed)
     finally:
         await store.close()
 
 
 async def _weekly_series_claimed_alone(
-    served: Served, store: Store, rendered: list[Rendered], gathers: list[tuple[str, bool]]
+    served: Served,
+    store: Store,
+    rendered: list[Rendered],
+    gathers: list[tuple[str, bool]],
+    keyed: list[Rendered],
 ) -> None:
     async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
         assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
@@ -337,6 +351,7 @@ async def _weekly_series_claimed_alone(
             assert {start for _, start in marks} == set(SERIES)
             rendered.clear()
             gathers.clear()
+            keyed.clear()
             # Anna accepts the occurrence after the change, in her calendar app.
             chosen = by_start(anna_view)[AFTER_DST]
             await anna_app.update(chosen.href, with_partstat(chosen.body, "ACCEPTED"), chosen.etag)
@@ -374,6 +389,13 @@ async def _weekly_series_claimed_alone(
             annas = [recorded for member, recorded in gathers if member == "m-anna"]
             assert annas == [True], gathers
             assert ("m-bo", False) in gathers, gathers
+            # And it keys again only the copies it renders (the claimed one, and any whose
+            # marks moved: their records keep the marks), not all four; Bo's run, whose view
+            # the claim changed from outside, keys all of his.
+            annas_keyed = sorted(k for k in keyed if k[0] == "m-anna")
+            assert annas_keyed == sorted(r for r in rendered if r[0] == "m-anna"), keyed
+            assert len(annas_keyed) < len(SERIES), keyed
+            assert len([k for k in keyed if k[0] == "m-bo"]) >= len(SERIES), keyed
 
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         occurrences = {

@@ -101,6 +101,48 @@ async def test_hosted_members_get_the_circle_in_their_calendar(
         assert await eventually(gone)
 
 
+async def test_records_kept_before_their_marks_get_them_without_a_write(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    """Sync records from before they kept their copies' advice marks (migration 0014: NULL)
+    get them on the view's next sync, with no write to the member's calendar; a gesture then
+    keys only the copies it changes (`view_sync._desired` with the copies as recorded)."""
+    from dataclasses import replace
+
+    from plugin.web.app import open_store
+
+    anna, _, start = await anna_and_bo_with_one_task(http)
+    store = await open_store(served.settings, migrate=False)
+    try:
+        async with calendar_app(served, anna) as anna_app:
+            href, etag, _, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+
+            async def annas_records() -> dict[str, Any]:
+                async with store.reading() as tx:
+                    return await tx.list_view_records("north", "m-anna", "c-123")
+
+            async with store.transaction() as tx:
+                for record in (await annas_records()).values():
+                    assert record.marks is not None  # a sync now keeps them
+                    unmarked = replace(record, marks=None)
+                    await tx.save_view_record("north", "m-anna", "c-123", unmarked)
+            assert [r.marks for r in (await annas_records()).values()] == [None]
+
+            # Another task: Anna's view is synced; her first copy is as it was.
+            later = one_off(start + timedelta(days=1), id="t-2")
+            assert (await post_event(http, later)).status_code == 202
+
+            async def all_marked() -> bool | None:
+                records = await annas_records()
+                marked = len(records) == 2 and all(r.marks is not None for r in records.values())
+                return True if marked else None
+
+            await eventually(all_marked)
+            assert (await anna_app.list_etags(ANNA_VIEW))[href] == etag  # not written again
+    finally:
+        await store.close()
+
+
 def with_partstat(body: bytes, partstat: str) -> bytes:
     """What a calendar app sends when the member answers the invitation."""
     calendar = Calendar.from_ical(body)

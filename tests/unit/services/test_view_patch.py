@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.memory import MemoryStore
-from plugin.domain.model import Capacity, Circle, Citizen, Member, Task
+from plugin.domain.model import Capacity, Circle, Citizen, Claim, Member, Task
 from plugin.services import view_sync
 from plugin.services.calendars import View
 from plugin.services.claiming import Ask, decide
@@ -153,3 +153,41 @@ async def test_records_without_marks_render_the_whole_view(tmp_path: Path) -> No
     )
     assert all(item.marks is not None for item in patched.values())
     assert _keys(patched) == _keys(view_sync._desired(gathered, settings, VIEW, now=NOW))
+
+
+async def test_a_run_reads_only_the_history_its_copies_and_advice_depend_on(
+    tmp_path: Path,
+) -> None:
+    """The store keeps every past occurrence; a run reads those that ended in the last
+    `view_sync.HISTORY` and renders the same copies, marks included, as from all of them."""
+    settings = make_settings(tmp_path)
+    store = MemoryStore()
+    first = NOW - timedelta(weeks=12)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant(T)
+        await tx.save_circle(T, CIRCLE, first)
+        for task in (_daily("t-1", datetime(2026, 12, 7, 10), 120),
+                     _daily("t-2", datetime(2026, 12, 7, 15), 120)):  # fmt: skip
+            await tx.save_task(task)
+            await materialise(tx, task, now=first, horizon=timedelta(weeks=20))
+        # Held in the far past (older than any window), in the windows and the four weeks
+        # that `share` looks back on (Anna's: enough for Bo to be suggested), and ahead.
+        held = [("m-anna", -60), ("m-bo", -50), ("m-bo", -2), ("m-anna", 3), ("m-bo", 9)]
+        held += [("m-anna", days) for days in range(-26, -11, 2)]
+        for member_id, days in held:
+            day = (NOW + timedelta(days=days)).date()
+            occurrence_id = f"t-1_{day:%Y%m%d}T1000"
+            assert await tx.get_occurrence(T, occurrence_id) is not None, occurrence_id
+            await tx.add_claim(T, Claim(occurrence_id, member_id, "caldav", first))
+    whole = await view_sync._gather(store, VIEW)
+    recent = await view_sync._gather(store, VIEW, since=NOW - view_sync.HISTORY)
+    assert whole is not None and recent is not None
+    count = sum(len(r) for r in recent.occurrences.values())
+    assert count < sum(len(r) for r in whole.occurrences.values()) - 90
+    ours = view_sync._desired(recent, settings, VIEW, now=NOW)
+    assert _keys(ours) == _keys(view_sync._desired(whole, settings, VIEW, now=NOW))
+    # What she held two to four weeks ago counts: a run reading less would mark her copies
+    # differently.
+    short = await view_sync._gather(store, VIEW, since=NOW - timedelta(days=10))
+    assert short is not None
+    assert _keys(view_sync._desired(short, settings, VIEW, now=NOW)) != _keys(ours)
