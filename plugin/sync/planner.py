@@ -424,8 +424,7 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
         elif copy.fingerprint == item.fingerprint and copy.partstat == item.partstat:
             actions.append(Remember(_record(item, fetched.href, fetched.etag, copy.has_alarms)))
         else:
-            ours = Calendar.from_ical(item.body)
-            body = bytes(merge_member_copy(ours, copy.calendar).to_ical())
+            body = bytes(merge_member_copy(item.body, copy.calendar).to_ical())
             actions.append(_update(item, fetched.href, fetched.etag, body, copy.has_alarms))
     return Plan(tuple(actions))
 
@@ -476,8 +475,8 @@ def _create_moved(
                 actions.append(_create(item))
                 continue
             theirs = alarms_of[n]
-            ours = Calendar.from_ical(item.body)
-            body = bytes(merge_member_copy(ours, theirs.calendar, their_uid=theirs.uid).to_ical())
+            merged = merge_member_copy(item.body, theirs.calendar, their_uid=theirs.uid)
+            body = bytes(merged.to_ical())
             actions.append(Create(item.uid, body, _record(item, None, None, True)))
     return actions
 

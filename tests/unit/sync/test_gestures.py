@@ -225,6 +225,8 @@ def test_merge_keeps_the_members_alarms_through_an_update_of_time() -> None:
     # merging again with the merged copy does not duplicate the alarms
     again = merge_member_copy(ours, merged)
     assert len(vevent(again).walk("VALARM")) == 2
+    # ours as its body (as the planner has it): the same result
+    assert merge_member_copy(ours_before, theirs).to_ical() == merged.to_ical()
 
 
 def test_merge_ignores_alarms_of_another_event() -> None:
