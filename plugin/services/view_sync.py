@@ -589,6 +589,10 @@ async def _sync(
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered
+    if applied is not None or fetched_uids:
+        # The first plan's copies stand as recorded where nothing but the gestures changed
+        # what they are rendered from (the read was as recorded, and patched, or untouched).
+        as_recorded = gathered.recorded if applied is None else gathered.changed is not None
         desired = _desired(
             gathered,
             settings,
@@ -596,24 +600,15 @@ async def _sync(
             now=now,
             reuse=records,
             force=fetched_uids,
-            recorded=desired if gathered.changed is not None else None,
+            recorded=desired if as_recorded else None,
             changed=gathered.changed or (),
         )
+    if applied is not None:
         replan = plan_view_sync(desired, remote, records)
         actions = list(replan.actions)
         # A copy with the member's alarms that the gestures changed is merged only after a
         # fetch this run did not make: the next run makes it.
         complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
-    elif fetched_uids:
-        desired = _desired(
-            gathered,
-            settings,
-            view,
-            now=now,
-            reuse=records,
-            force=fetched_uids,
-            recorded=desired if gathered.recorded else None,
-        )
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
     # Records kept before they held their advice marks get them, once and first (a record

@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.memory import MemoryStore
+from plugin.config import Settings
 from plugin.domain.model import Capacity, Circle, Citizen, Claim, Member, Task
 from plugin.services import view_sync
 from plugin.services.calendars import View
+from plugin.services.capacity import ViewAdvice
 from plugin.services.claiming import Ask, decide
 from plugin.services.ingest import materialise
 from plugin.sync.planner import DesiredItem, SyncRecord
@@ -34,15 +36,18 @@ def _daily(task_id: str, first: datetime, count: int) -> Task:
                 "Europe/Copenhagen", recurrence=f"FREQ=DAILY;COUNT={count}")  # fmt: skip
 
 
-async def _store() -> MemoryStore:
+async def _store(
+    first: datetime = datetime(2027, 3, 2), days: int = 40, now: datetime = NOW
+) -> MemoryStore:
+    """Two daily tasks (10:00 and 15:00) from the day `first`, materialised as at `now`."""
     store = MemoryStore()
     async with store.transaction() as tx:
         await tx.ensure_tenant(T)
-        await tx.save_circle(T, CIRCLE, NOW)
-        for task in (_daily("t-1", datetime(2027, 3, 2, 10), 40),
-                     _daily("t-2", datetime(2027, 3, 2, 15), 40)):  # fmt: skip
+        await tx.save_circle(T, CIRCLE, now)
+        for task in (_daily("t-1", first.replace(hour=10), days),
+                     _daily("t-2", first.replace(hour=15), days)):  # fmt: skip
             await tx.save_task(task)
-            await materialise(tx, task, now=NOW, horizon=HORIZON)
+            await materialise(tx, task, now=now, horizon=NOW + HORIZON - now)
     return store
 
 
@@ -69,14 +74,22 @@ def _keys(desired: dict[str, DesiredItem]) -> dict[str, tuple[str, int | None]]:
     return {uid: (item.inputs, item.marks) for uid, item in desired.items()}
 
 
-async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> None:
+async def _synced(
+    tmp_path: Path,
+) -> tuple[Settings, MemoryStore, view_sync._Gathered, dict[str, SyncRecord], ViewAdvice]:
+    """Anna's view read, and the records and advice of a run that wrote it."""
     settings = make_settings(tmp_path)
     store = await _store()
-    before = await view_sync._gather(store, VIEW)
-    assert before is not None
-    records = _recorded(view_sync._desired(before, settings, VIEW, now=NOW))
+    gathered = await view_sync._gather(store, VIEW)
+    assert gathered is not None
+    records = _recorded(view_sync._desired(gathered, settings, VIEW, now=NOW))
     was = view_sync._recorded_advice(records, f"@{T}")
     assert was is not None and len(was.suggested) > 10
+    return settings, store, gathered, records, was
+
+
+async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> None:
+    settings, store, before, records, was = await _synced(tmp_path)
 
     ids = [r.occurrence.id for r in before.occurrences["t-1"]]
     await _claim(store, ids[2])  # Thursday 4 March
@@ -109,13 +122,7 @@ async def test_a_copy_fetched_to_be_written_back_is_rendered_without_working_out
     tmp_path: Path,
 ) -> None:
     """Nothing changed (the member only added an alarm): the advice is the records'."""
-    settings = make_settings(tmp_path)
-    store = await _store()
-    gathered = await view_sync._gather(store, VIEW)
-    assert gathered is not None
-    records = _recorded(view_sync._desired(gathered, settings, VIEW, now=NOW))
-    was = view_sync._recorded_advice(records, f"@{T}")
-    assert was is not None and was.suggested
+    settings, _, gathered, records, _ = await _synced(tmp_path)
     gathered = replace(gathered, records=records, care=None)  # advice worked out: none
     uid = sorted(records)[3]
     patched = view_sync._desired(
@@ -133,14 +140,8 @@ async def test_a_copy_fetched_to_be_written_back_is_rendered_without_working_out
 
 async def test_records_without_marks_render_the_whole_view(tmp_path: Path) -> None:
     """Records kept before marks were (NULL): the advice they show is not known."""
-    settings = make_settings(tmp_path)
-    store = await _store()
-    gathered = await view_sync._gather(store, VIEW)
-    assert gathered is not None
-    records = {
-        uid: replace(r, marks=None)
-        for uid, r in _recorded(view_sync._desired(gathered, settings, VIEW, now=NOW)).items()
-    }
+    settings, _, gathered, marked, _ = await _synced(tmp_path)
+    records = {uid: replace(r, marks=None) for uid, r in marked.items()}
     gathered = replace(gathered, records=records)
     patched = view_sync._desired(
         gathered,
@@ -161,15 +162,9 @@ async def test_a_run_reads_only_the_history_its_copies_and_advice_depend_on(
     """The store keeps every past occurrence; a run reads those that ended in the last
     `view_sync.HISTORY` and renders the same copies, marks included, as from all of them."""
     settings = make_settings(tmp_path)
-    store = MemoryStore()
     first = NOW - timedelta(weeks=12)
+    store = await _store(datetime(2026, 12, 7), 120, now=first)
     async with store.transaction() as tx:
-        await tx.ensure_tenant(T)
-        await tx.save_circle(T, CIRCLE, first)
-        for task in (_daily("t-1", datetime(2026, 12, 7, 10), 120),
-                     _daily("t-2", datetime(2026, 12, 7, 15), 120)):  # fmt: skip
-            await tx.save_task(task)
-            await materialise(tx, task, now=first, horizon=timedelta(weeks=20))
         # Held in the far past (older than any window), in the windows and the four weeks
         # that `share` looks back on (Anna's: enough for Bo to be suggested), and ahead.
         held = [("m-anna", -60), ("m-bo", -50), ("m-bo", -2), ("m-anna", 3), ("m-bo", 9)]
