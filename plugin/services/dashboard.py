@@ -112,7 +112,9 @@ async def read_dashboard(
         if circle is None:
             return None
         tasks = await tx.list_tasks(tenant_id, citizen_id)
-        by_task = [(task, await tx.get_occurrences(tenant_id, task.id)) for task in tasks]
+        # Listed: what starts within WINDOW of now (so ended after `now - WINDOW`).
+        found = await tx.occurrences_of_citizen(tenant_id, citizen_id, ended_after=now - WINDOW)
+        by_task = [(task, found.get(task.id, [])) for task in tasks]
         relief = await tx.list_relief_requests(tenant_id, citizen_id)
         load = await circle_load(
             tx, tenant_id, citizen_id, now, weeks_before=WEEKS, weeks_after=WEEKS

@@ -28,7 +28,7 @@ from icalendar import Calendar, Event, vDuration
 from plugin.config import Settings
 from plugin.services.capacity import read_circle_care
 from plugin.services.links import LinkKind, Refusal, claim_url, resolve
-from plugin.services.member_view import organizer_address, render_member_view
+from plugin.services.member_view import HISTORY, organizer_address, render_member_view
 from plugin.services.ports import Store
 from plugin.sync.render import PRODID, vtimezone
 
@@ -68,7 +68,9 @@ async def member_feed(
             names.append(circle.citizen.display_name)
             zones.append(circle.citizen.timezone)
             tasks = await tx.list_tasks(link.tenant_id, citizen_id)
-            occurrences = {t.id: await tx.get_occurrences(link.tenant_id, t.id) for t in tasks}
+            occurrences = await tx.occurrences_of_citizen(
+                link.tenant_id, citizen_id, ended_after=now - HISTORY
+            )
             care = await read_circle_care(tx, link.tenant_id, citizen_id)  # suggestions
             for copy in render_member_view(
                 circle,

@@ -19,11 +19,24 @@ from urllib.parse import urlsplit
 from icalendar import Calendar
 
 from plugin.domain.model import Circle, Member, OccurrenceRecord, Task, TaskStatus
+from plugin.services.capacity import LOOKBACK as CAPACITY_LOOKBACK
 from plugin.services.capacity import CircleCare, ViewAdvice, view_advice
 from plugin.services.occurrences import LOOKBACK
 from plugin.sync.render import RenderInput, render_event
 
-__all__ = ["member_advice", "member_view_inputs", "organizer_address", "render_member_view"]
+__all__ = [
+    "HISTORY",
+    "member_advice",
+    "member_view_inputs",
+    "organizer_address",
+    "render_member_view",
+]
+
+# What a member's view is rendered from of the past: its copies start after `now - LOOKBACK`,
+# and the fairness advice looks at what members held up to `capacity.LOOKBACK` back. The store
+# keeps every past occurrence; a view's cost must not grow with the circle's age, so readers
+# ask only for the occurrences that ended after `now - HISTORY`.
+HISTORY = max(LOOKBACK, CAPACITY_LOOKBACK)
 
 
 def organizer_address(public_url: str) -> str:

@@ -76,12 +76,15 @@ from plugin.services.calendars import (
     View,
     external_collection,
 )
-from plugin.services.capacity import LOOKBACK as CAPACITY_LOOKBACK
 from plugin.services.capacity import CircleCare, ViewAdvice, read_circle_care
 from plugin.services.claiming import Ask, decide
 from plugin.services.links import claim_url, ensure_link
-from plugin.services.member_view import member_advice, member_view_inputs, organizer_address
-from plugin.services.occurrences import LOOKBACK
+from plugin.services.member_view import (
+    HISTORY,
+    member_advice,
+    member_view_inputs,
+    organizer_address,
+)
 from plugin.services.ports import MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
@@ -154,12 +157,6 @@ async def enqueue_view_syncs(
             run_at=now,
             key=view.job_key,
         )
-
-
-# What a run reads of the past: the copies it renders start after `now - LOOKBACK`, and the
-# fairness advice looks at what members held up to `capacity.LOOKBACK` back. The store keeps
-# every past occurrence; a view's cost must not grow with the circle's age.
-HISTORY = max(LOOKBACK, CAPACITY_LOOKBACK)
 
 
 @dataclass(frozen=True, slots=True)
