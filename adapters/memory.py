@@ -402,6 +402,14 @@ class MemoryTx:
     ) -> None:
         self._s.view_state[(tenant_id, member_id, citizen_id)] = state
 
+    async def collection_in_use(
+        self, collection: str, server: str, *, other_than: tuple[str, str, str]
+    ) -> bool:
+        return any(
+            s.collection == collection and s.server in (server, "") and key != other_than
+            for key, s in self._s.view_state.items()
+        )
+
     async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
         key = (tenant_id, member_id, citizen_id)
         self._s.view_generations[key] = self._s.view_generations.get(key, 0) + 1

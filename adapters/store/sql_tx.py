@@ -467,6 +467,14 @@ class SqlTx:
             },
         )
 
+    async def collection_in_use(
+        self, collection: str, server: str, *, other_than: tuple[str, str, str]
+    ) -> bool:
+        tenant_id, member_id, citizen_id = other_than
+        params = {"p_collection": collection, "p_server": server, "p_tenant": tenant_id}
+        params.update(p_member=member_id, p_citizen=citizen_id)
+        return (await self._c.execute(self._q.collection_in_use, params)).first() is not None
+
     async def get_view_state(
         self, tenant_id: str, member_id: str, citizen_id: str
     ) -> ViewState | None:

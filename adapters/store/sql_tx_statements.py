@@ -179,6 +179,7 @@ class Statements:
     delete_view: Any
     delete_view_state: Any
     get_view_state: Any
+    collection_in_use: Any
     upsert_view_state: Any
     bump_view_generation: Any
     get_view_generation: Any
@@ -356,6 +357,13 @@ def statements(dialect_name: str) -> Statements:
         delete_view=delete(view_records).where(view_key),
         delete_view_state=delete(view_state).where(state_key),
         get_view_state=select(view_state).where(state_key),
+        collection_in_use=select(literal(1))
+        .where(
+            view_state.c.collection == bindparam("p_collection", type_=String),
+            view_state.c.server.in_([bindparam("p_server", type_=String), ""]),
+            ~state_key,
+        )
+        .limit(1),
         upsert_view_state=_upsert(
             dialect,
             view_state,

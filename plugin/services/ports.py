@@ -390,6 +390,14 @@ class Tx(Protocol):
         """Insert or replace the view's state."""
         ...
 
+    async def collection_in_use(
+        self, collection: str, server: str, *, other_than: tuple[str, str, str]
+    ) -> bool:
+        """Whether the state of a view (of any tenant) but `other_than` (tenant, member,
+        citizen) says its collection is at `collection` on `server` (`ViewState.server`; a
+        state from before servers were kept counts too)."""
+        ...
+
     async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
         """Something the view is rendered from changed (called in that change's transaction,
         with the view's sync queued): its copies must be rendered again."""

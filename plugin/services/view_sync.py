@@ -523,6 +523,9 @@ async def _sync(
     if gathered.state is not None and not _same_place(gathered.state, target):
         # The view moved (another server or account): the records describe the old place,
         # and every copy is written anew (none is as recorded there).
+        left = gathered.state
+        if left.server == target.server:
+            await _delete_left(store, target, view, left.collection)
         await _forget_view(store, view)
         gathered = replace(gathered, records={}, state=None, recorded=False)
         probe = None
@@ -660,6 +663,28 @@ def _marks_added(
         ):
             added.append(Remember(replace(record, marks=item.marks)))
     return added
+
+
+async def _delete_left(store: Store, target: Target, view: View, left: str) -> None:
+    """The view moved to another path on the same server and account (the municipality
+    changed `collection_template`, or the member their account's URL): its copies at `left`,
+    which name the circle's members, go, unless another view's state is there now. Left as
+    they are (logged) when the server refuses or is down: the new place is written all the
+    same. (The path is another view's only after that view synced there; a view that moves
+    there later writes it anew.)"""
+    where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
+    async with store.reading() as tx:
+        key = (view.tenant_id, view.member_id, view.citizen_id)
+        if await tx.collection_in_use(left, target.server, other_than=key):
+            return
+    try:
+        await target.client.delete_collection(left)
+    except (NotFound, Forbidden, CalendarUnavailable) as exc:
+        log.warning(
+            "moved view's old collection left", extra={**where, "reason": type(exc).__name__}
+        )
+    else:
+        log.info("moved view's old collection deleted", extra=where)
 
 
 def _patched(gathered: _Gathered, applied: _Applied) -> _Gathered | None:

@@ -245,3 +245,21 @@ async def test_a_retired_password_is_not_stored_in_clear(backend: Backend) -> No
     async with backend.store.engine.connect() as connection:
         raw = (await connection.execute(select(retired_calendars.c.password_enc))).scalar_one()
     assert b"old-s3cret" not in raw
+
+
+async def test_a_collection_is_in_use_while_another_views_state_is_there(store: Store) -> None:
+    """`collection_in_use`: before a moved view deletes its old collection, no other view of
+    any tenant may have synced there, on the same server (or one not known: a state from
+    before servers were kept)."""
+    anna = ("north", "m-anna", "c-1")
+    async with store.transaction() as tx:
+        for tenant in ("north", "south"):
+            await tx.ensure_tenant(tenant)
+        await tx.save_view_state(*anna, ViewState("/dav/a/", "t", None, NOW, server="hosted"))
+        await tx.save_view_state("south", "m-bo", "c-2", ViewState("/dav/b/", "t", None, NOW))
+    async with store.reading() as tx:
+        assert not await tx.collection_in_use("/dav/a/", "hosted", other_than=anna)  # hers
+        assert await tx.collection_in_use("/dav/a/", "hosted", other_than=("north", "m-x", "c-1"))
+        assert not await tx.collection_in_use("/dav/a/", "acct-1", other_than=("north", "x", "y"))
+        assert await tx.collection_in_use("/dav/b/", "acct-1", other_than=anna)  # server ""
+        assert not await tx.collection_in_use("/dav/c/", "hosted", other_than=anna)

@@ -634,7 +634,8 @@ async def test_views_the_municipality_moves_are_written_in_their_new_place(
 ) -> None:
     """The municipality changes `collection_template` and restarts carecal: nothing in the
     circle changed, but every view is now elsewhere. Anna's copy is written in the new place
-    at the next poll, not left an empty calendar until the next change."""
+    at the next poll, not left an empty calendar until the next change, and the old place,
+    whose copies name the circle's members, is deleted."""
     citizen = f"c-{secrets.token_hex(3)}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -653,6 +654,7 @@ async def test_views_the_municipality_moves_are_written_in_their_new_place(
         ):
             new_place = f"{HOME}moved~north~m-anna~{citizen}/"
             await eventually(copy_reading(app, new_place, "[Ledig] Indkøb"))
+            assert await eventually(gone(app, old_place))
 
 
 def gone(app: CalDAVClient, view: str) -> Callable[[], Awaitable[bool | None]]:

@@ -296,3 +296,49 @@ async def test_a_refusal_during_the_delta_is_the_same_as_without_the_overlap(
         else:
             with pytest.raises(CalendarUnavailable):
                 await sync_view(store, calendars, settings, VIEW, now=NOW)
+
+
+class _Deletes:
+    """A calendar client that records collection deletions, or fails them."""
+
+    def __init__(self, fails: Exception | None = None) -> None:
+        self.fails = fails
+        self.deleted: list[str] = []
+
+    async def delete_collection(self, path: str) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.deleted.append(path)
+
+
+async def test_a_moved_views_old_collection_stays_while_another_view_is_there() -> None:
+    """`_delete_left`: another view (here another member's, after a template change that
+    swapped paths) synced to the old path already: its collection is not deleted."""
+    from plugin.services.calendars import HOSTED, Target
+    from plugin.services.view_sync import _delete_left
+
+    store = MemoryStore()
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        state = ViewState("/dav/old/", "t", None, NOW, server=HOSTED)
+        await tx.save_view_state("north", "m-bo", "c-123", state)
+    client = _Deletes()
+    target = Target(client, "/dav/new/", True, HOSTED)  # type: ignore[arg-type]
+    await _delete_left(store, target, VIEW, "/dav/old/")
+    assert client.deleted == []
+    await _delete_left(store, target, VIEW, "/dav/elsewhere/")
+    assert client.deleted == ["/dav/elsewhere/"]
+
+
+async def test_a_moved_views_old_collection_on_a_server_that_is_down_is_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The new place is written all the same: the old one is logged and left."""
+    from plugin.services.calendars import HOSTED, Target
+    from plugin.services.view_sync import _delete_left
+
+    client = _Deletes(CalendarUnavailable("down"))
+    target = Target(client, "/dav/new/", True, HOSTED)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        await _delete_left(MemoryStore(), target, VIEW, "/dav/old/")
+    assert "moved view's old collection left" in caplog.text
