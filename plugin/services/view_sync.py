@@ -669,9 +669,10 @@ async def _delete_left(store: Store, target: Target, view: View, left: str) -> N
     """The view moved to another path on the same server and account (the municipality
     changed `collection_template`, or the member their account's URL): its copies at `left`,
     which name the circle's members, go, unless another view's state is there now. Left as
-    they are (logged) when the server refuses or is down: the new place is written all the
-    same. (The path is another view's only after that view synced there; a view that moves
-    there later writes it anew.)"""
+    they are (logged) when the server refuses: the new place is written all the same. A
+    server that is down raises CalendarUnavailable before the view forgets where it was, so
+    the job's next try deletes them. (The path is another view's only after that view
+    synced there; a view that moves there later writes it anew.)"""
     where = {"tenant": view.tenant_id, "member_id": view.member_id, "citizen_id": view.citizen_id}
     async with store.reading() as tx:
         key = (view.tenant_id, view.member_id, view.citizen_id)
@@ -679,7 +680,7 @@ async def _delete_left(store: Store, target: Target, view: View, left: str) -> N
             return
     try:
         await target.client.delete_collection(left)
-    except (NotFound, Forbidden, CalendarUnavailable) as exc:
+    except (NotFound, Forbidden) as exc:
         log.warning(
             "moved view's old collection left", extra={**where, "reason": type(exc).__name__}
         )

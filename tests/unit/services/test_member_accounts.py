@@ -330,15 +330,20 @@ async def test_a_moved_views_old_collection_stays_while_another_view_is_there() 
     assert client.deleted == ["/dav/elsewhere/"]
 
 
-async def test_a_moved_views_old_collection_on_a_server_that_is_down_is_left(
+async def test_a_moved_views_old_collection_on_a_server_that_refuses_is_left(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The new place is written all the same: the old one is logged and left."""
+    """The new place is written all the same: the old one is logged and left. A server that
+    is down raises (the job is retried, and the view still knows where it was)."""
     from plugin.services.calendars import HOSTED, Target
     from plugin.services.view_sync import _delete_left
 
-    client = _Deletes(CalendarUnavailable("down"))
+    client = _Deletes(Forbidden("403", status=403))
     target = Target(client, "/dav/new/", True, HOSTED)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING):
         await _delete_left(MemoryStore(), target, VIEW, "/dav/old/")
     assert "moved view's old collection left" in caplog.text
+    down = _Deletes(CalendarUnavailable("down"))
+    target = Target(down, "/dav/new/", True, HOSTED)  # type: ignore[arg-type]
+    with pytest.raises(CalendarUnavailable):
+        await _delete_left(MemoryStore(), target, VIEW, "/dav/old/")
