@@ -28,8 +28,10 @@ A write that meets a changed object (412) is skipped: the member wrote meanwhile
 queued a sync of its own, and that run plans from the newer state.
 
 Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it.
-A run with something to do still reads the whole view from the store, and after a gesture
-computes every copy's key (cheap, but it grows with the view's size; see bench/README.md).
+A run with something to do still reads the view's occurrences of the last five weeks and
+ahead from the store, and after a gesture works out the fairness advice over its window
+(cheap, but it grows with the view's size; see bench/README.md); it keys again only the
+copies the gesture changed (`_desired` with the copies as recorded).
 """
 
 from __future__ import annotations
