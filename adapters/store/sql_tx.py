@@ -346,7 +346,7 @@ class SqlTx:
         rows = await self._c.execute(
             self._q.member_circles, {"p_tenant": tenant_id, "p_member": member_id}
         )
-        return [row.citizen_id for row in rows]
+        return sorted(row.citizen_id for row in rows)
 
     # view sync records
 

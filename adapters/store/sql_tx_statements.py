@@ -250,15 +250,16 @@ def statements(dialect_name: str) -> Statements:
         & (view_state.c.citizen_id == bindparam("p_citizen", type_=String))
     )
     # A citizen's occurrences that end at or after a time, and their ids, for the claims of
-    # all of them (not a list of every id).
-    of_citizen_since = (tasks.c.citizen_id == bindparam("p_citizen", type_=String)) & (
+    # all of them (not a list of every id). Found from the citizen's tasks: the occurrences'
+    # index leads with (tenant_id, task_id). Joined to the tasks instead, SQLite (no
+    # statistics) walks every occurrence of the tenant and looks each one's task up.
+    citizen_tasks = select(tasks.c.id).where(
+        tasks.c.tenant_id == TENANT, tasks.c.citizen_id == bindparam("p_citizen", type_=String)
+    )
+    of_citizen_since = occ_t.c.task_id.in_(citizen_tasks) & (
         occ_t.c.end_utc >= bindparam("p_ended_after", type_=UTCDateTime())
     )
-    of_citizen = (
-        select(occ_t.c.id)
-        .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
-        .where(occ_t.c.tenant_id == TENANT, of_citizen_since)
-    )
+    of_citizen = select(occ_t.c.id).where(occ_t.c.tenant_id == TENANT, of_citizen_since)
     keyed_job = dialect.insert(jobs)
     earlier = case(
         (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
@@ -337,13 +338,13 @@ def statements(dialect_name: str) -> Statements:
             member_links.c.revoked_at.is_(None),
         )
         .returning(literal(1)),
-        member_circles=select(memberships.c.citizen_id)
-        .where(
+        # Not ordered here: for an ORDER BY citizen_id SQLite would walk the tenant's every
+        # membership in key order instead of the (tenant_id, member_id) index.
+        member_circles=select(memberships.c.citizen_id).where(
             memberships.c.tenant_id == TENANT,
             memberships.c.member_id == bindparam("p_member", type_=String),
             memberships.c.removed_at.is_(None),
-        )
-        .order_by(memberships.c.citizen_id),
+        ),
         list_view_records=select(view_records).where(view_key),
         upsert_view_record=_upsert(
             dialect,
@@ -521,6 +522,8 @@ def statements(dialect_name: str) -> Statements:
         list_citizens=select(citizens)
         .where(citizens.c.tenant_id == TENANT)
         .order_by(citizens.c.display_name, citizens.c.id),
+        # From the citizen's active tasks to their occurrences in the period to the claims
+        # (each step by an index that leads with its key), not from the tenant's every claim.
         list_held=select(
             claims.c.member_id,
             claims.c.occurrence_id,
@@ -532,14 +535,19 @@ def statements(dialect_name: str) -> Statements:
             occ_t,
             (occ_t.c.tenant_id == claims.c.tenant_id) & (occ_t.c.id == claims.c.occurrence_id),
         )
-        .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
         .where(
             claims.c.tenant_id == TENANT,
-            tasks.c.citizen_id == bindparam("p_citizen", type_=String),
-            tasks.c.status == TaskStatus.ACTIVE.value,
-            occ_t.c.cancelled.is_(False),
-            occ_t.c.start_utc >= bindparam("p_start", type_=UTCDateTime()),
-            occ_t.c.start_utc < bindparam("p_end", type_=UTCDateTime()),
+            claims.c.occurrence_id.in_(
+                select(occ_t.c.id).where(
+                    occ_t.c.tenant_id == TENANT,
+                    occ_t.c.task_id.in_(
+                        citizen_tasks.where(tasks.c.status == TaskStatus.ACTIVE.value)
+                    ),
+                    occ_t.c.cancelled.is_(False),
+                    occ_t.c.start_utc >= bindparam("p_start", type_=UTCDateTime()),
+                    occ_t.c.start_utc < bindparam("p_end", type_=UTCDateTime()),
+                )
+            ),
         )
         .order_by(occ_t.c.start_utc, occ_t.c.id, claims.c.member_id),
         get_member_settings=select(member_settings).where(
