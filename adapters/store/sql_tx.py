@@ -330,9 +330,7 @@ class SqlTx:
         return None if row is None else _member_link(row)
 
     async def get_member_link(self, link_id: str) -> MemberLink | None:
-        row = (
-            await self._c.execute(self._q.get_member_link, {"p_id": link_id})
-        ).one_or_none()
+        row = (await self._c.execute(self._q.get_member_link, {"p_id": link_id})).one_or_none()
         return None if row is None else _member_link(row)
 
     async def revoke_member_link(self, tenant_id: str, member_id: str, *, now: datetime) -> bool:
@@ -358,18 +356,10 @@ class SqlTx:
             {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
         )
         return {
-            row.uid: SyncRecord(
-                uid=row.uid,
-                href=row.href,
-                etag=row.etag,
-                fingerprint=row.fingerprint,
-                material=row.material,
-                partstat=row.partstat,
-                member_alarms=bool(row.member_alarms),
-                inputs=row.inputs,
-                marks=row.marks,
+            uid: SyncRecord(
+                uid, href, etag, fingerprint, material, partstat, bool(alarms), inputs, marks
             )
-            for row in rows
+            for uid, href, etag, fingerprint, material, partstat, alarms, inputs, marks in rows
         }
 
     async def save_view_record(
@@ -536,9 +526,7 @@ class SqlTx:
         )
         return [(row.member_id, row.citizen_id) for row in rows]
 
-    async def peek_views(
-        self, tenant_id: str, deliveries: Sequence[Delivery]
-    ) -> list[ViewPeek]:
+    async def peek_views(self, tenant_id: str, deliveries: Sequence[Delivery]) -> list[ViewPeek]:
         rows = await self._c.execute(
             self._q.peek_views, {"p_tenant": tenant_id, "p_deliveries": list(deliveries)}
         )
@@ -711,22 +699,23 @@ class SqlTx:
                 offered[row.occurrence_id].append(
                     TargetedOffer(row.occurrence_id, row.member_id, row.at)
                 )
-        return [
-            OccurrenceRecord(
-                occurrence=Occurrence(
-                    id=row.id,
-                    task_id=row.task_id,
-                    start=row.start_utc.astimezone(ZoneInfo(row.tz)),
-                    end=row.end_utc.astimezone(ZoneInfo(row.tz)),
-                    cancelled=row.cancelled,
-                ),
-                people_needed=row.people_needed,
-                claims=tuple(held[row.id]),
-                passes=tuple(passed[row.id]),
-                offers=tuple(offered[row.id]),
+        zones: dict[str, ZoneInfo] = {}
+        found = []
+        for occ_id, task_id, start, end, tz, cancelled, people_needed in rows:
+            zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
+            occurrence = Occurrence(
+                occ_id, task_id, start.astimezone(zone), end.astimezone(zone), cancelled
             )
-            for row in rows
-        ]
+            found.append(
+                OccurrenceRecord(
+                    occurrence,
+                    people_needed,
+                    tuple(held[occ_id]),
+                    tuple(passed[occ_id]),
+                    tuple(offered[occ_id]),
+                )
+            )
+        return found
 
     async def add_claim(self, tenant_id: str, claim: Claim) -> None:
         inserted = await self._c.execute(

@@ -99,8 +99,18 @@ def _upsert(dialect: Any, table: Table, keys: list[str], columns: tuple[str, ...
 
 
 def _records(where: Any, *, lock: bool) -> Any:
+    """Occurrences with their tasks' `people_needed`: the columns `SqlTx._records` reads by
+    position, in its order."""
     query = (
-        select(occ_t, tasks.c.people_needed)
+        select(
+            occ_t.c.id,
+            occ_t.c.task_id,
+            occ_t.c.start_utc,
+            occ_t.c.end_utc,
+            occ_t.c.tz,
+            occ_t.c.cancelled,
+            tasks.c.people_needed,
+        )
         .join(tasks, (tasks.c.tenant_id == occ_t.c.tenant_id) & (tasks.c.id == occ_t.c.task_id))
         .where(occ_t.c.tenant_id == TENANT, where)
         .order_by(occ_t.c.start_utc, occ_t.c.id)
@@ -345,7 +355,18 @@ def statements(dialect_name: str) -> Statements:
             memberships.c.member_id == bindparam("p_member", type_=String),
             memberships.c.removed_at.is_(None),
         ),
-        list_view_records=select(view_records).where(view_key),
+        # The columns `SyncRecord` takes, in its order (read by position).
+        list_view_records=select(
+            view_records.c.uid,
+            view_records.c.href,
+            view_records.c.etag,
+            view_records.c.fingerprint,
+            view_records.c.material,
+            view_records.c.partstat,
+            view_records.c.member_alarms,
+            view_records.c.inputs,
+            view_records.c.marks,
+        ).where(view_key),
         upsert_view_record=_upsert(
             dialect,
             view_records,
