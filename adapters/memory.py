@@ -130,9 +130,7 @@ class _State:
     view_state: dict[Key3, ViewState] = field(default_factory=dict)  # (tenant, member, citizen)
     view_generations: dict[Key3, int] = field(default_factory=dict)  # (tenant, member, citizen)
     # (tenant, citizen, member) -> (url, username) -> (account, retired at)
-    retired: dict[Key3, dict[Key2, tuple[ExternalCalendar, datetime]]] = field(
-        default_factory=dict
-    )
+    retired: dict[Key3, dict[Key2, tuple[ExternalCalendar, datetime]]] = field(default_factory=dict)
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -423,15 +421,11 @@ class MemoryTx:
         found = sorted(
             (citizen_id, member_id)
             for (tenant, citizen_id, member_id), row in self._s.memberships.items()
-            if tenant == tenant_id
-            and row.removed_at is None
-            and row.member.calendar in deliveries
+            if tenant == tenant_id and row.removed_at is None and row.member.calendar in deliveries
         )
         return [(member_id, citizen_id) for citizen_id, member_id in found]
 
-    async def peek_views(
-        self, tenant_id: str, deliveries: Sequence[Delivery]
-    ) -> list[ViewPeek]:
+    async def peek_views(self, tenant_id: str, deliveries: Sequence[Delivery]) -> list[ViewPeek]:
         found = []
         for member_id, citizen_id in await self.list_member_views(tenant_id, deliveries):
             key = (tenant_id, member_id, citizen_id)
@@ -910,6 +904,18 @@ class MemoryStore:
             for job in mine:
                 self._requeue(job, run_at=job.run_at, error=job.last_error)
             return len(mine)
+
+    async def purge_done_jobs(self, *, due_before: datetime) -> int:
+        self._check()
+        async with self._lock:
+            gone = [
+                job.id
+                for job in self._state.jobs.values()
+                if job.status == "done" and job.run_at < due_before
+            ]
+            for job_id in gone:
+                del self._state.jobs[job_id]
+        return len(gone)
 
     async def job_counts(self) -> Mapping[JobStatus, int]:
         self._check()

@@ -240,6 +240,8 @@ class WorkerSettings(_Section):
     # Jobs of one leased batch run at once, up to this many (each view sync is one job, so a
     # slow or dead calendar server holds up only its own views).
     concurrency: int = Field(8, ge=1)
+    # Finished jobs are deleted once they were due this long ago (failed ones are kept).
+    keep_done_jobs_hours: float = Field(24.0, gt=0)
 
 
 class OutboxSettings(_Section):

@@ -66,6 +66,7 @@ from plugin.services.view_sync import (
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=15)
+PURGE_INTERVAL = timedelta(hours=1)  # how often finished jobs are swept (`purge_jobs_when_due`)
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
 UNHANDLED_RETRY = timedelta(minutes=10)
@@ -212,6 +213,7 @@ class Worker:
         self._delivery_task: asyncio.Task[None] | None = None
         self._escalation_due: datetime | None = None  # now: sweep at start
         self._poll_due: datetime | None = None  # now: poll at start
+        self._purge_due: datetime | None = None  # now: purge at start
         self._running = asyncio.Semaphore(settings.worker.concurrency)
 
     async def run(self) -> None:
@@ -224,6 +226,7 @@ class Worker:
             try:
                 await self.extend_horizons_when_due()
                 await self.escalate_when_due()
+                await self.purge_jobs_when_due()
                 await self.poll_calendars_when_due()
                 done = await self.run_once()
             except StoreError:
@@ -257,6 +260,18 @@ class Worker:
         self._poll_due = now + timedelta(seconds=self.settings.calendar.poll_interval_seconds)
         if count:
             log.info("calendars polled", extra={"views_to_sync": count})
+
+    async def purge_jobs_when_due(self) -> None:
+        """Finished jobs go once they were due `worker.keep_done_jobs_hours` ago, swept every
+        PURGE_INTERVAL (and at start)."""
+        now = self.clock()
+        if self._purge_due is not None and now < self._purge_due:
+            return
+        keep = timedelta(hours=self.settings.worker.keep_done_jobs_hours)
+        purged = await self.store.purge_done_jobs(due_before=now - keep)
+        self._purge_due = now + PURGE_INTERVAL
+        if purged:
+            log.info("finished jobs purged", extra={"jobs": purged})
 
     async def escalate_when_due(self) -> None:
         now = self.clock()

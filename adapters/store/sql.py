@@ -58,6 +58,7 @@ from plugin.services.ports import (
 __all__ = ["Cipher", "SqlStore", "SqlTx", "create_engine", "new_event_id", "translate_errors"]
 
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
+PURGE_BATCH = 5_000  # finished jobs deleted per transaction
 INBOX_STATUSES: tuple[InboxStatus, ...] = ("pending", "applied", "stale", "failed")
 # Rows per INSERT in `accept_webhooks`; SQLAlchemy also keeps each statement under the
 # driver's bound-parameter limit (32700 here; SQLite allows 32766), so a statement holds at
@@ -384,6 +385,21 @@ class SqlStore:
             .values(run_at=min(twin.run_at, run_at), last_error=error, updated_at=_utcnow())
         )
         await connection.execute(delete(jobs).where(jobs.c.id == row.id))
+
+    async def purge_done_jobs(self, *, due_before: datetime) -> int:
+        """In batches of `PURGE_BATCH` rows, each its own short transaction (SQLite's one
+        writer is not held up by a large backlog), found by the (status, run_at) index."""
+        done = (jobs.c.status == "done") & (jobs.c.run_at < due_before)
+        batch = select(jobs.c.id).where(done).limit(PURGE_BATCH).scalar_subquery()
+        purged = 0
+        while True:
+            async with self._begin() as connection:
+                deleted = (
+                    await connection.execute(delete(jobs).where(jobs.c.id.in_(batch)))
+                ).rowcount
+            purged += deleted
+            if deleted < PURGE_BATCH:
+                return purged
 
     async def job_counts(self) -> Mapping[JobStatus, int]:
         counts: dict[JobStatus, int] = dict.fromkeys(JOB_STATUSES, 0)

@@ -407,9 +407,7 @@ class Tx(Protocol):
         """How often the view was bumped; 0 for a view never bumped."""
         ...
 
-    async def peek_views(
-        self, tenant_id: str, deliveries: Sequence[Delivery]
-    ) -> list[ViewPeek]:
+    async def peek_views(self, tenant_id: str, deliveries: Sequence[Delivery]) -> list[ViewPeek]:
         """What a poll round starts from, in one read: every current membership whose
         calendar delivery is one of `deliveries`, with its view's state (None: never synced)
         and generation. Ordered as `list_member_views`."""
@@ -603,6 +601,12 @@ class Store(Protocol):
         ...
 
     async def job_counts(self) -> Mapping[JobStatus, int]: ...
+
+    async def purge_done_jobs(self, *, due_before: datetime) -> int:
+        """Forget the finished jobs that were due before `due_before` (failed ones stay, for
+        an operator to read); returns how many. Every sync is a job: kept for good, they
+        would grow the table by every member write and every poll that finds work."""
+        ...
 
     # outbox
     async def due_outbox(self, *, now: datetime, limit: int) -> list[OutboxEvent]:

@@ -789,6 +789,44 @@ async def test_fail_job_retries_or_gives_up(store: Store) -> None:
     assert again.id == sync.id and again.attempts == 1 and again.run_at == retry_at
 
 
+async def test_finished_jobs_are_purged_once_they_were_due_long_enough_ago(store: Store) -> None:
+    early, late = NOW - timedelta(hours=30), NOW - timedelta(hours=2)
+    await enqueue(
+        store,
+        ("sync", "old-done", early),
+        ("sync", "new-done", late),
+        ("sync", "old-failed", early),
+        ("sync", "old-running", early),
+    )
+    leased = await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=600)
+    by_key = {job.key: job for job in leased}
+    await store.finish_job(by_key["old-done"].id, "w")
+    await store.finish_job(by_key["new-done"].id, "w")
+    await store.fail_job(by_key["old-failed"].id, "w", error="gone", retry_at=None)
+    await enqueue(store, ("sync", "old-queued", early))
+    assert await store.job_counts() == {"queued": 1, "running": 1, "done": 2, "failed": 1}
+
+    assert await store.purge_done_jobs(due_before=NOW - timedelta(hours=24)) == 1
+    # Only the finished job that was due before the cut is gone; the queued one still runs.
+    assert await store.job_counts() == {"queued": 1, "running": 1, "done": 1, "failed": 1}
+    assert await store.purge_done_jobs(due_before=NOW - timedelta(hours=24)) == 0
+    [queued] = await store.lease_jobs("w2", now=NOW, limit=5, lease_seconds=600)
+    assert queued.key == "old-queued"
+    assert await store.purge_done_jobs(due_before=NOW) == 1
+    assert await store.job_counts() == {"queued": 0, "running": 2, "done": 0, "failed": 1}
+
+
+async def test_a_large_backlog_of_finished_jobs_is_purged_in_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.store.sql.PURGE_BATCH", 5)  # SQL: 5 + 5 + 2
+    await enqueue(store, *((f"k{n}", None, NOW - timedelta(days=2)) for n in range(12)))
+    for job in await store.lease_jobs("w", now=NOW, limit=12, lease_seconds=600):
+        await store.finish_job(job.id, "w")
+    assert await store.purge_done_jobs(due_before=NOW) == 12
+    assert (await store.job_counts())["done"] == 0
+
+
 async def test_requeue_folds_into_a_queued_job_with_the_same_key(store: Store) -> None:
     await enqueue(store, ("sync", "v", NOW))
     [running] = await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60)

@@ -230,3 +230,39 @@ async def test_a_calendar_lost_to_shutdown_returns_the_job_without_counting_a_tr
     # with only its lease counted.
     (job,) = await store.lease_jobs("next", now=clock.now, limit=1, lease_seconds=60)
     assert job.run_at == FIXED_NOW and job.attempts == 1
+
+
+async def test_finished_jobs_are_forgotten_once_they_were_due_long_enough_ago(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    assert settings.worker.keep_done_jobs_hours == 24  # the default
+    quarter = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"keep_done_jobs_hours": 0.25})}
+    )
+    await enqueue(store, "test.quick", 2)
+    await enqueue(store, "test.failing", 1)
+
+    async def quick(job: Job, ctx: JobContext) -> None:
+        if job.kind == "test.failing":
+            raise ValueError("fails for good")
+
+    worker = Worker(
+        store,
+        quarter.model_copy(
+            update={"worker": quarter.worker.model_copy(update={"max_attempts": 1})}
+        ),
+        metrics=Metrics(),
+        clock=clock,
+        handlers={"test.quick": quick, "test.failing": quick},
+    )
+    assert await worker.run_once() == 3
+    assert await store.job_counts() == {"queued": 0, "running": 0, "done": 2, "failed": 1}
+    await worker.purge_jobs_when_due()  # the sweep at start: nothing is old enough
+    assert (await store.job_counts())["done"] == 2
+    clock.now = FIXED_NOW + timedelta(minutes=30)
+    await worker.purge_jobs_when_due()  # old enough, but the next sweep is an hour after
+    assert (await store.job_counts())["done"] == 2
+    clock.now = FIXED_NOW + timedelta(hours=1)
+    await worker.purge_jobs_when_due()
+    # The failed job stays for an operator to read.
+    assert await store.job_counts() == {"queued": 0, "running": 0, "done": 0, "failed": 1}
