@@ -100,6 +100,12 @@ def test_scoped_reads_do_not_walk_the_tenant(name: str) -> None:
     assert _tenant_walks(PLANS[name]) == [], PLANS[name]
 
 
+@pytest.mark.parametrize("name", sorted(TENANT_WIDE))
+def test_tenant_wide_reads_walk_the_tenant_once(name: str) -> None:
+    # The one walk is the table the read is about; every join from it goes by key.
+    assert len(_tenant_walks(PLANS[name])) == 1, PLANS[name]
+
+
 def test_a_citizens_occurrences_are_found_from_its_tasks() -> None:
     for name in ("citizen_records", "citizen_claims_and_passes"):
         steps = PLANS[name]
