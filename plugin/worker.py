@@ -45,7 +45,7 @@ from typing import Any
 
 from plugin.config import Settings
 from plugin.metrics import Metrics
-from plugin.services.calendar_port import CalendarUnavailable
+from plugin.services.calendar_port import CalendarUnavailable, Probe
 from plugin.services.calendars import Calendars, MissingCalendar, View
 from plugin.services.delivery import OutboxDelivery
 from plugin.services.escalation import escalate_unfilled
@@ -106,31 +106,38 @@ async def poll_views(
     store: Store, settings: Settings, calendars: Calendars, *, now: datetime
 ) -> int:
     """Poll every view no change hook announces (`view_sync.poll_round`) and queue a sync of
-    the ones with something to do, with the probe that found it; returns how many were
-    queued. An idle view costs one small read and one PROPFIND, and no job."""
+    each one with something to do as soon as its probe finds it, with that probe; returns
+    how many were queued. An idle view costs one small read and one PROPFIND, and no job."""
     deliveries = calendars.polled_deliveries
     count = 0
     for tenant in settings.tenants:
         async with store.reading() as tx:
             listed = await tx.list_member_views(tenant.id, deliveries)
         views = [View(tenant.id, member_id, citizen_id) for member_id, citizen_id in listed]
-        due = await poll_round(
-            store, calendars, views, now=now, concurrency=settings.worker.concurrency
-        )
-        if not due:
-            continue
-        async with store.transaction() as tx:
-            for view, probe in due:
-                payload: dict[str, Any] = {
-                    "member_id": view.member_id,
-                    "citizen_id": view.citizen_id,
-                    "reason": "poll",
-                }
-                if probe is not None:
-                    payload["probe"] = probe_payload(probe)
+
+        async def queue(view: View, probe: Probe | None, tenant_id: str = tenant.id) -> None:
+            # As soon as its probe answers, not after the round's slowest one.
+            payload: dict[str, Any] = {
+                "member_id": view.member_id,
+                "citizen_id": view.citizen_id,
+                "reason": "poll",
+            }
+            if probe is not None:
+                payload["probe"] = probe_payload(probe)
+            async with store.transaction() as tx:
                 await tx.enqueue_job(
-                    tenant.id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
+                    tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
                 )
+
+        due = await poll_round(
+            store,
+            calendars,
+            views,
+            now=now,
+            concurrency=settings.worker.concurrency,
+            on_due=queue,
+            budget=settings.calendar.poll_interval_seconds,
+        )
         count += len(due)
     return count
 
@@ -214,31 +221,103 @@ class Worker:
         self._escalation_due: datetime | None = None  # now: sweep at start
         self._poll_due: datetime | None = None  # now: poll at start
         self._purge_due: datetime | None = None  # now: purge at start
-        self._running = asyncio.Semaphore(settings.worker.concurrency)
+        self._running = asyncio.Semaphore(settings.worker.concurrency)  # run_once's
+        self._jobs: set[asyncio.Task[None]] = set()  # run()'s jobs in hand
+        self._slot_freed = asyncio.Event()
+        self._crash: BaseException | None = None
+        self._poll_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        """Until stop(): housekeeping when due, and jobs leased as slots free up (one slow job,
+        say a member's server that never answers, takes one slot, not the worker). Members'
+        calendars are polled by a loop of their own beside it, as events to the host are."""
         log.info("worker started", extra={"worker": self.name})
         if self.delivery is not None and self._delivery_task is None:
             self._delivery_task = asyncio.create_task(
                 self.delivery.run(self._stopping), name="carecal-outbox"
             )
+        if self.calendars is not None and self._poll_task is None:
+            self._poll_task = asyncio.create_task(self._poll_loop(), name="carecal-poll")
+        try:
+            while not self._stopping.is_set():
+                self._raise_crash()
+                try:
+                    await self.extend_horizons_when_due()
+                    await self.escalate_when_due()
+                    await self.purge_jobs_when_due()
+                    self._slot_freed.clear()  # a job ending from here on wakes _wait
+                    leased = await self._lease_into_free_slots()
+                except StoreError:
+                    log.exception("worker cannot reach the store; retrying")
+                    leased = 0
+                if leased == 0:
+                    await self._wait(self.settings.worker.poll_seconds)
+        finally:
+            # The jobs in hand finish; nothing new starts (none is leased but to run at once).
+            if self._jobs:
+                await asyncio.gather(*self._jobs, return_exceptions=True)
+        self._raise_crash()
+
+    async def _lease_into_free_slots(self) -> int:
+        """Lease as many due jobs as there are free slots (at most `batch_size`) and start
+        them; returns how many were leased."""
+        cfg = self.settings.worker
+        free = min(cfg.batch_size, cfg.concurrency - len(self._jobs))
+        if free <= 0:
+            return 0
+        jobs = await self.store.lease_jobs(
+            self.name, now=self.clock(), limit=free, lease_seconds=cfg.lease_seconds
+        )
+        for job in jobs:
+            task = asyncio.create_task(self._execute(job), name=f"carecal-job-{job.id}")
+            self._jobs.add(task)
+            task.add_done_callback(self._job_ended)
+        return len(jobs)
+
+    def _job_ended(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._slot_freed.set()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, StoreError):
+            # Its outcome could not be recorded: the lease runs out and the job runs again.
+            log.error("worker cannot record a job's outcome", exc_info=exc)
+        elif exc is not None and self._crash is None:
+            self._crash = exc  # a bug: the loop re-raises it, and the process exits loudly
+
+    def _raise_crash(self) -> None:
+        if self._crash is not None:
+            raise self._crash
+
+    async def _wait(self, seconds: float) -> None:
+        """Until stop(), a job ends (its slot is free: lease again), or `seconds` pass."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        try:
+            await asyncio.wait(
+                {stopping, freed}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            freed.cancel()
+
+    async def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.extend_horizons_when_due()
-                await self.escalate_when_due()
-                await self.purge_jobs_when_due()
                 await self.poll_calendars_when_due()
-                done = await self.run_once()
             except StoreError:
-                log.exception("worker cannot reach the store; retrying")
-                done = 0
-            if done == 0:
-                try:
-                    await asyncio.wait_for(
-                        self._stopping.wait(), timeout=self.settings.worker.poll_seconds
-                    )
-                except TimeoutError:
-                    pass
+                log.exception("worker cannot reach the store to poll calendars; retrying")
+            except Exception:
+                # Each view's trouble is its sync's to report (poll_round); this is the
+                # poll's own, and the next round tries again.
+                log.exception("calendar poll failed; retrying")
+            try:
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.worker.poll_seconds
+                )
+            except TimeoutError:
+                pass
 
     async def extend_horizons_when_due(self) -> None:
         now = self.clock()
@@ -286,7 +365,8 @@ class Worker:
             self.metrics.escalations.inc(sent)
 
     async def run_once(self) -> int:
-        """Lease one batch and run it; returns how many jobs were leased."""
+        """Lease one batch and run it to its end (`concurrency` at a time); returns how many
+        jobs were leased. For tests and tools: run() leases as slots free up."""
         cfg = self.settings.worker
         jobs = await self.store.lease_jobs(
             self.name, now=self.clock(), limit=cfg.batch_size, lease_seconds=cfg.lease_seconds
@@ -309,6 +389,10 @@ class Worker:
                 # Sends in flight finish (each bounded by outbox.timeout_seconds), unsent
                 # events of its round go back to the outbox; its loop never raises.
                 await self._delivery_task
+            if self._poll_task is not None:
+                # A round in progress is cut short: the next start polls again.
+                self._poll_task.cancel()
+                await asyncio.gather(self._poll_task, return_exceptions=True)
             released = await self.store.release_leases(self.name)
             log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -120,7 +121,6 @@ JOB_VIEW_SYNC = "view.sync"
 MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, just replaced
 COLLECTION_SUFFIX = "omsorg"
 SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
-
 
 
 def collection_name(circle: Circle) -> str:
@@ -250,9 +250,7 @@ async def sync_view(
     except Forbidden as exc:
         if member.calendar != "external":
             raise  # carecal's own service account: a configuration error, fail loudly
-        log.warning(
-            "member calendar refused the login", extra={**where, "status": exc.status}
-        )
+        log.warning("member calendar refused the login", extra={**where, "status": exc.status})
         return SyncOutcome()
 
 
@@ -319,6 +317,8 @@ async def poll_round(
     *,
     now: datetime,
     concurrency: int,
+    on_due: Callable[[View, Probe | None], Awaitable[None]] | None = None,
+    budget: float | None = None,
 ) -> list[tuple[View, Probe | None]]:
     """One poll of `views` (members' calendars that no change hook announces): the views
     whose sync has something to do, each with the probe that found it (None: the sync reads
@@ -326,7 +326,13 @@ async def poll_round(
     hosted views sharing a home on the service's server are probed in one PROPFIND per home
     (`probe_children`), the others one PROPFIND each; an idle view costs no job. A view the
     poll cannot judge (never synced, a member no longer synced, a server that fails or
-    refuses) is returned too: its sync handles, logs and retries it."""
+    refuses) is returned too: its sync handles, logs and retries it. `on_due` is told of each
+    such view as soon as the poll finds it: a server that is slow to answer, or never does,
+    delays only its own views. Only the views that need a request of their own take one of
+    the `concurrency` slots (the views a home's PROPFIND answered for never wait for one).
+    `budget`: the seconds the round waits for its probes (the poll's interval, so that a
+    server slower than that does not stretch every round); a view whose probe has not
+    answered by then is left for the next round, with no sync queued (it would wait too)."""
     peeks: dict[View, _Peek] = {}
     async with store.reading() as tx:
         for tenant_id in sorted({view.tenant_id for view in views}):
@@ -337,22 +343,43 @@ async def poll_round(
     limit = asyncio.Semaphore(concurrency)
     probes = await _probe_homes(calendars, [(v, peeks[v]) for v in views if v in peeks], limit)
 
-    async def one(view: View) -> tuple[View, Probe | None] | None:
+    async def judged(view: View) -> tuple[View, Probe | None] | None:
         peek = peeks.get(view)
         if peek is None:
             return view, None
-        async with limit:
-            try:
+        try:
+            if peek.member.calendar == "hosted":  # its target costs nothing to make
                 async with calendars.target(view, peek.member) as target:
                     probe = probes.get(target.collection)
-                    idle, probe = await _idle(target, peek, now=now, probe=probe)
-            except Exception as exc:  # whatever it is, the sync reports and retries it properly
-                log.debug("poll could not probe the view", extra={"error": type(exc).__name__})
-                return view, None
-            return None if idle else (view, probe)
+                    async with nullcontext() if probe is not None else limit:
+                        idle, probe = await _idle(target, peek, now=now, probe=probe)
+            else:  # a member's own server: checking its address may ask the DNS
+                async with limit, calendars.target(view, peek.member) as target:
+                    idle, probe = await _idle(target, peek, now=now)
+        except Exception as exc:  # whatever it is, the sync reports and retries it properly
+            log.debug("poll could not probe the view", extra={"error": type(exc).__name__})
+            return view, None
+        return None if idle else (view, probe)
 
-    found = await asyncio.gather(*(one(view) for view in views))
-    return [item for item in found if item is not None]
+    async def one(view: View) -> tuple[View, Probe | None] | None:
+        found = await judged(view)
+        if found is not None and on_due is not None:
+            # Once judged due, it is queued even if the round stops waiting meanwhile.
+            await asyncio.shield(on_due(*found))
+        return found
+
+    tasks = [asyncio.ensure_future(one(view)) for view in views]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=budget)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+        log.info(
+            "poll left views whose server did not answer in time", extra={"views": len(pending)}
+        )
+    return [item for task in tasks if task in done and (item := task.result()) is not None]
 
 
 async def _probe_homes(
@@ -585,9 +612,7 @@ async def _sync(
         # one is reset to [Anna]/NEEDS-ACTION in this same run, and so does every other copy
         # the gestures changed (a suggestion, an overload mark): planned again, rendering
         # only what changed.
-        regathered = _patched(gathered, applied) or await _gather(
-            store, view, since=now - HISTORY
-        )
+        regathered = _patched(gathered, applied) or await _gather(store, view, since=now - HISTORY)
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered

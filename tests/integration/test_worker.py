@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import cast
 
 from adapters.store.sql import SqlStore
 from plugin.config import Settings
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
+from plugin.services.calendars import Calendars
 from plugin.services.ports import Job
 from plugin.worker import JobContext, Worker, backoff
 from tests.integration.support import FIXED_NOW, Clock
@@ -84,6 +88,83 @@ async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
     release.set()
     assert await batch == 5
     assert (await store.job_counts()).get("done", 0) == 5
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_that_hangs_holds_up_no_job_queued_after_it(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """A member's server that never answers keeps its job waiting for the client's timeout:
+    the worker leases the jobs queued after it as slots free up, not after that job ends."""
+    await enqueue(store, "test.hang", 1)
+    hanging, release = asyncio.Event(), asyncio.Event()
+    ran: list[int] = []
+
+    async def hang(job: Job, ctx: JobContext) -> None:
+        hanging.set()
+        await release.wait()
+
+    async def quick(job: Job, ctx: JobContext) -> None:
+        ran.append(int(job.payload["i"]))
+
+    worker = Worker(
+        store,
+        settings,
+        metrics=Metrics(),
+        clock=clock,
+        handlers={"test.hang": hang, "test.quick": quick},
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(hanging.wait(), timeout=5)
+        await enqueue(store, "test.quick", 3)
+        await until(lambda: sorted(ran) == [0, 1, 2])
+        assert (await store.job_counts())["running"] == 1  # the hanging one, still
+    finally:
+        release.set()
+        await worker.stop(task)
+    assert await store.job_counts() == {"queued": 0, "running": 0, "done": 4, "failed": 0}
+
+
+async def test_a_calendar_poll_that_hangs_holds_up_no_job(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """The poll of members' calendars runs beside the jobs: a round waiting on a server (up to
+    the client's timeout) does not stop the worker from leasing and running jobs."""
+    await enqueue(store, "test.quick", 3)
+    ran: list[int] = []
+    polls = 0
+
+    async def quick(job: Job, ctx: JobContext) -> None:
+        ran.append(int(job.payload["i"]))
+
+    worker = Worker(
+        store,
+        settings,
+        metrics=Metrics(),
+        clock=clock,
+        handlers={"test.quick": quick},
+        calendars=cast(Calendars, object()),  # polled by the stand-in below only
+    )
+
+    async def poll_that_hangs() -> None:
+        nonlocal polls
+        polls += 1
+        await asyncio.Event().wait()
+
+    worker.poll_calendars_when_due = poll_that_hangs  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: sorted(ran) == [0, 1, 2])
+        assert polls == 1  # still in its first round
+    finally:
+        await worker.stop(task)  # cuts the hanging round short
 
 
 async def test_failing_job_is_retried_later_then_fails_for_good(

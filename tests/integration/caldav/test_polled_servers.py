@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
+import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +28,7 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import select
 
+from adapters.caldav.accounts import ACCOUNT_TIMEOUT_SECONDS
 from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
 from adapters.caldav.testing import xandikos_server
@@ -437,6 +442,84 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
             await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))
 
 
+@contextmanager
+def tarpit(port: int = 0) -> Iterator[str]:
+    """A server that takes connections and requests and never answers (a host behind a
+    firewall that drops, a hung proxy): a client waits out its whole timeout. Closing it at
+    the end resets every connection it holds."""
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        listener.close()
+
+
+async def test_a_member_server_that_never_answers_holds_up_no_one(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, tmp_path: Path
+) -> None:
+    """Anna's own server takes carecal's requests and never answers: each waits out the
+    client's timeout (ACCOUNT_TIMEOUT_SECONDS), in the poll's probe of her collection and in
+    her view's syncs. Meanwhile Bo, on the municipal server, claims the task and passes it
+    back, and sees each answer within the usual time: neither the poll of Anna's account nor
+    her syncs hold up his. First her server hangs from the start (her view never synced),
+    then after it served her once."""
+    assert ACCOUNT_TIMEOUT_SECONDS > WITHIN  # else a hung request would fit in the wait
+
+    async def bo_answers_twice(bo_view: str, offered: str) -> None:
+        async with app_on(municipal_dav) as bo_app:
+            shown = await eventually(copy_reading(bo_app, bo_view, offered))
+            for answer, reads in (("ACCEPTED", "[Dig] Indkøb"), ("DECLINED", offered)):
+                await bo_app.update(shown.href, with_partstat(shown.body, answer), shown.etag)
+                started = time.monotonic()
+                shown = await eventually(copy_reading(bo_app, bo_view, reads))
+                assert time.monotonic() - started < WITHIN
+
+    def with_anna_at(url: str, citizen: str) -> list[dict[str, Any]]:
+        account = {"url": url + HOME, "username": "anna", "password": "app-password"}
+        return [
+            member("m-anna", "Anna", calendar="external", external=account),
+            member("m-bo", "Bo"),
+        ]
+
+    # Hung from the start: her view's first sync waits out the timeout, again and again.
+    first = served.citizen_id
+    with tarpit() as hung:
+        task_id = await one_task(http, first, with_anna_at(hung, first))
+        await bo_answers_twice(f"{HOME}north~m-bo~{first}/", "[Ledig] Indkøb")
+        assert await claims_of(http, task_id) == []
+
+    # Hung after serving her: now the poll probes her collection, and waits too.
+    second = f"{first}-2"
+    port = free_port()
+    annas_url = f"http://127.0.0.1:{port}"
+    with xandikos_server(tmp_path / "annas-dav", port=port):
+        task_id = await one_task(http, second, with_anna_at(annas_url, second))
+        async with app_on(annas_url) as anna_app:
+            await eventually(copy_reading(anna_app, f"{HOME}carecal-{second}/", "[Ledig] Indkøb"))
+    with tarpit(port):
+        await bo_answers_twice(f"{HOME}north~m-bo~{second}/", "[Ledig] Indkøb")
+        assert await claims_of(http, task_id) == []
+
+
 async def test_consent_changes_reach_the_copies_within_one_cycle(
     served: Served, http: httpx.AsyncClient, municipal_dav: str
 ) -> None:
@@ -508,9 +591,7 @@ async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
     async def nothing_retired() -> bool | None:
         async with store.engine.connect() as connection:
             rows = await connection.execute(
-                select(retired_calendars.c.account).where(
-                    retired_calendars.c.citizen_id == citizen
-                )
+                select(retired_calendars.c.account).where(retired_calendars.c.citizen_id == citizen)
             )
             return True if not rows.all() else None
 
