@@ -58,6 +58,13 @@ async def test_stop_finishes_the_job_in_hand_and_returns_the_rest(
     assert counts.get("running", 0) == 0
 
 
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
 async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
     store: SqlStore, settings: Settings, clock: Clock
 ) -> None:
@@ -90,11 +97,40 @@ async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
     assert (await store.job_counts()).get("done", 0) == 5
 
 
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.01)
+async def test_the_workers_loop_runs_at_most_its_concurrency_at_once(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """run() leases as slots free up: five slow jobs, three slots, never more than three run
+    at once, and the last two start as the first ones end."""
+    await enqueue(store, "test.slow", 5)
+    running = peak = started = 0
+    release = asyncio.Event()
+
+    async def slow(job: Job, ctx: JobContext) -> None:
+        nonlocal running, peak, started
+        running += 1
+        started += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    limited = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"concurrency": 3})}
+    )
+    worker = Worker(store, limited, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: started == 3)
+        await asyncio.sleep(0.2)  # several turns of the loop: still three
+        assert (started, peak) == (3, 3)
+        assert (await store.job_counts())["queued"] == 2  # not leased while no slot is free
+        release.set()
+        await until(lambda: started == 5 and running == 0)
+        assert peak == 3
+    finally:
+        release.set()
+        await worker.stop(task)
+    assert (await store.job_counts())["done"] == 5
 
 
 async def test_a_job_that_hangs_holds_up_no_job_queued_after_it(
