@@ -668,6 +668,17 @@ class MemoryTx:
             run_at=run_at,
         )
 
+    async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:
+        return {
+            job.key
+            for job in self._s.jobs.values()
+            if job.tenant_id == tenant_id
+            and job.kind == kind
+            and job.status == "queued"
+            and job.attempts > 0
+            and job.key is not None
+        }
+
     async def add_outbox(
         self,
         tenant_id: str,

@@ -891,6 +891,10 @@ class SqlTx:
             },
         )
 
+    async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:
+        rows = await self._c.scalars(self._q.retrying_jobs, {"p_tenant": tenant_id, "p_kind": kind})
+        return {key for key in rows if key is not None}
+
     async def add_outbox(
         self,
         tenant_id: str,

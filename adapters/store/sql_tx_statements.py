@@ -234,6 +234,7 @@ class Statements:
     # jobs, outbox, audit
     add_job: Any
     add_keyed_job: Any
+    retrying_jobs: Any
     add_outbox: Any
     check_deadline: Any
     add_audit: Any
@@ -597,6 +598,13 @@ def statements(dialect_name: str) -> Statements:
             index_elements=["tenant_id", "kind", "key"],
             index_where=text("status = 'queued'"),
             set_={"run_at": earlier, "updated_at": keyed_job.excluded.updated_at},
+        ),
+        # By the partial index of queued jobs (a literal status, so that it applies).
+        retrying_jobs=select(jobs.c.key).where(
+            jobs.c.tenant_id == TENANT,
+            jobs.c.kind == bindparam("p_kind", type_=String),
+            text("jobs.status = 'queued'"),
+            jobs.c.attempts > 0,
         ),
         add_outbox=outbox.insert(),
         # SET deadline_checked_at from the params; RETURNING tells the first caller it was first.

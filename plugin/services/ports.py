@@ -532,6 +532,11 @@ class Tx(Protocol):
         not duplicated (its run_at becomes the earlier of the two)."""
         ...
 
+    async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:
+        """The keys of the tenant's jobs of `kind` that failed and wait, queued, for their
+        next try (the poll leaves their backoff alone while their server does not answer)."""
+        ...
+
     async def add_outbox(
         self,
         tenant_id: str,

@@ -332,19 +332,55 @@ async def poll_round(
     the `concurrency` slots (the views a home's PROPFIND answered for never wait for one).
     `budget`: the seconds the round waits for its probes (the poll's interval, so that a
     server slower than that does not stretch every round); a view whose probe has not
-    answered by then is left for the next round, with no sync queued (it would wait too)."""
+    answered by then is left for the next round, with no sync queued (it would wait too).
+
+    A view whose sync failed and waits for its retry (`Tx.retrying_jobs`) is probed last, and
+    is due only when its server answers: then the sync is pulled forward (the server is back,
+    the member catches up now), and while it does not the retry's backoff stands (a poll does
+    not turn a dead server's backoff into one try per round, each holding a worker's slot for
+    the client's whole timeout on a server that never answers)."""
     peeks: dict[View, _Peek] = {}
+    members: dict[View, Member] = {}  # every view's member, synced or not
+    retrying: set[View] = set()
     async with store.reading() as tx:
         for tenant_id in sorted({view.tenant_id for view in views}):
             for seen in await tx.peek_views(tenant_id, SYNCED_DELIVERIES):
+                view = View(tenant_id, seen.member.id, seen.citizen_id)
+                members[view] = seen.member
                 if seen.state is not None:
-                    view = View(tenant_id, seen.member.id, seen.citizen_id)
                     peeks[view] = _Peek(seen.state, seen.generation, seen.member)
+            failed = await tx.retrying_jobs(tenant_id, JOB_VIEW_SYNC)
+            retrying.update(v for v in views if v.tenant_id == tenant_id and v.job_key in failed)
     limit = asyncio.Semaphore(concurrency)
     probes = await _probe_homes(calendars, [(v, peeks[v]) for v in views if v in peeks], limit)
 
+    async def answered(
+        view: View, peek: _Peek | None, member: Member | None
+    ) -> tuple[View, Probe | None] | None:
+        """A retrying view: due (with its probe, if it has a state to judge by) only when its
+        server answers."""
+        if member is None or member.calendar not in SYNCED_DELIVERIES:
+            return view, None  # its sync finds that out without a server
+        hosted = member.calendar == "hosted"
+        try:
+            async with nullcontext() if hosted else limit, calendars.target(view, member) as target:
+                probe = probes.get(target.collection)
+                async with limit if hosted and probe is None else nullcontext():
+                    if peek is None:
+                        await target.client.probe(target.collection)
+                        return view, None
+                    _, probe = await _idle(target, peek, now=now, probe=probe)
+        except NotFound:
+            return view, None  # the server answered: the collection is to be made
+        except Exception as exc:  # down still: the retry's backoff stands
+            log.debug("poll left a failing view to its retry", extra={"error": type(exc).__name__})
+            return None
+        return view, probe
+
     async def judged(view: View) -> tuple[View, Probe | None] | None:
         peek = peeks.get(view)
+        if view in retrying:
+            return await answered(view, peek, members.get(view))
         if peek is None:
             return view, None
         try:
@@ -368,7 +404,10 @@ async def poll_round(
             await asyncio.shield(on_due(*found))
         return found
 
-    tasks = [asyncio.ensure_future(one(view)) for view in views]
+    # The views whose last sync failed last: a dead server's probes, which may wait out the
+    # client's timeout, do not hold up the others' in the semaphore's queue.
+    ordered = sorted(views, key=lambda view: view in retrying)
+    tasks = [asyncio.ensure_future(one(view)) for view in ordered]
     if not tasks:
         return []
     done, pending = await asyncio.wait(tasks, timeout=budget)
@@ -379,7 +418,10 @@ async def poll_round(
         log.info(
             "poll left views whose server did not answer in time", extra={"views": len(pending)}
         )
-    return [item for task in tasks if task in done and (item := task.result()) is not None]
+    found = {
+        item[0]: item for task in tasks if task in done and (item := task.result()) is not None
+    }
+    return [found[view] for view in views if view in found]
 
 
 async def _probe_homes(

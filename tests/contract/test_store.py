@@ -789,6 +789,35 @@ async def test_fail_job_retries_or_gives_up(store: Store) -> None:
     assert again.id == sync.id and again.attempts == 1 and again.run_at == retry_at
 
 
+async def test_retrying_jobs_are_the_queued_ones_that_failed_before(store: Store) -> None:
+    """What the poll reads to leave a failing view's backoff alone: only queued jobs that
+    failed, of the kind and tenant asked for."""
+    await enqueue(
+        store,
+        ("sync", "failed-once", NOW),
+        ("sync", "failed-for-good", NOW),
+        ("sync", "running", NOW),
+        ("sync", "refolded", NOW),
+        ("other", "other-kind", NOW),
+    )
+    leased = {
+        job.key: job for job in await store.lease_jobs("w", now=NOW, limit=9, lease_seconds=60)
+    }
+    later = NOW + timedelta(minutes=1)
+    await store.fail_job(leased["failed-once"].id, "w", error="timeout", retry_at=later)
+    await store.fail_job(leased["failed-for-good"].id, "w", error="gone", retry_at=None)
+    await store.fail_job(leased["other-kind"].id, "w", error="timeout", retry_at=later)
+    # New work queued while the run was in hand: the failed run folds into it, a fresh job.
+    await enqueue(store, ("sync", "refolded", NOW))
+    await store.fail_job(leased["refolded"].id, "w", error="timeout", retry_at=later)
+    await enqueue(store, ("sync", "fresh", NOW))
+    async with store.transaction() as tx:
+        await tx.enqueue_job("elsewhere", "sync", {}, run_at=NOW, key="failed-once")
+        assert await tx.retrying_jobs(T, "sync") == {"failed-once"}
+        assert await tx.retrying_jobs(T, "other") == {"other-kind"}
+        assert await tx.retrying_jobs("elsewhere", "sync") == set()
+
+
 async def test_finished_jobs_are_purged_once_they_were_due_long_enough_ago(store: Store) -> None:
     early, late = NOW - timedelta(hours=30), NOW - timedelta(hours=2)
     await enqueue(

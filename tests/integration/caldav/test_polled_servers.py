@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -26,14 +26,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from icalendar import Calendar
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from adapters.caldav.accounts import ACCOUNT_TIMEOUT_SECONDS
 from adapters.caldav.client import CalDAVClient, CalDAVSettings
 from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
 from adapters.caldav.testing import xandikos_server
 from adapters.store.sql import SqlStore
-from adapters.store.tables import memberships, retired_calendars
+from adapters.store.tables import jobs, memberships, retired_calendars
 from plugin.services.ports import ViewState
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import free_port, serve_in_thread
@@ -418,10 +418,13 @@ async def test_an_invalid_sync_token_falls_back_to_the_full_listing(
 
 
 async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
-    served: Served, http: httpx.AsyncClient, municipal_dav: str, tmp_path: Path
+    served: Served, http: httpx.AsyncClient, municipal_dav: str, database_url: str, tmp_path: Path
 ) -> None:
-    """Anna's own server is down: Bo still gets the task and claims it; when her server comes
-    back, the next poll gives her the circle's calendar as it is now."""
+    """Anna's own server is down: Bo still gets the task and claims it. Her view's failed
+    sync waits for its retry, and the poll, which cannot reach her server either, leaves that
+    backoff alone (it does not turn it into a try per round). When her server comes back, the
+    next poll finds it answering and pulls her sync forward: she gets the circle's calendar
+    as it is now, without waiting out the backoff."""
     citizen = served.citizen_id
     port = free_port()  # nothing listens here yet
     annas_url = f"http://127.0.0.1:{port}"
@@ -437,6 +440,39 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
         offered = await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
         await bo_app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
         await eventually(copy_reading(bo_app, bo_view, "[Dig] Indkøb", "ACCEPTED"))
+
+    store = await SqlStore.open(database_url)
+    try:
+        annas_sync = (
+            (jobs.c.tenant_id == "north")
+            & (jobs.c.kind == "view.sync")
+            & (jobs.c.key == f"{citizen}:m-anna")
+            & (jobs.c.status == "queued")
+        )
+
+        async def retrying() -> tuple[int, datetime] | None:
+            async with store.engine.connect() as connection:
+                row = (
+                    await connection.execute(
+                        select(jobs.c.attempts, jobs.c.run_at).where(annas_sync)
+                    )
+                ).first()
+            return (row.attempts, row.run_at) if row is not None and row.attempts else None
+
+        await eventually(retrying)
+        # As after a few failures: her next try is due in ten minutes.
+        async with store.engine.begin() as connection:
+            await connection.execute(
+                update(jobs)
+                .where(annas_sync)
+                .values(run_at=datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10))
+            )
+        waiting = await retrying()
+        await asyncio.sleep(4 * POLL)  # four polls, each failing to reach her server
+        assert await retrying() == waiting
+    finally:
+        await store.close()
+
     with xandikos_server(tmp_path / "annas-dav", port=port):
         async with app_on(annas_url) as anna_app:
             await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))
