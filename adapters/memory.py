@@ -464,18 +464,20 @@ class MemoryTx:
 
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
-    ) -> None:
+    ) -> bool:
         task = self._s.tasks.get((tenant_id, task_id))
         if task is None:
             raise StoreError(f"no task {task_id!r} in tenant {tenant_id!r}")
         zone = ZoneInfo(task.timezone)
         wanted = {occ.id for occ in occurrences}
+        changed = False
         for key, occ in list(self._s.occurrences.items()):
             if key[0] == tenant_id and occ.task_id == task_id and occ.id not in wanted:
                 if not occ.cancelled:
                     self._s.occurrences[key] = replace(occ, cancelled=True)
+                    changed = True
         for occ in occurrences:
-            self._s.occurrences[tenant_id, occ.id] = Occurrence(
+            new = Occurrence(
                 id=occ.id,
                 task_id=task_id,
                 start=occ.start.astimezone(zone),
@@ -483,9 +485,18 @@ class MemoryTx:
                 cancelled=occ.cancelled,
             )
             # As the SQL store: the deadline is fixed when the occurrence is (re)planned.
-            self._s.claim_deadlines[tenant_id, occ.id] = claim_deadline(
-                task.kind, task.claim_deadline_hours, occ.start
-            )
+            deadline = claim_deadline(task.kind, task.claim_deadline_hours, occ.start)
+            old = self._s.occurrences.get((tenant_id, occ.id))
+            if (
+                old is None
+                or (old.start, old.end, old.cancelled, old.start.tzinfo)
+                != (new.start, new.end, new.cancelled, zone)
+                or self._s.claim_deadlines.get((tenant_id, occ.id)) != deadline
+            ):
+                changed = True
+            self._s.occurrences[tenant_id, occ.id] = new
+            self._s.claim_deadlines[tenant_id, occ.id] = deadline
+        return changed
 
     def _record(self, tenant_id: str, occ: Occurrence) -> OccurrenceRecord:
         def mine(key: Key3) -> bool:

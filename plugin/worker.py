@@ -15,12 +15,15 @@ Both need the calendar resolver (`calendars`, given by the composition root: a c
 the server of hosted views, and a way to log in to members' own accounts); a worker without
 one leaves such jobs queued for one that has it.
 
-The jobs of one leased batch run concurrently, at most `worker.concurrency` at once, so a
-member's slow or dead calendar server holds up only their own view.
+Jobs run concurrently, at most `worker.concurrency` at once, each leased as a slot frees up,
+so a member's slow or dead calendar server holds up only their own view.
 
-Besides jobs, the worker extends every recurring task to the horizon as time passes, once at
+Besides jobs, in a loop of its own (a long round over a large tenant never stops jobs from
+starting), the worker extends every recurring task to the horizon as time passes, once at
 start and then every `worker.horizon_refresh_seconds` (idempotent, so several workers doing it
-is harmless), and queues a sync of the views of each such task's circle. Every
+is harmless), and queues a sync of the views of each task that gained occurrences; with it,
+a sync of each view that no poll visits and that was last synced on an earlier day (its
+copies move with the days: `renew_views`). Every
 `calendar.poll_interval_seconds` it queues a sync of each view that no change hook announces
 (members' own accounts; every view on the municipality's server): the poll. A queued sync of
 a view is not queued twice, so several workers polling only cost a few cheap statements.
@@ -38,12 +41,13 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from plugin.config import Settings
+from plugin.domain.model import Delivery
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable, Probe
 from plugin.services.calendars import Calendars, MissingCalendar, View
@@ -53,6 +57,7 @@ from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
 from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
+    SYNCED_DELIVERIES,
     enqueue_view_syncs,
     poll_round,
     probe_of_job,
@@ -66,6 +71,7 @@ from plugin.services.view_sync import (
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=15)
+RENEW_BATCH = 500  # views queued per transaction by `renew_views` (the writer stays free)
 PURGE_INTERVAL = timedelta(hours=1)  # how often finished jobs are swept (`purge_jobs_when_due`)
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
@@ -89,16 +95,50 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
     horizon = timedelta(weeks=settings.horizon_weeks)
     count = 0
     for tenant in settings.tenants:
-        async with store.transaction() as tx:
+        async with store.reading() as tx:
             recurring = await tx.list_recurring_tasks(tenant.id)
         for task in recurring:
             async with store.transaction() as tx:
-                await materialise(tx, task, now=now, horizon=horizon)
-                # New occurrences enter the members' calendars (deduplicated per view).
-                circle = await tx.get_circle(tenant.id, task.citizen_id)
-                if circle is not None:
-                    await enqueue_view_syncs(tx, tenant.id, circle, now=now)
+                # New occurrences enter the members' calendars (deduplicated per view); a
+                # task whose horizon brought none queues nothing.
+                if await materialise(tx, task, now=now, horizon=horizon):
+                    circle = await tx.get_circle(tenant.id, task.citizen_id)
+                    if circle is not None:
+                        await enqueue_view_syncs(tx, tenant.id, circle, now=now)
             count += 1
+    return count
+
+
+async def renew_views(
+    store: Store, settings: Settings, deliveries: Collection[Delivery], *, now: datetime
+) -> int:
+    """Queue a sync of each view of `deliveries` last synced on an earlier day (UTC); returns
+    how many. A view's copies move with the days (the window, the fairness advice: see
+    `view_sync._idle`), and one that nothing else touches would go on showing yesterday's. The
+    poll finds these itself among the views it visits; this is for the others (the embedded
+    server's, whose hook announces members' writes)."""
+    today = now.astimezone(UTC).date()
+    count = 0
+    for tenant in settings.tenants:
+        async with store.reading() as tx:
+            peeks = await tx.peek_views(tenant.id, list(deliveries))
+        stale = [
+            View(tenant.id, peek.member.id, peek.citizen_id)
+            for peek in peeks
+            if peek.state is not None and peek.state.synced_at.astimezone(UTC).date() < today
+        ]
+        for start in range(0, len(stale), RENEW_BATCH):
+            async with store.transaction() as tx:
+                for view in stale[start : start + RENEW_BATCH]:
+                    payload = {
+                        "member_id": view.member_id,
+                        "citizen_id": view.citizen_id,
+                        "reason": "new day",
+                    }
+                    await tx.enqueue_job(
+                        tenant.id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
+                    )
+        count += len(stale)
     return count
 
 
@@ -226,11 +266,14 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._crash: BaseException | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        """Until stop(): housekeeping when due, and jobs leased as slots free up (one slow job,
-        say a member's server that never answers, takes one slot, not the worker). Members'
-        calendars are polled by a loop of their own beside it, as events to the host are."""
+        """Until stop(): jobs leased as slots free up (one slow job, say a member's server
+        that never answers, takes one slot, not the worker). Beside it, each in a loop of its
+        own: housekeeping when due (the horizon's roll, escalation, the purge: a long roll
+        over a large tenant does not stop jobs from starting), the poll of members'
+        calendars, and the delivery of events to the host."""
         log.info("worker started", extra={"worker": self.name})
         if self.delivery is not None and self._delivery_task is None:
             self._delivery_task = asyncio.create_task(
@@ -238,13 +281,14 @@ class Worker:
             )
         if self.calendars is not None and self._poll_task is None:
             self._poll_task = asyncio.create_task(self._poll_loop(), name="carecal-poll")
+        if self._housekeeping_task is None:
+            self._housekeeping_task = asyncio.create_task(
+                self._housekeeping_loop(), name="carecal-housekeeping"
+            )
         try:
             while not self._stopping.is_set():
                 self._raise_crash()
                 try:
-                    await self.extend_horizons_when_due()
-                    await self.escalate_when_due()
-                    await self.purge_jobs_when_due()
                     self._slot_freed.clear()  # a job ending from here on wakes _wait
                     leased = await self._lease_into_free_slots()
                 except StoreError:
@@ -302,6 +346,27 @@ class Worker:
             stopping.cancel()
             freed.cancel()
 
+    async def _housekeeping_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.extend_horizons_when_due()
+                await self.escalate_when_due()
+                await self.purge_jobs_when_due()
+            except StoreError:
+                log.exception("worker cannot reach the store for housekeeping; retrying")
+            except Exception as exc:
+                # A bug: run() re-raises it, and the process exits loudly.
+                if self._crash is None:
+                    self._crash = exc
+                self._slot_freed.set()
+                return
+            try:
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.worker.poll_seconds
+                )
+            except TimeoutError:
+                pass
+
     async def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -324,10 +389,16 @@ class Worker:
         if self._horizons_due is not None and now < self._horizons_due:
             return
         count = await extend_horizons(self.store, self.settings, now=now)
+        renewed = 0
+        if self.calendars is not None:
+            polled = self.calendars.polled_deliveries
+            hooked = [d for d in SYNCED_DELIVERIES if d not in polled]
+            if hooked:
+                renewed = await renew_views(self.store, self.settings, hooked, now=now)
         interval = timedelta(seconds=self.settings.worker.horizon_refresh_seconds)
         self._horizons_due = now + interval
         self.metrics.horizon_refreshes.inc()
-        log.info("horizons extended", extra={"recurring_tasks": count})
+        log.info("horizons extended", extra={"recurring_tasks": count, "views_renewed": renewed})
 
     async def poll_calendars_when_due(self) -> None:
         if self.calendars is None:
@@ -389,10 +460,13 @@ class Worker:
                 # Sends in flight finish (each bounded by outbox.timeout_seconds), unsent
                 # events of its round go back to the outbox; its loop never raises.
                 await self._delivery_task
-            if self._poll_task is not None:
-                # A round in progress is cut short: the next start polls again.
-                self._poll_task.cancel()
-                await asyncio.gather(self._poll_task, return_exceptions=True)
+            # A poll round in progress is cut short: the next start polls again. So is a
+            # housekeeping step: each of its transactions is whole or not at all, and every
+            # step is idempotent (the next start does it again).
+            for loop in (self._poll_task, self._housekeeping_task):
+                if loop is not None:
+                    loop.cancel()
+                    await asyncio.gather(loop, return_exceptions=True)
             released = await self.store.release_leases(self.name)
             log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
 

@@ -572,7 +572,7 @@ class SqlTx:
 
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
-    ) -> None:
+    ) -> bool:
         rows = (
             await self._c.execute(
                 self._q.stored_occurrences, {"p_tenant": tenant_id, "p_task": task_id}
@@ -628,6 +628,7 @@ class SqlTx:
             await self._c.execute(
                 self._q.cancel_occurrences, {"p_tenant": tenant_id, "p_ids": gone}
             )
+        return bool(inserts or updates or gone)
 
     async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:
         return await self._records(

@@ -283,25 +283,32 @@ class _Applier:
         return True
 
 
-async def materialise(tx: Tx, task: Task, *, now: datetime, horizon: timedelta) -> None:
-    """Store the occurrences `task` should have now; a visit's are held by its staff member."""
+async def materialise(tx: Tx, task: Task, *, now: datetime, horizon: timedelta) -> bool:
+    """Store the occurrences `task` should have now; a visit's are held by its staff member.
+    True when anything changed (an unchanged task's members' calendars need no sync)."""
     existing = await tx.get_occurrences(task.tenant_id, task.id)
     planned = planned_occurrences(task, existing, now=now, horizon=horizon)
-    await tx.sync_occurrences(task.tenant_id, task.id, planned)
+    changed = await tx.sync_occurrences(task.tenant_id, task.id, planned)
     if task.kind == "visit" and task.assigned_member_id:
-        await _hold_visit(tx, task, task.assigned_member_id, now=now)
+        changed = await _hold_visit(tx, task, task.assigned_member_id, now=now) or changed
+    return changed
 
 
-async def _hold_visit(tx: Tx, task: Task, staff_id: str, *, now: datetime) -> None:
-    """A visit is held by its assigned staff member and by nobody else."""
+async def _hold_visit(tx: Tx, task: Task, staff_id: str, *, now: datetime) -> bool:
+    """A visit is held by its assigned staff member and by nobody else. True when a claim
+    was added or removed."""
+    changed = False
     for record in await tx.get_occurrences(task.tenant_id, task.id):
         if record.occurrence.cancelled:
             continue
         holders = {claim.member_id for claim in record.claims}
         for member_id in holders - {staff_id}:
             await tx.remove_claim(task.tenant_id, record.occurrence.id, member_id)
+            changed = True
         if staff_id not in holders:
             await tx.add_claim(task.tenant_id, Claim(record.occurrence.id, staff_id, "staff", now))
+            changed = True
+    return changed
 
 
 def _tombstone(tenant_id: str, command: CancelTask) -> Task:

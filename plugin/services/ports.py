@@ -433,9 +433,10 @@ class Tx(Protocol):
 
     async def sync_occurrences(
         self, tenant_id: str, task_id: str, occurrences: Sequence[Occurrence]
-    ) -> None:
+    ) -> bool:
         """Make the stored occurrences of a task equal to `occurrences` (by id): insert new
-        ones, update times, mark ones no longer present as cancelled. Claims are kept."""
+        ones, update times, mark ones no longer present as cancelled. Claims are kept. True
+        when anything changed."""
         ...
 
     async def get_occurrences(self, tenant_id: str, task_id: str) -> list[OccurrenceRecord]:

@@ -526,8 +526,11 @@ async def test_sync_occurrences_inserts_updates_and_cancels_keeping_claims(store
 
     moved = occ(0, hour=14)
     async with store.transaction() as tx:
+        # the same again changes nothing (the horizon's roll queues no syncs for it)
+        assert await tx.sync_occurrences(T, "t-1", [occ(0), occ(1), occ(2)]) is False
         # occurrence 1 is gone from the series, 0 moved, 3 is new
-        await tx.sync_occurrences(T, "t-1", [moved, occ(2), occ(3)])
+        assert await tx.sync_occurrences(T, "t-1", [moved, occ(2), occ(3)]) is True
+        assert await tx.sync_occurrences(T, "t-1", [moved, occ(2), occ(3)]) is False
         records = await tx.get_occurrences(T, "t-1")
     assert [(r.occurrence.id, r.occurrence.cancelled) for r in records] == [
         ("t-1@0", False),
@@ -539,9 +542,10 @@ async def test_sync_occurrences_inserts_updates_and_cancels_keeping_claims(store
     assert records[1].claims == (claim,)
 
     async with store.transaction() as tx:  # the task is cancelled: everything is
-        await tx.sync_occurrences(T, "t-1", [])
+        assert await tx.sync_occurrences(T, "t-1", []) is True
         assert all(r.occurrence.cancelled for r in await tx.get_occurrences(T, "t-1"))
-        await tx.sync_occurrences(T, "t-1", [occ(1)])  # and can come back
+        assert await tx.sync_occurrences(T, "t-1", []) is False
+        assert await tx.sync_occurrences(T, "t-1", [occ(1)]) is True  # and can come back
         records = await tx.get_occurrences(T, "t-1")
     assert [r.occurrence.id for r in records if not r.occurrence.cancelled] == ["t-1@1"]
 

@@ -6,7 +6,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import cast
+
+import pytest
 
 from adapters.store.sql import SqlStore
 from plugin.config import Settings
@@ -191,7 +194,8 @@ async def test_a_calendar_poll_that_hangs_holds_up_no_job(
         metrics=Metrics(),
         clock=clock,
         handlers={"test.quick": quick},
-        calendars=cast(Calendars, object()),  # polled by the stand-in below only
+        # Polled by the stand-in below only (every view is polled: no day's renewal).
+        calendars=cast(Calendars, SimpleNamespace(polled_deliveries=("hosted", "external"))),
     )
 
     async def poll_that_hangs() -> None:
@@ -206,6 +210,48 @@ async def test_a_calendar_poll_that_hangs_holds_up_no_job(
         assert polls == 1  # still in its first round
     finally:
         await worker.stop(task)  # cuts the hanging round short
+
+
+async def test_housekeeping_that_takes_long_holds_up_no_job(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """The horizon's roll visits every recurring task of every tenant, one transaction each:
+    in a large municipality, a long while. It runs beside the jobs: a member's claim is not
+    kept waiting for it."""
+    await enqueue(store, "test.quick", 3)
+    ran: list[int] = []
+    rolls = 0
+
+    async def quick(job: Job, ctx: JobContext) -> None:
+        ran.append(int(job.payload["i"]))
+
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={"test.quick": quick})
+
+    async def roll_that_takes_long() -> None:
+        nonlocal rolls
+        rolls += 1
+        await asyncio.Event().wait()
+
+    worker.extend_horizons_when_due = roll_that_takes_long  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: sorted(ran) == [0, 1, 2])
+        assert rolls == 1  # still in its first roll
+    finally:
+        await worker.stop(task)  # cuts the roll short
+
+
+async def test_a_bug_in_housekeeping_stops_the_worker_loudly(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={})
+
+    async def broken() -> None:
+        raise ZeroDivisionError
+
+    worker.escalate_when_due = broken  # type: ignore[method-assign]
+    with pytest.raises(ZeroDivisionError):
+        await asyncio.wait_for(worker.run(), timeout=5)
 
 
 async def test_failing_job_is_retried_later_then_fails_for_good(
@@ -320,6 +366,53 @@ async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
     await worker.extend_horizons_when_due()
     jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
     assert [(j.kind, j.key) for j in jobs] == [("view.sync", "c-1:m-anna")]
+    await store.finish_job(jobs[0].id, "test")
+
+    # An hour on, the horizon brought the weekly task no new occurrence: nothing to sync
+    # (before, every roll queued a sync of every view of every recurring task's circle).
+    clock.now += timedelta(hours=1)
+    await worker.extend_horizons_when_due()
+    assert await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60) == []
+    # A week on, it brought one.
+    clock.now += timedelta(weeks=1)
+    await worker.extend_horizons_when_due()
+    jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
+    assert [(j.kind, j.key) for j in jobs] == [("view.sync", "c-1:m-anna")]
+
+
+async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """A view's copies move with the days (the window, the fairness advice). The poll finds
+    the views it visits stale on a new day itself; the embedded server's views are queued by
+    the horizon's roll, once each per day, and only the ones that nothing synced today."""
+    from plugin.domain.model import Circle, Citizen, Member
+    from plugin.services.ports import ViewState
+    from plugin.worker import renew_views
+
+    circle = Circle(
+        Citizen("north", "c-1", "Fru Jensen"),
+        1,
+        (
+            Member("m-anna", "Anna", "relative", "full"),
+            Member("m-bo", "Bo", "relative", "full"),
+            Member("m-cy", "Cy", "relative", "full"),  # never synced: its first sync is queued
+            Member("m-di", "Di", "relative", "full", calendar="external"),  # the poll's
+        ),
+    )
+    yesterday = clock.now - timedelta(days=1)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_circle("north", circle, clock.now)
+        for member_id, synced in (("m-anna", yesterday), ("m-bo", clock.now), ("m-di", yesterday)):
+            state = ViewState(f"/dav/{member_id}/", "tok", None, synced, "inputs", 0, "")
+            await tx.save_view_state("north", member_id, "c-1", state)
+    assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1
+    assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1  # queued once
+    jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
+    assert [(j.kind, j.key, j.payload["reason"]) for j in jobs] == [
+        ("view.sync", "c-1:m-anna", "new day")
+    ]
 
 
 async def test_a_calendar_lost_to_shutdown_returns_the_job_without_counting_a_try(
