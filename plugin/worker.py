@@ -44,7 +44,6 @@ import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from plugin.config import Settings
 from plugin.domain.model import Delivery
@@ -57,11 +56,10 @@ from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
 from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
-    SYNCED_DELIVERIES,
+    enqueue_view_sync,
     enqueue_view_syncs,
     poll_round,
     probe_of_job,
-    probe_payload,
     sync_view,
     view_of_job,
     withdraw_retired,
@@ -130,14 +128,7 @@ async def renew_views(
         for start in range(0, len(stale), RENEW_BATCH):
             async with store.transaction() as tx:
                 for view in stale[start : start + RENEW_BATCH]:
-                    payload = {
-                        "member_id": view.member_id,
-                        "citizen_id": view.citizen_id,
-                        "reason": "new day",
-                    }
-                    await tx.enqueue_job(
-                        tenant.id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
-                    )
+                    await enqueue_view_sync(tx, view, now=now, reason="new day")
         count += len(stale)
     return count
 
@@ -155,19 +146,10 @@ async def poll_views(
             listed = await tx.list_member_views(tenant.id, deliveries)
         views = [View(tenant.id, member_id, citizen_id) for member_id, citizen_id in listed]
 
-        async def queue(view: View, probe: Probe | None, tenant_id: str = tenant.id) -> None:
+        async def queue(view: View, probe: Probe | None) -> None:
             # As soon as its probe answers, not after the round's slowest one.
-            payload: dict[str, Any] = {
-                "member_id": view.member_id,
-                "citizen_id": view.citizen_id,
-                "reason": "poll",
-            }
-            if probe is not None:
-                payload["probe"] = probe_payload(probe)
             async with store.transaction() as tx:
-                await tx.enqueue_job(
-                    tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key
-                )
+                await enqueue_view_sync(tx, view, now=now, reason="poll", probe=probe)
 
         due = await poll_round(
             store,
@@ -390,11 +372,10 @@ class Worker:
             return
         count = await extend_horizons(self.store, self.settings, now=now)
         renewed = 0
-        if self.calendars is not None:
-            polled = self.calendars.polled_deliveries
-            hooked = [d for d in SYNCED_DELIVERIES if d not in polled]
-            if hooked:
-                renewed = await renew_views(self.store, self.settings, hooked, now=now)
+        service = None if self.calendars is None else self.calendars.service
+        if service is not None and not service.polled:
+            # The embedded server's views, which this process syncs (the poll visits the rest).
+            renewed = await renew_views(self.store, self.settings, ["hosted"], now=now)
         interval = timedelta(seconds=self.settings.worker.horizon_refresh_seconds)
         self._horizons_due = now + interval
         self.metrics.horizon_refreshes.inc()

@@ -258,7 +258,8 @@ class EmbeddedCalDAV:
         try:
             self._call(enqueue)
         except StoreError:
-            # The object is stored already; the periodic poll of every view picks it up.
+            # The object is stored already; the view's next sync (a change in the circle, or
+            # the day's renewal: `worker.renew_views`) finds it in the collection's delta.
             log.exception("could not queue a view sync", extra={"collection": collection})
 
 

@@ -152,13 +152,22 @@ async def enqueue_view_syncs(
             continue
         view = View(tenant_id, member.id, circle.citizen.id)
         await tx.bump_view_generation(tenant_id, member.id, circle.citizen.id)
-        await tx.enqueue_job(
-            tenant_id,
-            JOB_VIEW_SYNC,
-            {"member_id": member.id, "citizen_id": circle.citizen.id, "reason": "changed"},
-            run_at=now,
-            key=view.job_key,
-        )
+        await enqueue_view_sync(tx, view, now=now, reason="changed")
+
+
+async def enqueue_view_sync(
+    tx: Tx, view: View, *, now: datetime, reason: str, probe: Probe | None = None
+) -> None:
+    """Queue a sync of `view`, due now; a sync of it already queued takes this one's place
+    (the earlier of the two). `probe`: the poll's, which saves the run a PROPFIND."""
+    payload: dict[str, Any] = {
+        "member_id": view.member_id,
+        "citizen_id": view.citizen_id,
+        "reason": reason,
+    }
+    if probe is not None:
+        payload["probe"] = probe_payload(probe)
+    await tx.enqueue_job(view.tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,14 +176,25 @@ async def test_a_job_that_hangs_holds_up_no_job_queued_after_it(
     assert await store.job_counts() == {"queued": 0, "running": 0, "done": 4, "failed": 0}
 
 
-async def test_a_calendar_poll_that_hangs_holds_up_no_job(
-    store: SqlStore, settings: Settings, clock: Clock
+@pytest.mark.parametrize(
+    "step",
+    [
+        # A poll round waiting on a member's server, up to the client's timeout.
+        "poll_calendars_when_due",
+        # The horizon's roll: every recurring task of every tenant, one transaction each,
+        # in a large municipality a long while.
+        "extend_horizons_when_due",
+    ],
+)
+async def test_a_step_beside_the_jobs_that_hangs_holds_up_no_job(
+    store: SqlStore, settings: Settings, clock: Clock, step: str
 ) -> None:
-    """The poll of members' calendars runs beside the jobs: a round waiting on a server (up to
-    the client's timeout) does not stop the worker from leasing and running jobs."""
+    """The poll of members' calendars and the housekeeping run beside the jobs, each in a loop
+    of its own: while one of them hangs, the worker still leases and runs jobs (a member's
+    claim is not kept waiting for it)."""
     await enqueue(store, "test.quick", 3)
     ran: list[int] = []
-    polls = 0
+    calls = 0
 
     async def quick(job: Job, ctx: JobContext) -> None:
         ran.append(int(job.payload["i"]))
@@ -194,51 +205,22 @@ async def test_a_calendar_poll_that_hangs_holds_up_no_job(
         metrics=Metrics(),
         clock=clock,
         handlers={"test.quick": quick},
-        # Polled by the stand-in below only (every view is polled: no day's renewal).
-        calendars=cast(Calendars, SimpleNamespace(polled_deliveries=("hosted", "external"))),
+        # Polled by the stand-in below only (no service: no day's renewal).
+        calendars=cast(Calendars, SimpleNamespace(service=None)),
     )
 
-    async def poll_that_hangs() -> None:
-        nonlocal polls
-        polls += 1
+    async def hangs() -> None:
+        nonlocal calls
+        calls += 1
         await asyncio.Event().wait()
 
-    worker.poll_calendars_when_due = poll_that_hangs  # type: ignore[method-assign]
+    setattr(worker, step, hangs)
     task = asyncio.create_task(worker.run())
     try:
         await until(lambda: sorted(ran) == [0, 1, 2])
-        assert polls == 1  # still in its first round
+        assert calls == 1  # still in its first round
     finally:
         await worker.stop(task)  # cuts the hanging round short
-
-
-async def test_housekeeping_that_takes_long_holds_up_no_job(
-    store: SqlStore, settings: Settings, clock: Clock
-) -> None:
-    """The horizon's roll visits every recurring task of every tenant, one transaction each:
-    in a large municipality, a long while. It runs beside the jobs: a member's claim is not
-    kept waiting for it."""
-    await enqueue(store, "test.quick", 3)
-    ran: list[int] = []
-    rolls = 0
-
-    async def quick(job: Job, ctx: JobContext) -> None:
-        ran.append(int(job.payload["i"]))
-
-    worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={"test.quick": quick})
-
-    async def roll_that_takes_long() -> None:
-        nonlocal rolls
-        rolls += 1
-        await asyncio.Event().wait()
-
-    worker.extend_horizons_when_due = roll_that_takes_long  # type: ignore[method-assign]
-    task = asyncio.create_task(worker.run())
-    try:
-        await until(lambda: sorted(ran) == [0, 1, 2])
-        assert rolls == 1  # still in its first roll
-    finally:
-        await worker.stop(task)  # cuts the roll short
 
 
 async def test_a_bug_in_housekeeping_stops_the_worker_loudly(
@@ -407,8 +389,16 @@ async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
         for member_id, synced in (("m-anna", yesterday), ("m-bo", clock.now), ("m-di", yesterday)):
             state = ViewState(f"/dav/{member_id}/", "tok", None, synced, "inputs", 0, "")
             await tx.save_view_state("north", member_id, "c-1", state)
+    # A worker whose hosted views are polled, or that has none (`carecal worker` beside an
+    # embedded server), leaves them to the poll or to the process serving them...
+    for service in (SimpleNamespace(polled=True), None, SimpleNamespace(polled=False)):
+        calendars = cast(Calendars, SimpleNamespace(service=service))
+        worker = Worker(store, settings, metrics=Metrics(), clock=clock, calendars=calendars)
+        await worker.extend_horizons_when_due()
+        queued = (await store.job_counts())["queued"]
+        assert queued == (0 if service is None or service.polled else 1)
+    # ... which queues each of its views that nothing synced today, once.
     assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1
-    assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1  # queued once
     jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
     assert [(j.kind, j.key, j.payload["reason"]) for j in jobs] == [
         ("view.sync", "c-1:m-anna", "new day")
