@@ -23,10 +23,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from plugin.config import ConfigError, Settings, describe, load_settings
+from plugin.config import (
+    ConfigError,
+    EmbeddedCalendarSettings,
+    Settings,
+    describe,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from plugin.worker import Worker
+
+
+EMBEDDED_WORKER_REFUSED = (
+    'carecal worker: calendar.type is "embedded". The embedded CalDAV server lives in the '
+    "`carecal serve` process, and only that process's worker can sync members' calendars on "
+    "it. Run `carecal serve` alone (its worker does all the background work), or, to scale "
+    "out, keep members' calendars on the municipality's server (calendar.type = \"caldav\")."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("carecal: database schema is up to date")
         return 0
     if args.command == "worker":
+        if isinstance(settings.calendar, EmbeddedCalendarSettings):
+            # Its jobs would include the embedded views' syncs, which only the serve process
+            # hosting the server can write: it would lease them and fail them (with backoff,
+            # and at last for good), holding up members' answers.
+            print(EMBEDDED_WORKER_REFUSED, file=sys.stderr)
+            return 2
         asyncio.run(run_worker(settings))
         return 0
     if args.command == "outbox":
@@ -216,25 +236,23 @@ def serve(settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
-    """The worker loop alone. It syncs members' own calendar accounts and, with `calendar.type
-    = "caldav"`, the views on the municipality's server; the embedded server's views are
-    synced by the `carecal serve` process that hosts it."""
+    """The worker loop alone, with `calendar.type = "caldav"` (`main` refuses the embedded
+    server, whose views only the `carecal serve` process hosting it can sync): the views on
+    the municipality's server and members' own accounts."""
+    from adapters.caldav.accounts import municipal_calendar
     from adapters.host.events import open_event_sender
     from plugin.config import CaldavCalendarSettings
     from plugin.metrics import Metrics
-    from plugin.services.calendars import CalendarAccess
     from plugin.web.app import calendars, open_store, utc_now
     from plugin.worker import Worker
 
+    if not isinstance(settings.calendar, CaldavCalendarSettings):
+        raise ValueError(EMBEDDED_WORKER_REFUSED)
     ensure_sqlite_folder(settings.database.url)
     store = await open_store(settings, migrate=settings.database.url.startswith("sqlite"))
     try:
         async with contextlib.AsyncExitStack() as stack:
-            service: CalendarAccess | None = None
-            if isinstance(settings.calendar, CaldavCalendarSettings):
-                from adapters.caldav.accounts import municipal_calendar
-
-                service = await stack.enter_async_context(municipal_calendar(settings.calendar))
+            service = await stack.enter_async_context(municipal_calendar(settings.calendar))
             host_events = await stack.enter_async_context(open_event_sender(settings.outbox))
             worker = Worker(
                 store,

@@ -165,6 +165,30 @@ def test_serve_refuses_a_chunked_50_mb_body_early(
     assert httpx.get(f"{base}/healthz").status_code == 200
 
 
+def test_worker_alone_refuses_the_embedded_calendar_server(tmp_path: Path) -> None:
+    """The embedded server's views can only be synced by the `carecal serve` process hosting
+    it; a worker alone would lease their syncs and fail them. It says so and does not start."""
+    config = tmp_path / "carecal.toml"
+    config.write_text(
+        f"""
+[database]
+url = "sqlite+aiosqlite:///{tmp_path}/data/carecal.db"
+""",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "plugin.cli", "worker", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert 'calendar.type is "embedded"' in done.stderr and "carecal serve" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started or created
+
+
 def test_worker_alone_stops_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "carecal.toml"
     config.write_text(
@@ -174,6 +198,12 @@ url = "sqlite+aiosqlite:///{tmp_path}/data/carecal.db"
 
 [worker]
 poll_seconds = 0.1
+
+[calendar]  # the municipality's server (here none listens: its poll fails and is logged)
+type = "caldav"
+url = "http://127.0.0.1:9/dav/"
+username = "carecal"
+password = "not-used"
 
 [[tenants]]
 id = "north"
