@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from bench.dav_floor import (
     ChangeWriter,
@@ -138,3 +139,16 @@ def test_the_floor_reads_a_homes_sync_tokens() -> None:
         b"<sync-token>t-2</sync-token></prop></propstat></response></multistatus>"
     )
     assert parse_sync_tokens(answer) == {"/user/calendars/a~b/": "t-1", "/user/calendars/c/": "t-2"}
+
+
+def test_the_client_overhead_bench_times_every_step_of_both_clients(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A short run of `bench.client_overhead` (real Xandikos): every step is timed for both
+    clients (so each request succeeded, or the run raised), and the report names them."""
+    from bench.client_overhead import main
+
+    assert main(["--events", "3", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    for step in ("probe", "delta", "multiget", "put", "the four"):
+        assert f"  {step}" in out
