@@ -48,6 +48,14 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.poll_views = Counter(
+            "carecal_calendar_poll_views_total",
+            "Members' calendars looked at by the poll, by what it found: due (a sync queued),"
+            " idle, down (its sync waits for a retry, its server still does not answer),"
+            " unanswered (no answer within the poll's interval)",
+            ["result"],
+            registry=self.registry,
+        )
         self.horizon_refreshes = Counter(
             "carecal_horizon_refreshes_total",
             "Rounds of extending recurring tasks to the horizon",

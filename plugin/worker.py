@@ -56,6 +56,7 @@ from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
 from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
+    POLL_RESULTS,
     enqueue_view_sync,
     enqueue_view_syncs,
     poll_round,
@@ -135,12 +136,13 @@ async def renew_views(
 
 async def poll_views(
     store: Store, settings: Settings, calendars: Calendars, *, now: datetime
-) -> int:
+) -> dict[str, int]:
     """Poll every view no change hook announces (`view_sync.poll_round`) and queue a sync of
     each one with something to do as soon as its probe finds it, with that probe; returns
-    how many were queued. An idle view costs one small read and one PROPFIND, and no job."""
+    how many views the round found each way (`POLL_RESULTS`; "due" were queued). An idle
+    view costs one small read and one PROPFIND, and no job."""
     deliveries = calendars.polled_deliveries
-    count = 0
+    tally = dict.fromkeys(POLL_RESULTS, 0)
     for tenant in settings.tenants:
         async with store.reading() as tx:
             listed = await tx.list_member_views(tenant.id, deliveries)
@@ -151,7 +153,7 @@ async def poll_views(
             async with store.transaction() as tx:
                 await enqueue_view_sync(tx, view, now=now, reason="poll", probe=probe)
 
-        due = await poll_round(
+        await poll_round(
             store,
             calendars,
             views,
@@ -159,9 +161,9 @@ async def poll_views(
             concurrency=settings.worker.concurrency,
             on_due=queue,
             budget=settings.calendar.poll_interval_seconds,
+            tally=tally,
         )
-        count += len(due)
-    return count
+    return tally
 
 
 def _calendars(ctx: JobContext) -> Calendars:
@@ -387,10 +389,19 @@ class Worker:
         now = self.clock()
         if self._poll_due is not None and now < self._poll_due:
             return
-        count = await poll_views(self.store, self.settings, self.calendars, now=now)
+        tally = await poll_views(self.store, self.settings, self.calendars, now=now)
         self._poll_due = now + timedelta(seconds=self.settings.calendar.poll_interval_seconds)
-        if count:
-            log.info("calendars polled", extra={"views_to_sync": count})
+        for result, views in tally.items():
+            self.metrics.poll_views.labels(result).inc(views)
+        if tally["due"] or tally["down"] or tally["unanswered"]:
+            log.info(
+                "calendars polled",
+                extra={
+                    "views_to_sync": tally["due"],
+                    "servers_down": tally["down"],
+                    "unanswered": tally["unanswered"],
+                },
+            )
 
     async def purge_jobs_when_due(self) -> None:
         """Finished jobs go once they were due `worker.keep_done_jobs_hours` ago, swept every

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -121,6 +121,7 @@ JOB_VIEW_SYNC = "view.sync"
 MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, just replaced
 COLLECTION_SUFFIX = "omsorg"
 SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
+POLL_RESULTS = ("due", "idle", "down", "unanswered")  # what `poll_round` finds of a view
 
 
 def collection_name(circle: Circle) -> str:
@@ -328,6 +329,7 @@ async def poll_round(
     concurrency: int,
     on_due: Callable[[View, Probe | None], Awaitable[None]] | None = None,
     budget: float | None = None,
+    tally: MutableMapping[str, int] | None = None,
 ) -> list[tuple[View, Probe | None]]:
     """One poll of `views` (members' calendars that no change hook announces): the views
     whose sync has something to do, each with the probe that found it (None: the sync reads
@@ -347,7 +349,11 @@ async def poll_round(
     is due only when its server answers: then the sync is pulled forward (the server is back,
     the member catches up now), and while it does not the retry's backoff stands (a poll does
     not turn a dead server's backoff into one try per round, each holding a worker's slot for
-    the client's whole timeout on a server that never answers)."""
+    the client's whole timeout on a server that never answers).
+
+    `tally`, when given, counts the round's views by what it found (`POLL_RESULTS`): "due"
+    (returned), "idle", "down" (its sync waits for a retry and its server still does not
+    answer) and "unanswered" (no answer within the budget)."""
     peeks: dict[View, _Peek] = {}
     members: dict[View, Member] = {}  # every view's member, synced or not
     retrying: set[View] = set()
@@ -430,6 +436,16 @@ async def poll_round(
     found = {
         item[0]: item for task in tasks if task in done and (item := task.result()) is not None
     }
+    if tally is not None:
+        down = sum(
+            1 for view, task in zip(ordered, tasks, strict=True)
+            if task in done and view in retrying and task.result() is None
+        )  # fmt: skip
+        tally["due"] = tally.get("due", 0) + len(found)
+        tally["down"] = tally.get("down", 0) + down
+        tally["unanswered"] = tally.get("unanswered", 0) + len(pending)
+        idle = len(tasks) - len(found) - down - len(pending)
+        tally["idle"] = tally.get("idle", 0) + idle
     return [found[view] for view in views if view in found]
 
 

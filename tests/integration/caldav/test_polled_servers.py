@@ -468,14 +468,26 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
                 .values(run_at=datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10))
             )
         waiting = await retrying()
+        down_before = await polled_as(http, "down")
         await asyncio.sleep(4 * POLL)  # four polls, each failing to reach her server
         assert await retrying() == waiting
+        # What an operator sees: the poll counts her view as down, round after round.
+        assert await polled_as(http, "down") >= down_before + 2
     finally:
         await store.close()
 
     with xandikos_server(tmp_path / "annas-dav", port=port):
         async with app_on(annas_url) as anna_app:
             await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))
+
+
+async def polled_as(http: httpx.AsyncClient, result: str) -> float:
+    """How many views the poll has found `result` so far (`/metrics`)."""
+    metrics = (await http.get("/metrics")).text
+    line = f'carecal_calendar_poll_views_total{{result="{result}"}} '
+    return sum(
+        float(row.removeprefix(line)) for row in metrics.splitlines() if row.startswith(line)
+    )
 
 
 @contextmanager
@@ -552,8 +564,11 @@ async def test_a_member_server_that_never_answers_holds_up_no_one(
         async with app_on(annas_url) as anna_app:
             await eventually(copy_reading(anna_app, f"{HOME}carecal-{second}/", "[Ledig] Indkøb"))
     with tarpit(port):
+        unanswered = await polled_as(http, "unanswered")
         await bo_answers_twice(f"{HOME}north~m-bo~{second}/", "[Ledig] Indkøb")
         assert await claims_of(http, task_id) == []
+        # The rounds that waited for her server until their budget ran out say so.
+        assert await polled_as(http, "unanswered") > unanswered
 
 
 async def test_consent_changes_reach_the_copies_within_one_cycle(
@@ -928,11 +943,14 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         # Settled: a sync after the writes kept a token, then idle polls go by.
         await asyncio.sleep(POLL * 4)
         before, read_before, synced_before = len(rendered), len(gathered), len(synced)
+        idle_before = await polled_as(http, "idle")
         probes.clear()
         await asyncio.sleep(POLL * 6)
         assert len(rendered) == before, "idle polls rendered the view"
         assert len(gathered) == read_before, "idle polls read the whole view"
         assert len(synced) == synced_before, "idle polls queued syncs"
+        # /metrics counts them as idle: both views, round after round.
+        assert await polled_as(http, "idle") >= idle_before + 2 * 2
         # Both views live in the service account's one home: each poll asks it once.
         assert probes and set(probes) == {"home"}, probes
         changed = task_event(
