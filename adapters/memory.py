@@ -661,11 +661,13 @@ class MemoryTx:
         *,
         run_at: datetime,
         key: str | None = None,
+        keep_retry: bool = False,
     ) -> None:
         if key is not None:
             twin = _queued_twin(self._s, tenant_id, kind, key)
             if twin is not None:
-                self._s.jobs[twin.id] = replace(twin, run_at=min(twin.run_at, run_at))
+                if not (keep_retry and twin.attempts > 0):
+                    self._s.jobs[twin.id] = replace(twin, run_at=min(twin.run_at, run_at))
                 return
         job_id = self._s.next_job_id
         self._s.next_job_id += 1

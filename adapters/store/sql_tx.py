@@ -875,10 +875,15 @@ class SqlTx:
         *,
         run_at: datetime,
         key: str | None = None,
+        keep_retry: bool = False,
     ) -> None:
         now = _utcnow()
+        if key is None:
+            statement = self._q.add_job
+        else:
+            statement = self._q.add_keyed_job_keeping_retry if keep_retry else self._q.add_keyed_job
         await self._c.execute(
-            self._q.add_job if key is None else self._q.add_keyed_job,
+            statement,
             {
                 "tenant_id": tenant_id,
                 "kind": kind,

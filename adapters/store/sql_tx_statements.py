@@ -234,6 +234,7 @@ class Statements:
     # jobs, outbox, audit
     add_job: Any
     add_keyed_job: Any
+    add_keyed_job_keeping_retry: Any
     retrying_jobs: Any
     add_outbox: Any
     check_deadline: Any
@@ -274,6 +275,13 @@ def statements(dialect_name: str) -> Statements:
     keyed_job = dialect.insert(jobs)
     earlier = case(
         (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
+        else_=jobs.c.run_at,
+    )
+    earlier_unless_retrying = case(
+        (
+            (keyed_job.excluded.run_at < jobs.c.run_at) & (jobs.c.attempts == 0),
+            keyed_job.excluded.run_at,
+        ),
         else_=jobs.c.run_at,
     )
     return Statements(
@@ -598,6 +606,11 @@ def statements(dialect_name: str) -> Statements:
             index_elements=["tenant_id", "kind", "key"],
             index_where=text("status = 'queued'"),
             set_={"run_at": earlier, "updated_at": keyed_job.excluded.updated_at},
+        ),
+        add_keyed_job_keeping_retry=keyed_job.on_conflict_do_update(
+            index_elements=["tenant_id", "kind", "key"],
+            index_where=text("status = 'queued'"),
+            set_={"run_at": earlier_unless_retrying, "updated_at": keyed_job.excluded.updated_at},
         ),
         # By the partial index of queued jobs (a literal status, so that it applies).
         retrying_jobs=select(jobs.c.key).where(

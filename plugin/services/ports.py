@@ -528,9 +528,11 @@ class Tx(Protocol):
         *,
         run_at: datetime,
         key: str | None = None,
+        keep_retry: bool = False,
     ) -> None:
         """Queue a job. With a `key`, a job of the same kind and key that is still queued is
-        not duplicated (its run_at becomes the earlier of the two)."""
+        not duplicated (its run_at becomes the earlier of the two; with `keep_retry`, not
+        when that job failed before and waits for its retry: its backoff stands)."""
         ...
 
     async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:

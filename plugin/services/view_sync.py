@@ -153,14 +153,27 @@ async def enqueue_view_syncs(
             continue
         view = View(tenant_id, member.id, circle.citizen.id)
         await tx.bump_view_generation(tenant_id, member.id, circle.citizen.id)
-        await enqueue_view_sync(tx, view, now=now, reason="changed")
+        # A member's own server whose last sync failed keeps its retry's backoff: the poll
+        # pulls it forward once the server answers (`poll_round`), and a busy circle's
+        # changes do not each cost a try (on a server that never answers, a worker's slot
+        # for the client's whole timeout).
+        await enqueue_view_sync(
+            tx, view, now=now, reason="changed", keep_retry=member.calendar == "external"
+        )
 
 
 async def enqueue_view_sync(
-    tx: Tx, view: View, *, now: datetime, reason: str, probe: Probe | None = None
+    tx: Tx,
+    view: View,
+    *,
+    now: datetime,
+    reason: str,
+    probe: Probe | None = None,
+    keep_retry: bool = False,
 ) -> None:
     """Queue a sync of `view`, due now; a sync of it already queued takes this one's place
-    (the earlier of the two). `probe`: the poll's, which saves the run a PROPFIND."""
+    (the earlier of the two; with `keep_retry` not when that sync failed and waits for its
+    retry). `probe`: the poll's, which saves the run a PROPFIND."""
     payload: dict[str, Any] = {
         "member_id": view.member_id,
         "citizen_id": view.citizen_id,
@@ -168,7 +181,9 @@ async def enqueue_view_sync(
     }
     if probe is not None:
         payload["probe"] = probe_payload(probe)
-    await tx.enqueue_job(view.tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key)
+    await tx.enqueue_job(
+        view.tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key, keep_retry=keep_retry
+    )
 
 
 @dataclass(frozen=True, slots=True)

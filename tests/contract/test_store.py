@@ -822,6 +822,25 @@ async def test_retrying_jobs_are_the_queued_ones_that_failed_before(store: Store
         assert await tx.retrying_jobs("elsewhere", "sync") == set()
 
 
+async def test_a_waiting_retry_is_kept_back_only_when_asked(store: Store) -> None:
+    """`keep_retry`: new work for a job that failed and waits for its retry leaves its backoff
+    alone; without it (and for a job that never failed) the earlier run_at wins."""
+    await enqueue(store, ("sync", "kept", NOW), ("sync", "hastened", NOW))
+    retry_at = NOW + timedelta(minutes=10)
+    for job in await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60):
+        await store.fail_job(job.id, "w", error="timeout", retry_at=retry_at)
+    later = NOW + timedelta(minutes=1)
+    async with store.transaction() as tx:
+        await tx.enqueue_job(T, "sync", {}, run_at=later, key="kept", keep_retry=True)
+        await tx.enqueue_job(T, "sync", {}, run_at=later, key="hastened")
+        await tx.enqueue_job(T, "sync", {}, run_at=later + timedelta(minutes=1), key="fresh")
+        await tx.enqueue_job(T, "sync", {}, run_at=later, key="fresh", keep_retry=True)
+    due = await store.lease_jobs("w", now=later, limit=5, lease_seconds=3600)
+    assert sorted(job.key or "" for job in due) == ["fresh", "hastened"]
+    [kept] = await store.lease_jobs("w", now=retry_at, limit=5, lease_seconds=60)
+    assert kept.key == "kept" and kept.attempts == 1
+
+
 async def test_finished_jobs_are_purged_once_they_were_due_long_enough_ago(store: Store) -> None:
     early, late = NOW - timedelta(hours=30), NOW - timedelta(hours=2)
     await enqueue(

@@ -421,10 +421,11 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
     served: Served, http: httpx.AsyncClient, municipal_dav: str, database_url: str, tmp_path: Path
 ) -> None:
     """Anna's own server is down: Bo still gets the task and claims it. Her view's failed
-    sync waits for its retry, and the poll, which cannot reach her server either, leaves that
-    backoff alone (it does not turn it into a try per round). When her server comes back, the
-    next poll finds it answering and pulls her sync forward: she gets the circle's calendar
-    as it is now, without waiting out the backoff."""
+    sync waits for its retry, and neither the poll, which cannot reach her server either, nor
+    Bo's next answer (a change in the circle) pulls it forward: they do not turn her backoff
+    into a try per round or per change. When her server comes back, the next poll finds it
+    answering and pulls her sync forward: she gets the circle's calendar as it is now,
+    without waiting out the backoff."""
     citizen = served.citizen_id
     port = free_port()  # nothing listens here yet
     annas_url = f"http://127.0.0.1:{port}"
@@ -473,12 +474,19 @@ async def test_a_dead_member_server_holds_up_no_one_and_catches_up(
         assert await retrying() == waiting
         # What an operator sees: the poll counts her view as down, round after round.
         assert await polled_as(http, "down") >= down_before + 2
+        # Bo gives the task back: the release reaches his copy, and queues Anna's view again
+        # (the circle changed), which leaves her retry where it was.
+        async with app_on(municipal_dav) as bo_app:
+            held = await eventually(copy_reading(bo_app, bo_view, "[Dig] Indkøb", "ACCEPTED"))
+            await bo_app.update(held.href, with_partstat(held.body, "DECLINED"), held.etag)
+            await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
+        assert await retrying() == waiting
     finally:
         await store.close()
 
     with xandikos_server(tmp_path / "annas-dav", port=port):
         async with app_on(annas_url) as anna_app:
-            await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Bo] Indkøb"))
+            await eventually(copy_reading(anna_app, f"{HOME}carecal-{citizen}/", "[Ledig] Indkøb"))
 
 
 async def polled_as(http: httpx.AsyncClient, result: str) -> float:
