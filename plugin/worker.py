@@ -115,7 +115,8 @@ async def renew_views(
     how many. A view's copies move with the days (the window, the fairness advice: see
     `view_sync._idle`), and one that nothing else touches would go on showing yesterday's. The
     poll finds these itself among the views it visits; this is for the others (the embedded
-    server's, whose hook announces members' writes)."""
+    server's, whose hook announces members' writes). Routine syncs: spread over
+    `view_sync.ROUTINE_SPREAD`, after members' changes."""
     today = now.astimezone(UTC).date()
     count = 0
     for tenant in settings.tenants:
@@ -129,7 +130,7 @@ async def renew_views(
         for start in range(0, len(stale), RENEW_BATCH):
             async with store.transaction() as tx:
                 for view in stale[start : start + RENEW_BATCH]:
-                    await enqueue_view_sync(tx, view, now=now, reason="new day")
+                    await enqueue_view_sync(tx, view, now=now, reason="new day", routine=True)
         count += len(stale)
     return count
 
@@ -148,10 +149,12 @@ async def poll_views(
             listed = await tx.list_member_views(tenant.id, deliveries)
         views = [View(tenant.id, member_id, citizen_id) for member_id, citizen_id in listed]
 
-        async def queue(view: View, probe: Probe | None) -> None:
+        async def queue(view: View, probe: Probe | None, routine: bool) -> None:
             # As soon as its probe answers, not after the round's slowest one.
             async with store.transaction() as tx:
-                await enqueue_view_sync(tx, view, now=now, reason="poll", probe=probe)
+                await enqueue_view_sync(
+                    tx, view, now=now, reason="poll", probe=probe, routine=routine
+                )
 
         await poll_round(
             store,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, is_dataclass, replace
@@ -122,6 +123,10 @@ MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, j
 COLLECTION_SUFFIX = "omsorg"
 SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
 POLL_RESULTS = ("due", "idle", "down", "unanswered")  # what `poll_round` finds of a view
+# A view's routine sync (a new day, nothing else changed) waits up to this long, each view
+# its own share of it (`routine_delay`): the day's many syncs spread out, and members'
+# changes, due at once, go before them.
+ROUTINE_SPREAD = timedelta(minutes=10)
 
 
 def collection_name(circle: Circle) -> str:
@@ -162,6 +167,13 @@ async def enqueue_view_syncs(
         )
 
 
+def routine_delay(view: View) -> timedelta:
+    """How long after the day turns `view`'s routine sync waits: its own share of
+    ROUTINE_SPREAD, the same every day."""
+    spread = int(ROUTINE_SPREAD.total_seconds())
+    return timedelta(seconds=zlib.crc32(view.job_key.encode()) % spread)
+
+
 async def enqueue_view_sync(
     tx: Tx,
     view: View,
@@ -170,10 +182,12 @@ async def enqueue_view_sync(
     reason: str,
     probe: Probe | None = None,
     keep_retry: bool = False,
+    routine: bool = False,
 ) -> None:
-    """Queue a sync of `view`, due now; a sync of it already queued takes this one's place
-    (the earlier of the two; with `keep_retry` not when that sync failed and waits for its
-    retry). `probe`: the poll's, which saves the run a PROPFIND."""
+    """Queue a sync of `view`, due now (`routine`: after `routine_delay`); a sync of it
+    already queued takes this one's place (the earlier of the two; with `keep_retry` not when
+    that sync failed and waits for its retry). `probe`: the poll's, which saves the run a
+    PROPFIND."""
     payload: dict[str, Any] = {
         "member_id": view.member_id,
         "citizen_id": view.citizen_id,
@@ -181,8 +195,14 @@ async def enqueue_view_sync(
     }
     if probe is not None:
         payload["probe"] = probe_payload(probe)
+    run_at = now + routine_delay(view) if routine else now
     await tx.enqueue_job(
-        view.tenant_id, JOB_VIEW_SYNC, payload, run_at=now, key=view.job_key, keep_retry=keep_retry
+        view.tenant_id,
+        JOB_VIEW_SYNC,
+        payload,
+        run_at=run_at,
+        key=view.job_key,
+        keep_retry=keep_retry,
     )
 
 
@@ -342,7 +362,7 @@ async def poll_round(
     *,
     now: datetime,
     concurrency: int,
-    on_due: Callable[[View, Probe | None], Awaitable[None]] | None = None,
+    on_due: Callable[[View, Probe | None, bool], Awaitable[None]] | None = None,
     budget: float | None = None,
     tally: MutableMapping[str, int] | None = None,
 ) -> list[tuple[View, Probe | None]]:
@@ -359,6 +379,8 @@ async def poll_round(
     `budget`: the seconds the round waits for its probes (the poll's interval, so that a
     server slower than that does not stretch every round); a view whose probe has not
     answered by then is left for the next round, with no sync queued (it would wait too).
+    `on_due` is also told whether the view's sync is routine: nothing changed but the day
+    (`routine_delay`).
 
     A view whose sync failed and waits for its retry (`Tx.retrying_jobs`) is probed last, and
     is due only when its server answers: then the sync is pulled forward (the server is back,
@@ -427,11 +449,24 @@ async def poll_round(
             return view, None
         return None if idle else (view, probe)
 
+    def routine(view: View, probe: Probe | None) -> bool:
+        """Due only because the day turned since its last sync."""
+        peek = peeks.get(view)
+        return (
+            peek is not None
+            and probe is not None
+            and view not in retrying
+            and peek.generation == peek.state.generation
+            and peek.state.inputs is not None
+            and _markers_kept(probe, peek.state)
+            and _day(peek.state.synced_at) != _day(now)
+        )
+
     async def one(view: View) -> tuple[View, Probe | None] | None:
         found = await judged(view)
         if found is not None and on_due is not None:
             # Once judged due, it is queued even if the round stops waiting meanwhile.
-            await asyncio.shield(on_due(*found))
+            await asyncio.shield(on_due(*found, routine(*found)))
         return found
 
     # The views whose last sync failed last: a dead server's probes, which may wait out the

@@ -369,7 +369,9 @@ async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
     the views it visits stale on a new day itself; the embedded server's views are queued by
     the horizon's roll, once each per day, and only the ones that nothing synced today."""
     from plugin.domain.model import Circle, Citizen, Member
+    from plugin.services.calendars import View
     from plugin.services.ports import ViewState
+    from plugin.services.view_sync import routine_delay
     from plugin.worker import renew_views
 
     circle = Circle(
@@ -397,9 +399,15 @@ async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
         await worker.extend_horizons_when_due()
         queued = (await store.job_counts())["queued"]
         assert queued == (0 if service is None or service.polled else 1)
-    # ... which queues each of its views that nothing synced today, once.
+    # ... which queues each of its views that nothing synced today, once, as a routine sync:
+    # due at the view's own offset into the day's spread, after members' changes.
     assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1
-    jobs = await store.lease_jobs("test", now=clock.now, limit=10, lease_seconds=60)
+    due = clock.now + routine_delay(View("north", "m-anna", "c-1"))
+    assert (
+        await store.lease_jobs("test", now=due - timedelta(seconds=1), limit=10, lease_seconds=60)
+        == []
+    )
+    jobs = await store.lease_jobs("test", now=due, limit=10, lease_seconds=60)
     assert [(j.kind, j.key, j.payload["reason"]) for j in jobs] == [
         ("view.sync", "c-1:m-anna", "new day")
     ]

@@ -34,7 +34,9 @@ from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
 from adapters.caldav.testing import xandikos_server
 from adapters.store.sql import SqlStore
 from adapters.store.tables import jobs, memberships, retired_calendars
+from plugin.services.calendars import View
 from plugin.services.ports import ViewState
+from plugin.services.view_sync import ROUTINE_SPREAD, routine_delay
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import free_port, serve_in_thread
 from tests.integration.support import (
@@ -128,6 +130,39 @@ def slowly_polled(tmp_path: Path, database_url: str, municipal_dav: str) -> Iter
     settings = settings_for(tmp_path, database_url, municipal_dav, port, poll=SLOW_POLL)
     with serve_in_thread(settings, run_worker=True):
         yield Served(f"http://127.0.0.1:{port}", f"c-{secrets.token_hex(3)}")
+
+
+@dataclass
+class Clock:
+    """carecal's clock: the real time, moved on by `ahead` (the host still signs its webhooks
+    with the real time, which carecal checks them against)."""
+
+    ahead: timedelta = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clocked(
+    tmp_path: Path, database_url: str, municipal_dav: str, clock: Clock
+) -> Iterator[Served]:
+    """carecal on `clock`, with a citizen whose two views' routine syncs (Anna's and Bo's)
+    wait at least two minutes into the day (`routine_delay`)."""
+    port = free_port()
+    settings = settings_for(tmp_path, database_url, municipal_dav, port)
+    while True:
+        citizen = f"c-{secrets.token_hex(3)}"
+        views = [View("north", m, citizen) for m in ("m-anna", "m-bo")]
+        if min(routine_delay(v) for v in views) >= timedelta(minutes=2):
+            break
+    with serve_in_thread(settings, run_worker=True, clock=clock):
+        yield Served(f"http://127.0.0.1:{port}", citizen)
 
 
 @pytest.fixture
@@ -974,3 +1009,75 @@ async def test_an_idle_poll_renders_nothing_and_a_change_still_comes_through(
         assert (await post_event(http, changed)).status_code == 202
         await eventually(copy_reading(app, view, "[Ledig] Gåtur"))
         assert len(rendered) > before
+
+
+async def test_a_new_days_syncs_wait_their_turn_and_a_members_answer_goes_first(
+    clocked: Served, municipal_dav: str, database_url: str, clock: Clock
+) -> None:
+    """On a new day every view is synced again (its copies move with the days), though
+    nothing else changed: the poll queues those routine syncs spread over ROUTINE_SPREAD,
+    each view at its own offset, and they wait for it. A member's answer meanwhile is due at
+    once: it goes before them, and the others see it as quickly as on any other day."""
+    citizen = clocked.citizen_id
+    async with httpx.AsyncClient(base_url=clocked.base, timeout=10) as http:
+        task_id = await one_task(http, citizen, [member("m-anna", "Anna"), member("m-bo", "Bo")])
+        anna_view, bo_view = (f"{HOME}north~{m}~{citizen}/" for m in ("m-anna", "m-bo"))
+        store = await SqlStore.open(database_url)
+        try:
+
+            async def synced_since(moment: datetime) -> bool | None:
+                """Both views synced (and settled, keeping a token) at `moment` or later."""
+                async with store.transaction() as tx:
+                    found = [
+                        await tx.get_view_state("north", m, citizen) for m in ("m-anna", "m-bo")
+                    ]
+                since = [s for s in found if s and s.sync_token and s.synced_at >= moment]
+                return len(since) == 2 or None
+
+            async def both_queued() -> dict[str, datetime] | None:
+                async with store.engine.connect() as connection:
+                    rows = await connection.execute(
+                        select(jobs.c.key, jobs.c.run_at).where(
+                            jobs.c.kind == "view.sync",
+                            jobs.c.status == "queued",
+                            jobs.c.key.like(f"{citizen}:%"),
+                        )
+                    )
+                found = {row.key.split(":")[1]: row.run_at for row in rows}
+                return found if set(found) == {"m-anna", "m-bo"} else None
+
+            async def a_new_day() -> tuple[datetime, dict[str, datetime]]:
+                """The clock moves on a day: both views' routine syncs are queued, each at its
+                offset into the day's spread."""
+                clock.ahead += timedelta(days=1)
+                moved_at = clock()
+                due = await eventually(both_queued)
+                for member_id, run_at in due.items():
+                    delay = routine_delay(View("north", member_id, citizen))
+                    assert moved_at + delay <= run_at <= clock() + delay
+                return moved_at, due
+
+            async with app_on(municipal_dav) as app:
+                offered = await eventually(copy_reading(app, anna_view, "[Ledig] Indkøb"))
+                await eventually(copy_reading(app, bo_view, "[Ledig] Indkøb"))
+                started = clock()
+                await eventually(lambda: synced_since(started - timedelta(minutes=1)))  # settled
+
+                moved_at, waiting = await a_new_day()
+                await asyncio.sleep(4 * POLL)  # they wait for their turn (2 min at least)
+                assert await both_queued() == waiting
+                # Anna answers meanwhile: her sync is due at once, and Bo's copy shows her
+                # claim as on any other day.
+                await app.update(
+                    offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag
+                )
+                await eventually(copy_reading(app, bo_view, "[Anna] Indkøb"))
+                assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+                assert await synced_since(moved_at)
+
+                # The next day nobody answers: the routine syncs run when their turn comes.
+                moved_at, _ = await a_new_day()
+                clock.ahead += ROUTINE_SPREAD
+                await eventually(lambda: synced_since(moved_at))
+        finally:
+            await store.close()
