@@ -23,7 +23,8 @@ starting), the worker extends every recurring task to the horizon as time passes
 start and then every `worker.horizon_refresh_seconds` (idempotent, so several workers doing it
 is harmless), and queues a sync of the views of each task that gained occurrences; with it,
 a sync of each view that no poll visits and that was last synced on an earlier day (its
-copies move with the days: `renew_views`). Every
+copies move with the days: `renew_views`), and at start of every such view (a member's write
+whose hook was lost to a crash). Every
 `calendar.poll_interval_seconds` it queues a sync of each view that no change hook announces
 (members' own accounts; every view on the municipality's server): the poll. A queued sync of
 a view is not queued twice, so several workers polling only cost a few cheap statements.
@@ -109,15 +110,25 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
 
 
 async def renew_views(
-    store: Store, settings: Settings, deliveries: Collection[Delivery], *, now: datetime
+    store: Store,
+    settings: Settings,
+    deliveries: Collection[Delivery],
+    *,
+    now: datetime,
+    every: bool = False,
 ) -> int:
     """Queue a sync of each view of `deliveries` last synced on an earlier day (UTC); returns
     how many. A view's copies move with the days (the window, the fairness advice: see
     `view_sync._idle`), and one that nothing else touches would go on showing yesterday's. The
     poll finds these itself among the views it visits; this is for the others (the embedded
     server's, whose hook announces members' writes). Routine syncs: spread over
-    `view_sync.ROUTINE_SPREAD`, after members' changes."""
+    `view_sync.ROUTINE_SPREAD`, after members' changes.
+
+    `every`: each view synced before, whatever the day (at start: a member's write that the
+    server stored while carecal stopped before its hook queued the sync, a crash or a kill,
+    is in the collection and no job knows of it; the sync finds it)."""
     today = now.astimezone(UTC).date()
+    reason = "start" if every else "new day"
     count = 0
     for tenant in settings.tenants:
         async with store.reading() as tx:
@@ -125,12 +136,13 @@ async def renew_views(
         stale = [
             View(tenant.id, peek.member.id, peek.citizen_id)
             for peek in peeks
-            if peek.state is not None and peek.state.synced_at.astimezone(UTC).date() < today
+            if peek.state is not None
+            and (every or peek.state.synced_at.astimezone(UTC).date() < today)
         ]
         for start in range(0, len(stale), RENEW_BATCH):
             async with store.transaction() as tx:
                 for view in stale[start : start + RENEW_BATCH]:
-                    await enqueue_view_sync(tx, view, now=now, reason="new day", routine=True)
+                    await enqueue_view_sync(tx, view, now=now, reason=reason, routine=True)
         count += len(stale)
     return count
 
@@ -237,6 +249,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stopping = asyncio.Event()
         self._horizons_due: datetime | None = None  # now: extend at start
+        self._renewed_all = False  # every embedded view is renewed once, at start
         # Events to the host: their own loop beside the jobs (`services.delivery`), so that a
         # slow host never holds up calendar syncs; escalation sweeps run between job batches.
         self.delivery = (
@@ -379,8 +392,11 @@ class Worker:
         renewed = 0
         service = None if self.calendars is None else self.calendars.service
         if service is not None and not service.polled:
-            # The embedded server's views, which this process syncs (the poll visits the rest).
-            renewed = await renew_views(self.store, self.settings, ["hosted"], now=now)
+            # The embedded server's views, which this process syncs (the poll visits the rest):
+            # at start every one of them, then those last synced on an earlier day.
+            every = not self._renewed_all
+            renewed = await renew_views(self.store, self.settings, ["hosted"], now=now, every=every)
+            self._renewed_all = True
         interval = timedelta(seconds=self.settings.worker.horizon_refresh_seconds)
         self._horizons_due = now + interval
         self.metrics.horizon_refreshes.inc()

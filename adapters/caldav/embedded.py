@@ -258,8 +258,8 @@ class EmbeddedCalDAV:
         try:
             self._call(enqueue)
         except StoreError:
-            # The object is stored already; the view's next sync (a change in the circle, or
-            # the day's renewal: `worker.renew_views`) finds it in the collection's delta.
+            # The object is stored already; the view's next sync (a change in the circle, the
+            # day's renewal or the next start: `worker.renew_views`) finds it in the delta.
             log.exception("could not queue a view sync", extra={"collection": collection})
 
 

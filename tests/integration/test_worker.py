@@ -367,7 +367,8 @@ async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
 ) -> None:
     """A view's copies move with the days (the window, the fairness advice). The poll finds
     the views it visits stale on a new day itself; the embedded server's views are queued by
-    the horizon's roll, once each per day, and only the ones that nothing synced today."""
+    the horizon's roll of the process serving them: every one at its start, then each hour
+    the ones that nothing synced today."""
     from plugin.domain.model import Circle, Citizen, Member
     from plugin.services.calendars import View
     from plugin.services.ports import ViewState
@@ -393,24 +394,36 @@ async def test_views_no_poll_visits_are_synced_again_on_a_new_day(
             await tx.save_view_state("north", member_id, "c-1", state)
     # A worker whose hosted views are polled, or that has none (`carecal worker` beside an
     # embedded server), leaves them to the poll or to the process serving them...
-    for service in (SimpleNamespace(polled=True), None, SimpleNamespace(polled=False)):
+    for service in (SimpleNamespace(polled=True), None):
         calendars = cast(Calendars, SimpleNamespace(service=service))
         worker = Worker(store, settings, metrics=Metrics(), clock=clock, calendars=calendars)
         await worker.extend_horizons_when_due()
-        queued = (await store.job_counts())["queued"]
-        assert queued == (0 if service is None or service.polled else 1)
-    # ... which queues each of its views that nothing synced today, once, as a routine sync:
-    # due at the view's own offset into the day's spread, after members' changes.
-    assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1
-    due = clock.now + routine_delay(View("north", "m-anna", "c-1"))
-    assert (
-        await store.lease_jobs("test", now=due - timedelta(seconds=1), limit=10, lease_seconds=60)
-        == []
-    )
-    jobs = await store.lease_jobs("test", now=due, limit=10, lease_seconds=60)
-    assert [(j.kind, j.key, j.payload["reason"]) for j in jobs] == [
-        ("view.sync", "c-1:m-anna", "new day")
+        assert (await store.job_counts())["queued"] == 0
+    # ... which, at its start, queues every view synced before (a write whose hook a crash
+    # lost is found so), each as a routine sync: due at the view's own offset into the
+    # day's spread, after members' changes...
+    calendars = cast(Calendars, SimpleNamespace(service=SimpleNamespace(polled=False)))
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, calendars=calendars)
+    await worker.extend_horizons_when_due()
+
+    async def lease_when_due(*member_ids: str) -> list[tuple[str, str]]:
+        due = [clock.now + routine_delay(View("north", m, "c-1")) for m in member_ids]
+        early = min(due) - timedelta(seconds=1)
+        assert await store.lease_jobs("test", now=early, limit=10, lease_seconds=60) == []
+        jobs = await store.lease_jobs("test", now=max(due), limit=10, lease_seconds=60)
+        for job in jobs:
+            await store.finish_job(job.id, "test")
+        return sorted((job.key or "", job.payload["reason"]) for job in jobs)
+
+    assert await lease_when_due("m-anna", "m-bo") == [
+        ("c-1:m-anna", "start"),
+        ("c-1:m-bo", "start"),
     ]
+    # ... and from then on, each hour, those that nothing synced today: once.
+    clock.now += timedelta(hours=1)
+    await worker.extend_horizons_when_due()
+    assert await renew_views(store, settings, ["hosted"], now=clock.now) == 1  # queued already
+    assert await lease_when_due("m-anna") == [("c-1:m-anna", "new day")]
 
 
 async def test_a_calendar_lost_to_shutdown_returns_the_job_without_counting_a_try(

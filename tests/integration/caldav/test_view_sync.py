@@ -4,11 +4,14 @@ the member's calendar app."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from icalendar import Calendar
 
 from adapters.caldav.port import NotFound
@@ -22,6 +25,7 @@ from tests.integration.caldav.support import (
     eventually,
     issue,
     one_off,
+    serve_with_worker,
 )
 from tests.integration.support import auth, circle_event, post_event
 
@@ -308,3 +312,50 @@ async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
     task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
     claims = task["occurrences"][0]["claims"]
     assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+
+
+async def test_an_answer_whose_hook_was_lost_is_taken_after_a_restart(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """carecal stopped (a crash, a kill) after the embedded server stored a member's answer
+    and before its hook queued the view's sync: the answer sits in her collection, and no job
+    knows of it. At the next start every embedded view gets a routine sync (`renew_views`),
+    which finds it: the claim is made, and Bo sees it."""
+    from adapters.caldav.embedded import EmbeddedCalDAV
+    from plugin.services.view_sync import ROUTINE_SPREAD
+
+    ahead = [timedelta(0)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + ahead[0]
+
+    def lost(self: EmbeddedCalDAV, actor: str, collection: str, change: str) -> None:
+        return None  # the process died between the write and its hook
+
+    async def claims(http: httpx.AsyncClient) -> list[tuple[str, str]]:
+        task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+        return [(c["member_id"], c["channel"]) for c in task["occurrences"][0]["claims"]]
+
+    with serve_with_worker(tmp_path, database_url, clock=clock) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+            anna, bo, _ = await anna_and_bo_with_one_task(http)
+            async with calendar_app(served, anna) as app:
+                href, etag, body, _ = await eventually(
+                    copy_reading(app, ANNA_VIEW, "[Ledig] Indkøb")
+                )
+                with monkeypatch.context() as patched:
+                    patched.setattr(EmbeddedCalDAV, "member_wrote", lost)
+                    await app.update(href, with_partstat(body, "ACCEPTED"), etag)
+                    await asyncio.sleep(1.0)  # the worker looks every 50 ms: nothing to find
+            assert await claims(http) == []
+
+    with serve_with_worker(tmp_path, database_url, clock=clock) as served:
+        ahead[0] += ROUTINE_SPREAD  # the start's routine syncs are due
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+
+            async def claimed() -> list[tuple[str, str]] | None:
+                return await claims(http) or None
+
+            assert await eventually(claimed) == [("m-anna", "caldav")]
+            async with calendar_app(served, bo) as app:
+                await eventually(copy_reading(app, BO_VIEW, "[Anna] Indkøb"))
