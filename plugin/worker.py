@@ -346,6 +346,13 @@ class Worker:
             stopping.cancel()
             freed.cancel()
 
+    async def _rest(self) -> None:
+        """Until stop() or `worker.poll_seconds` pass: between rounds of the side loops."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.worker.poll_seconds)
+        except TimeoutError:
+            pass
+
     async def _housekeeping_loop(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -360,12 +367,7 @@ class Worker:
                     self._crash = exc
                 self._slot_freed.set()
                 return
-            try:
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.settings.worker.poll_seconds
-                )
-            except TimeoutError:
-                pass
+            await self._rest()
 
     async def _poll_loop(self) -> None:
         while not self._stopping.is_set():
@@ -377,12 +379,7 @@ class Worker:
                 # Each view's trouble is its sync's to report (poll_round); this is the
                 # poll's own, and the next round tries again.
                 log.exception("calendar poll failed; retrying")
-            try:
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.settings.worker.poll_seconds
-                )
-            except TimeoutError:
-                pass
+            await self._rest()
 
     async def extend_horizons_when_due(self) -> None:
         now = self.clock()

@@ -406,44 +406,41 @@ async def poll_round(
     limit = asyncio.Semaphore(concurrency)
     probes = await _probe_homes(calendars, [(v, peeks[v]) for v in views if v in peeks], limit)
 
-    async def answered(
-        view: View, peek: _Peek | None, member: Member | None
-    ) -> tuple[View, Probe | None] | None:
-        """A retrying view: due (with its probe, if it has a state to judge by) only when its
-        server answers."""
-        if member is None or member.calendar not in SYNCED_DELIVERIES:
-            return view, None  # its sync finds that out without a server
+    async def probed(view: View, member: Member, peek: _Peek | None) -> tuple[bool, Probe | None]:
+        """(idle, probe) of a view; one never synced is only asked for an answer (not idle).
+        Raises what the server does (NotFound for a view never synced)."""
         hosted = member.calendar == "hosted"
-        try:
-            async with nullcontext() if hosted else limit, calendars.target(view, member) as target:
-                probe = probes.get(target.collection)
-                async with limit if hosted and probe is None else nullcontext():
-                    if peek is None:
-                        await target.client.probe(target.collection)
-                        return view, None
-                    _, probe = await _idle(target, peek, now=now, probe=probe)
-        except NotFound:
-            return view, None  # the server answered: the collection is to be made
-        except Exception as exc:  # down still: the retry's backoff stands
-            log.debug("poll left a failing view to its retry", extra={"error": type(exc).__name__})
-            return None
-        return view, probe
+        # A hosted view's target costs nothing to make; a member's own server's may ask the
+        # DNS (its address is checked): that waits for a slot too.
+        async with nullcontext() if hosted else limit, calendars.target(view, member) as target:
+            probe = probes.get(target.collection)
+            async with limit if hosted and probe is None else nullcontext():
+                if peek is None:
+                    await target.client.probe(target.collection)
+                    return False, None
+                return await _idle(target, peek, now=now, probe=probe)
 
     async def judged(view: View) -> tuple[View, Probe | None] | None:
         peek = peeks.get(view)
+        member = members.get(view)
         if view in retrying:
-            return await answered(view, peek, members.get(view))
+            # Due only when its server answers.
+            if member is None or member.calendar not in SYNCED_DELIVERIES:
+                return view, None  # its sync finds that out without a server
+            try:
+                _, probe = await probed(view, member, peek)
+            except NotFound:
+                return view, None  # the server answered: the collection is to be made
+            except Exception as exc:  # down still: the retry's backoff stands
+                log.debug(
+                    "poll left a failing view to its retry", extra={"error": type(exc).__name__}
+                )
+                return None
+            return view, probe
         if peek is None:
             return view, None
         try:
-            if peek.member.calendar == "hosted":  # its target costs nothing to make
-                async with calendars.target(view, peek.member) as target:
-                    probe = probes.get(target.collection)
-                    async with nullcontext() if probe is not None else limit:
-                        idle, probe = await _idle(target, peek, now=now, probe=probe)
-            else:  # a member's own server: checking its address may ask the DNS
-                async with limit, calendars.target(view, peek.member) as target:
-                    idle, probe = await _idle(target, peek, now=now)
+            idle, probe = await probed(view, peek.member, peek)
         except Exception as exc:  # whatever it is, the sync reports and retries it properly
             log.debug("poll could not probe the view", extra={"error": type(exc).__name__})
             return view, None
