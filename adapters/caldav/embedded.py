@@ -65,6 +65,9 @@ MOUNT_PATH = "/dav"  # where create_app mounts the server; hrefs clients see sta
 SERVICE_USER = "carecal"  # never a member username: those always contain "~"
 VIEW_SYNC = "view.sync"
 STORE_TIMEOUT_SECONDS = 10.0
+# A member's write whose sync could not be queued (the store did not answer) is tried again
+# this often while the server runs.
+REQUEUE_SECONDS = 1.0
 # Four times view_sync.MAX_MEMBER_BYTES (256 KiB, the largest member copy the sync reads): a
 # copy it still reads, merged with ours on the way back, always fits; a larger one the sync
 # reads at most once (then replaces it). Calendar-multiget bodies (hrefs) stay far below it.
@@ -106,6 +109,8 @@ class EmbeddedCalDAV:
         self._verified: dict[str, bytes] = {}  # stored hash -> HMAC of the password
         self._verified_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        # collection -> (actor, change) of members' writes whose sync is still to be queued
+        self._unqueued: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:  # Radicale may log its configuration, which holds us
         return f"EmbeddedCalDAV(folder={str(self._settings.folder)!r})"
@@ -117,13 +122,32 @@ class EmbeddedCalDAV:
         self._settings.folder.mkdir(parents=True, exist_ok=True)
         wsgi = WSGIMiddleware(_Radicale(self._radicale_config()), workers=WSGI_THREADS)
         self._asgi = wsgi
+        requeue = asyncio.create_task(self._requeue_loop(store), name="carecal-dav-requeue")
         try:
             yield
         finally:
             self._asgi = None
             await asyncio.to_thread(wsgi.executor.shutdown, wait=True)
+            requeue.cancel()
+            await asyncio.gather(requeue, return_exceptions=True)
+            # What is still unqueued is found at the next start (`worker.renew_views`).
             self._store = None
             self._loop = None
+
+    async def _requeue_loop(self, store: Store) -> None:
+        """Queue the syncs that members' writes could not queue when they were made."""
+        while True:
+            await asyncio.sleep(REQUEUE_SECONDS)
+            with self._lock:
+                waiting, self._unqueued = self._unqueued, {}
+            for collection, (actor, change) in waiting.items():
+                try:
+                    await self._queue_sync(store, actor, collection, change)
+                except StoreError:
+                    with self._lock:
+                        self._unqueued.setdefault(collection, (actor, change))
+                else:
+                    log.info("queued a view sync at last", extra={"collection": collection})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._asgi is None:
@@ -232,35 +256,40 @@ class EmbeddedCalDAV:
         user, _, name = collection.partition("/")
         if user != actor or not name:
             return  # rights keep members inside their home; nothing else is a view
-
-        async def enqueue(store: Store) -> None:
-            async with store.transaction() as tx:
-                credential = await tx.get_calendar_credential(actor)
-                if credential is None:
-                    return
-                path = f"{MOUNT_PATH}/{collection}/"  # the href a CalDAV client uses
-                await tx.enqueue_job(
-                    credential.tenant_id,
-                    VIEW_SYNC,
-                    {
-                        "member_id": credential.member_id,
-                        "username": actor,
-                        "collection": path,
-                        "reason": "member_write",
-                        "change": change,
-                    },
-                    run_at=self._clock(),
-                    # The key `enqueue_view_syncs` uses for this view (`View.job_key`): a
-                    # member's write and a host change queued together sync the view once.
-                    key=f"{unquote(name.rstrip('/'))}:{credential.member_id}",
-                )
-
         try:
-            self._call(enqueue)
+            self._call(lambda store: self._queue_sync(store, actor, collection, change))
         except StoreError:
-            # The object is stored already; the view's next sync (a change in the circle, the
-            # day's renewal or the next start: `worker.renew_views`) finds it in the delta.
-            log.exception("could not queue a view sync", extra={"collection": collection})
+            # The object is stored already: the sync is queued again every REQUEUE_SECONDS
+            # until the store answers (and, should carecal stop first, at the next start:
+            # `worker.renew_views`).
+            log.exception(
+                "could not queue a view sync; trying again", extra={"collection": collection}
+            )
+            with self._lock:
+                self._unqueued[collection] = (actor, change)
+
+    async def _queue_sync(self, store: Store, actor: str, collection: str, change: str) -> None:
+        _, _, name = collection.partition("/")
+        async with store.transaction() as tx:
+            credential = await tx.get_calendar_credential(actor)
+            if credential is None:
+                return
+            path = f"{MOUNT_PATH}/{collection}/"  # the href a CalDAV client uses
+            await tx.enqueue_job(
+                credential.tenant_id,
+                VIEW_SYNC,
+                {
+                    "member_id": credential.member_id,
+                    "username": actor,
+                    "collection": path,
+                    "reason": "member_write",
+                    "change": change,
+                },
+                run_at=self._clock(),
+                # The key `enqueue_view_syncs` uses for this view (`View.job_key`): a member's
+                # write and a host change queued together sync the view once.
+                key=f"{unquote(name.rstrip('/'))}:{credential.member_id}",
+            )
 
 
 class _Radicale(RadicaleApplication):

@@ -359,3 +359,34 @@ async def test_an_answer_whose_hook_was_lost_is_taken_after_a_restart(
             assert await eventually(claimed) == [("m-anna", "caldav")]
             async with calendar_app(served, bo) as app:
                 await eventually(copy_reading(app, BO_VIEW, "[Anna] Indkøb"))
+
+
+async def test_an_answer_whose_sync_could_not_be_queued_is_queued_when_the_store_answers(
+    served: Served, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded server stored Anna's answer, but the store did not answer its hook (a
+    locked or unreachable database): the object is in her collection and no job knows of it.
+    The server tries again every REQUEUE_SECONDS until the store answers; her claim is made
+    and Bo sees it within seconds, not at the day's renewal."""
+    from adapters.caldav.embedded import REQUEUE_SECONDS, EmbeddedCalDAV
+    from plugin.services.ports import StoreUnavailable
+
+    real = EmbeddedCalDAV._queue_sync
+    failures = [1]  # the store fails the hook once
+
+    async def flaky(self: EmbeddedCalDAV, store: Any, *args: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise StoreUnavailable("database is locked")
+        await real(self, store, *args)
+
+    anna, bo, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        monkeypatch.setattr(EmbeddedCalDAV, "_queue_sync", flaky)
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"), within=REQUEUE_SECONDS + 4)
+        assert failures == [0]  # the hook did meet the failure
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    claims = task["occurrences"][0]["claims"]
+    assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
