@@ -146,6 +146,10 @@ class EmbeddedCalDAV:
                 except StoreError:
                     with self._lock:
                         self._unqueued.setdefault(collection, (actor, change))
+                except Exception:
+                    # Not the store's absence: trying again every second would not help. The
+                    # next start finds the write (`worker.renew_views`); the loop goes on.
+                    log.exception("could not queue a view sync", extra={"collection": collection})
                 else:
                     log.info("queued a view sync at last", extra={"collection": collection})
 
