@@ -394,6 +394,7 @@ async def poll_round(
     peeks: dict[View, _Peek] = {}
     members: dict[View, Member] = {}  # every view's member, synced or not
     retrying: set[View] = set()
+    down: set[View] = set()  # retrying views whose server still does not answer
     async with store.reading() as tx:
         for tenant_id in sorted({view.tenant_id for view in views}):
             for seen in await tx.peek_views(tenant_id, SYNCED_DELIVERIES):
@@ -432,6 +433,7 @@ async def poll_round(
             except NotFound:
                 return view, None  # the server answered: the collection is to be made
             except Exception as exc:  # down still: the retry's backoff stands
+                down.add(view)
                 log.debug(
                     "poll left a failing view to its retry", extra={"error": type(exc).__name__}
                 )
@@ -484,15 +486,10 @@ async def poll_round(
         item[0]: item for task in tasks if task in done and (item := task.result()) is not None
     }
     if tally is not None:
-        down = sum(
-            1 for view, task in zip(ordered, tasks, strict=True)
-            if task in done and view in retrying and task.result() is None
-        )  # fmt: skip
-        tally["due"] = tally.get("due", 0) + len(found)
-        tally["down"] = tally.get("down", 0) + down
-        tally["unanswered"] = tally.get("unanswered", 0) + len(pending)
-        idle = len(tasks) - len(found) - down - len(pending)
-        tally["idle"] = tally.get("idle", 0) + idle
+        counts = {"due": len(found), "down": len(down), "unanswered": len(pending)}
+        counts["idle"] = len(tasks) - sum(counts.values())
+        for result, views_found in counts.items():
+            tally[result] = tally.get(result, 0) + views_found
     return [found[view] for view in views if view in found]
 
 

@@ -17,7 +17,7 @@ from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars
 from plugin.services.ports import Job
-from plugin.worker import JobContext, Worker, backoff
+from plugin.worker import Handler, JobContext, Worker, backoff
 from tests.integration.support import FIXED_NOW, Clock
 
 
@@ -68,6 +68,14 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def three_slots(store: SqlStore, settings: Settings, clock: Clock, slow: Handler) -> Worker:
+    """A worker with `worker.concurrency` 3 that runs `test.slow` jobs with `slow`."""
+    limited = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"concurrency": 3})}
+    )
+    return Worker(store, limited, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+
+
 async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
     store: SqlStore, settings: Settings, clock: Clock
 ) -> None:
@@ -87,10 +95,7 @@ async def test_jobs_of_a_batch_run_concurrently_up_to_the_limit(
         await release.wait()
         running -= 1
 
-    limited = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"concurrency": 3})}
-    )
-    worker = Worker(store, limited, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    worker = three_slots(store, settings, clock, slow)
     batch = asyncio.create_task(worker.run_once())
     await asyncio.wait_for(three_running.wait(), timeout=5)
     await asyncio.sleep(0.05)
@@ -117,10 +122,7 @@ async def test_the_workers_loop_runs_at_most_its_concurrency_at_once(
         await release.wait()
         running -= 1
 
-    limited = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"concurrency": 3})}
-    )
-    worker = Worker(store, limited, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    worker = three_slots(store, settings, clock, slow)
     task = asyncio.create_task(worker.run())
     try:
         await until(lambda: started == 3)
