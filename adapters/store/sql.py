@@ -162,12 +162,19 @@ class SqlStore:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
-        """On SQLite a deferred BEGIN (a snapshot at the first read, no write lock) outside the
-        writer queue; on PostgreSQL an ordinary transaction."""
+        """One snapshot for all of its reads: on SQLite a deferred BEGIN (a snapshot at the
+        first read, no write lock) outside the writer queue; on PostgreSQL a REPEATABLE READ
+        transaction (at READ COMMITTED each statement would see what committed since the last:
+        a view's records read before a concurrent `delete_view` committed, and its state after,
+        describe no view that ever was)."""
         with translate_errors():
             async with self.engine.connect() as connection:
                 if self._sqlite:
                     connection = await connection.execution_options(**{READ_ONLY: True})
+                else:
+                    connection = await connection.execution_options(
+                        isolation_level="REPEATABLE READ"
+                    )
                 async with connection.begin():
                     yield SqlTx(connection, cipher=self._cipher, event_seq=self._event_seq)
 

@@ -207,6 +207,25 @@ async def test_a_reader_sees_what_is_committed_and_does_not_wait_for_a_writer(
         assert await reader.get_view_generation("north", "m-anna", "c-123") == 2
 
 
+async def test_a_readers_reads_are_one_snapshot(store: Store) -> None:
+    """What a view's run reads (`view_sync._gather`: its records, then its state) describes
+    one moment: a `delete_view` committed between two of its reads is seen by neither. (On
+    PostgreSQL at READ COMMITTED the second read saw it: records of a view with no state.)"""
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_view_record("north", "m-anna", "c-123", LIVE)
+        await tx.save_view_state("north", "m-anna", "c-123", STATE)
+    async with store.reading() as reader:
+        assert list(await reader.list_view_records("north", "m-anna", "c-123")) == [LIVE.uid]
+        async with store.transaction() as tx:
+            await tx.delete_view("north", "m-anna", "c-123")
+        assert await reader.get_view_state("north", "m-anna", "c-123") == STATE
+        assert list(await reader.list_view_records("north", "m-anna", "c-123")) == [LIVE.uid]
+    async with store.reading() as reader:
+        assert await reader.get_view_state("north", "m-anna", "c-123") is None
+        assert await reader.list_view_records("north", "m-anna", "c-123") == {}
+
+
 OLD = ExternalCalendar("https://dav.example.org/cal/anna/", "anna", "old-s3cret")
 OTHER = ExternalCalendar("https://cloud.example.net/dav/anna/", "anna@example.net", "pw-2")
 
