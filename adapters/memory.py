@@ -408,9 +408,10 @@ class MemoryTx:
             for key, s in self._s.view_state.items()
         )
 
-    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         key = (tenant_id, member_id, citizen_id)
-        self._s.view_generations[key] = self._s.view_generations.get(key, 0) + 1
+        bumped = self._s.view_generations[key] = self._s.view_generations.get(key, 0) + 1
+        return bumped
 
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         return self._s.view_generations.get((tenant_id, member_id, citizen_id), 0)
@@ -439,6 +440,20 @@ class MemoryTx:
                 )
             )
         return found
+
+    async def peek_view(
+        self, tenant_id: str, member_id: str, citizen_id: str, deliveries: Sequence[Delivery]
+    ) -> ViewPeek | None:
+        row = self._s.memberships.get((tenant_id, citizen_id, member_id))
+        if row is None or row.removed_at is not None or row.member.calendar not in deliveries:
+            return None
+        key = (tenant_id, member_id, citizen_id)
+        return ViewPeek(
+            row.member,
+            citizen_id,
+            self._s.view_state.get(key),
+            self._s.view_generations.get(key, 0),
+        )
 
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         return self._s.tasks.get((tenant_id, task_id))

@@ -505,11 +505,12 @@ class SqlTx:
             },
         )
 
-    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
-        await self._c.execute(
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
+        bumped = await self._c.scalar(
             self._q.bump_view_generation,
             {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
         )
+        return int(bumped)
 
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         found = await self._c.scalar(
@@ -530,22 +531,38 @@ class SqlTx:
         rows = await self._c.execute(
             self._q.peek_views, {"p_tenant": tenant_id, "p_deliveries": list(deliveries)}
         )
-        found = []
-        for row in rows:
-            state = None
-            if row.vs_collection is not None:
-                state = ViewState(
-                    row.vs_collection,
-                    row.vs_sync_token,
-                    row.vs_ctag,
-                    row.vs_synced_at,
-                    row.vs_inputs,
-                    row.vs_generation,
-                    row.vs_server,
-                )
-            member = member_from_row(tenant_id, row, self._cipher)
-            found.append(ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0)))
-        return found
+        return [self._peeked(tenant_id, row) for row in rows]
+
+    async def peek_view(
+        self, tenant_id: str, member_id: str, citizen_id: str, deliveries: Sequence[Delivery]
+    ) -> ViewPeek | None:
+        row = (
+            await self._c.execute(
+                self._q.peek_view,
+                {
+                    "p_tenant": tenant_id,
+                    "p_member": member_id,
+                    "p_citizen": citizen_id,
+                    "p_deliveries": list(deliveries),
+                },
+            )
+        ).one_or_none()
+        return None if row is None else self._peeked(tenant_id, row)
+
+    def _peeked(self, tenant_id: str, row: Any) -> ViewPeek:
+        state = None
+        if row.vs_collection is not None:
+            state = ViewState(
+                row.vs_collection,
+                row.vs_sync_token,
+                row.vs_ctag,
+                row.vs_synced_at,
+                row.vs_inputs,
+                row.vs_generation,
+                row.vs_server,
+            )
+        member = member_from_row(tenant_id, row, self._cipher)
+        return ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0))
 
     # tasks and occurrences
 

@@ -195,6 +195,7 @@ class Statements:
     get_view_generation: Any
     list_member_views: Any
     peek_views: Any
+    peek_view: Any
     retire_calendar: Any
     erase_removed_account: Any
     retired_calendars: Any
@@ -248,6 +249,38 @@ def statements(dialect_name: str) -> Statements:
     dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
     task_id = bindparam("p_task", type_=String)
     ids: Any = bindparam("p_ids", expanding=True)
+    # A synced view as a poll (all of a tenant's) or a run (one) first reads it.
+    peeked = (
+        select(
+            memberships,
+            view_state.c.collection.label("vs_collection"),
+            view_state.c.sync_token.label("vs_sync_token"),
+            view_state.c.ctag.label("vs_ctag"),
+            view_state.c.synced_at.label("vs_synced_at"),
+            view_state.c.inputs.label("vs_inputs"),
+            view_state.c.generation.label("vs_generation"),
+            view_state.c.server.label("vs_server"),
+            view_generations.c.generation.label("current_generation"),
+        )
+        .select_from(
+            memberships.outerjoin(
+                view_state,
+                (view_state.c.tenant_id == memberships.c.tenant_id)
+                & (view_state.c.member_id == memberships.c.member_id)
+                & (view_state.c.citizen_id == memberships.c.citizen_id),
+            ).outerjoin(
+                view_generations,
+                (view_generations.c.tenant_id == memberships.c.tenant_id)
+                & (view_generations.c.member_id == memberships.c.member_id)
+                & (view_generations.c.citizen_id == memberships.c.citizen_id),
+            )
+        )
+        .where(
+            memberships.c.tenant_id == TENANT,
+            memberships.c.removed_at.is_(None),
+            memberships.c.calendar.in_(bindparam("p_deliveries", expanding=True)),
+        )
+    )
     member_key = (memberships.c.tenant_id == TENANT) & (
         memberships.c.citizen_id == bindparam("p_citizen", type_=String)
     )
@@ -411,7 +444,8 @@ def statements(dialect_name: str) -> Statements:
         .on_conflict_do_update(
             index_elements=["tenant_id", "member_id", "citizen_id"],
             set_={"generation": view_generations.c.generation + 1},
-        ),
+        )
+        .returning(view_generations.c.generation),
         retire_calendar=_upsert(
             dialect,
             retired_calendars,
@@ -443,36 +477,11 @@ def statements(dialect_name: str) -> Statements:
             memberships.c.calendar.in_(bindparam("p_deliveries", expanding=True)),
         )
         .order_by(memberships.c.citizen_id, memberships.c.member_id),
-        peek_views=select(
-            memberships,
-            view_state.c.collection.label("vs_collection"),
-            view_state.c.sync_token.label("vs_sync_token"),
-            view_state.c.ctag.label("vs_ctag"),
-            view_state.c.synced_at.label("vs_synced_at"),
-            view_state.c.inputs.label("vs_inputs"),
-            view_state.c.generation.label("vs_generation"),
-            view_state.c.server.label("vs_server"),
-            view_generations.c.generation.label("current_generation"),
-        )
-        .select_from(
-            memberships.outerjoin(
-                view_state,
-                (view_state.c.tenant_id == memberships.c.tenant_id)
-                & (view_state.c.member_id == memberships.c.member_id)
-                & (view_state.c.citizen_id == memberships.c.citizen_id),
-            ).outerjoin(
-                view_generations,
-                (view_generations.c.tenant_id == memberships.c.tenant_id)
-                & (view_generations.c.member_id == memberships.c.member_id)
-                & (view_generations.c.citizen_id == memberships.c.citizen_id),
-            )
-        )
-        .where(
-            memberships.c.tenant_id == TENANT,
-            memberships.c.removed_at.is_(None),
-            memberships.c.calendar.in_(bindparam("p_deliveries", expanding=True)),
-        )
-        .order_by(memberships.c.citizen_id, memberships.c.member_id),
+        peek_views=peeked.order_by(memberships.c.citizen_id, memberships.c.member_id),
+        peek_view=peeked.where(
+            memberships.c.member_id == bindparam("p_member", type_=String),
+            memberships.c.citizen_id == bindparam("p_citizen", type_=String),
+        ),
         get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
         upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
         list_tasks=select(tasks)

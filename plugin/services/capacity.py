@@ -213,13 +213,21 @@ class Overload:
 
 
 async def note_claim(
-    tx: Tx, tenant_id: str, record: OccurrenceRecord, member_id: str, *, now: datetime
+    tx: Tx,
+    tenant_id: str,
+    record: OccurrenceRecord,
+    member_id: str,
+    *,
+    now: datetime,
+    task: Task | None = None,
 ) -> Overload | None:
     """After `member_id`'s claim on `record` was stored: if it takes them over their capacity
     in the occurrence's period (`fairness.period_of`), and the host has not heard of that
     period yet, write `member.overloaded` to the outbox (after the claim's `task.claimed`: same
-    ordering key). The claim stands either way."""
-    task = await tx.get_task(tenant_id, record.occurrence.task_id)
+    ordering key). The claim stands either way. `task`: the occurrence's, when the caller
+    read it in this transaction."""
+    if task is None:
+        task = await tx.get_task(tenant_id, record.occurrence.task_id)
     if task is None or task.kind == "visit":
         return None
     circle = await tx.get_circle(tenant_id, task.citizen_id)

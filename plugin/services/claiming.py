@@ -24,7 +24,7 @@ from plugin.domain.claims import (
     decide_pass,
     decide_release,
 )
-from plugin.domain.model import Channel, OccurrenceRecord
+from plugin.domain.model import Channel, OccurrenceRecord, Task
 from plugin.services.capacity import note_claim
 from plugin.services.ports import AuditEntry, Tx
 
@@ -44,8 +44,10 @@ async def decide(
     *,
     channel: Channel,
     now: datetime,
+    task: Task | None = None,
 ) -> ClaimDecision | None:
-    """The decision taken and applied, or None when the occurrence is unknown."""
+    """The decision taken and applied, or None when the occurrence is unknown. `task`: the
+    occurrence's, when the caller read it in this transaction (else read when needed)."""
     record = await tx.lock_occurrence(tenant_id, occurrence_id)
     if record is None:
         return None
@@ -87,7 +89,9 @@ async def decide(
         )
     if decision.add_claim is not None:
         # Accepted whatever the member's capacity; over it, the host hears once per period.
-        await note_claim(tx, tenant_id, record, member_id, now=now)
+        if task is not None and task.id != record.occurrence.task_id:
+            task = None
+        await note_claim(tx, tenant_id, record, member_id, now=now, task=task)
     return decision
 
 

@@ -398,9 +398,10 @@ class Tx(Protocol):
         state from before servers were kept counts too)."""
         ...
 
-    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> None:
+    async def bump_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         """Something the view is rendered from changed (called in that change's transaction,
-        with the view's sync queued): its copies must be rendered again."""
+        with the view's sync queued): its copies must be rendered again. Answers the view's
+        generation after the bump."""
         ...
 
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
@@ -411,6 +412,13 @@ class Tx(Protocol):
         """What a poll round starts from, in one read: every current membership whose
         calendar delivery is one of `deliveries`, with its view's state (None: never synced)
         and generation. Ordered as `list_member_views`."""
+        ...
+
+    async def peek_view(
+        self, tenant_id: str, member_id: str, citizen_id: str, deliveries: Sequence[Delivery]
+    ) -> ViewPeek | None:
+        """One view as `peek_views` reads it, in one read (None: not a current membership
+        with one of `deliveries`): what a sync reads first."""
         ...
 
     async def list_member_views(

@@ -7,8 +7,8 @@ event again in a later sync asks nothing twice; the event itself is the member's
 changed. At most `MAX_FOREIGN` foreign objects are read per run (a collection is not a place
 to store hundreds of one's own events, and a hostile one must not cost much).
 
-    changed = await relief_from_collection(store, client, path, view, circle, records,
-                                           listing, now=now)
+    changed = await relief_from_collection(store, fetch, view, circle, records, listing,
+                                           now=now)
     # True when a new request released claims: the caller renders the view again
 """
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from plugin.domain.model import Circle
-from plugin.services.calendar_port import CalendarClient
 from plugin.services.calendars import View
 from plugin.services.ports import Store
 from plugin.services.relief import ReliefOutcome, request_relief
@@ -46,8 +45,7 @@ def gesture_request_id(view: View, uid: str) -> str:
 
 async def relief_from_collection(
     store: Store,
-    client: CalendarClient,
-    path: str,
+    fetch: Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[str, bytes]]]],
     view: View,
     circle: Circle,
     records: Mapping[str, SyncRecord],
@@ -55,15 +53,16 @@ async def relief_from_collection(
     *,
     now: datetime,
 ) -> bool:
-    """Read the foreign objects in `listing` (href -> ETag) and turn relief events into relief
-    requests; True when one was new and released any of the member's claims."""
+    """Read the foreign objects in `listing` (href -> ETag) with `fetch` (hrefs -> href ->
+    (ETag, body), a multiget of the collection) and turn relief events into relief requests;
+    True when one was new and released any of the member's claims."""
     ours = {record.href for record in records.values() if record.href is not None}
     foreign = sorted(href for href in listing if href not in ours)[:MAX_FOREIGN]
     if not foreign:
         return False
     zone = ZoneInfo(circle.citizen.timezone)
     asks = []
-    for _, body in (await client.fetch(path, foreign)).values():
+    for _, body in (await fetch(foreign)).values():
         ask = read_relief_event(
             body, zone=zone, max_bytes=MAX_BYTES, own_suffix=f"@{view.tenant_id}"
         )

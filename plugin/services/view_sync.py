@@ -42,7 +42,7 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -127,6 +127,9 @@ POLL_RESULTS = ("due", "idle", "down", "unanswered")  # what `poll_round` finds 
 # its own share of it (`routine_delay`): the day's many syncs spread out, and members'
 # changes, due at once, go before them.
 ROUTINE_SPREAD = timedelta(minutes=10)
+# At most this many objects a delta names are fetched with it, while the store is read
+# (`_prefetch`); a larger delta's are fetched once the run knows which it needs.
+PREFETCH_BODIES = 16
 
 
 def collection_name(circle: Circle) -> str:
@@ -261,18 +264,26 @@ async def sync_view(
     try:
         async with calendars.target(view, member) as target:
             if gathered is None and peek is not None:
-                idle, probe = await _idle(target, peek, now=now, probe=probe)
-                if idle:
-                    return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                # The store's read and the server's delta, at the same time (each raising
-                # what it raises, as when run one after the other).
-                delta = asyncio.create_task(_prefetch(target, peek.state, probe))
+                # Without a poll's probe the run is seldom idle (a change in carecal, a
+                # member's write to the embedded server, a new day): the store's read goes on
+                # while the server answers the probe and the delta.
+                reading = None if probe is not None else _gathering(store, view, now)
                 try:
-                    gathered = await _gather(store, view, now=now, since=now - HISTORY)
-                except BaseException:
-                    delta.cancel()
-                    await asyncio.gather(delta, return_exceptions=True)
-                    raise
+                    idle, probe = await _idle(target, peek, now=now, probe=probe)
+                    if idle:
+                        return SyncOutcome()  # the idle poll: one small read, one PROPFIND
+                    delta = asyncio.create_task(_prefetch(target, peek.state, probe))
+                    try:
+                        gathered = await (reading or _gathering(store, view, now))
+                    except BaseException:
+                        delta.cancel()
+                        await asyncio.gather(delta, return_exceptions=True)
+                        raise
+                finally:
+                    if reading is not None:
+                        # A read is let finish, never cancelled mid-statement; its answer or
+                        # error is not wanted when the probe failed or found the view idle.
+                        await asyncio.gather(reading, return_exceptions=True)
                 prefetched = await delta
                 if gathered is None:
                     return SyncOutcome()
@@ -299,6 +310,11 @@ async def sync_view(
         return SyncOutcome()
 
 
+def _gathering(store: Store, view: View, now: datetime) -> asyncio.Task[_Gathered | None]:
+    """A run's read of the view (`_gather` as of `now`), started."""
+    return asyncio.create_task(_gather(store, view, now=now, since=now - HISTORY))
+
+
 class _Moved(Exception):
     """The member's calendar delivery changed while a run was reading the view."""
 
@@ -315,17 +331,16 @@ class _Peek:
 
 
 async def _peek(store: Store, view: View) -> _Peek | None:
-    """The least a run reads first: the view's state, its generation, the member. None for a
-    view never synced, or a member carecal does not sync (the run then reads all at once)."""
+    """The least a run reads first (one read): the view's state, its generation, the member.
+    None for a view never synced, or a member carecal does not sync (the run then reads all
+    at once)."""
     async with store.reading() as tx:
-        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
-        state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
-        if state is None:
-            return None
-        member = await tx.get_membership(view.tenant_id, view.citizen_id, view.member_id)
-    if member is None or member.calendar not in SYNCED_DELIVERIES:
+        seen = await tx.peek_view(
+            view.tenant_id, view.member_id, view.citizen_id, SYNCED_DELIVERIES
+        )
+    if seen is None or seen.state is None:
         return None
-    return _Peek(state, generation, member)
+    return _Peek(seen.state, seen.generation, seen.member)
 
 
 async def _idle(
@@ -570,10 +585,12 @@ class _Remote:
 
 @dataclass(frozen=True, slots=True)
 class _Prefetched:
-    """The delta since `token`, read while the store was (None: the token is invalid)."""
+    """The delta since `token`, read while the store was (None: the token is invalid), and
+    the objects it names, fetched then too when they are few (href -> ETag, body)."""
 
     token: str
     delta: Delta | None
+    bodies: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _Prefetched | None:
@@ -589,9 +606,20 @@ async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _P
     ):
         return None
     try:
-        return _Prefetched(token, await target.client.changes_since(target.collection, token))
+        delta = await target.client.changes_since(target.collection, token)
     except InvalidSyncToken:
         return _Prefetched(token, None)
+    hrefs = [href for href, _ in delta.changed]
+    if not hrefs or len(hrefs) > PREFETCH_BODIES:
+        return _Prefetched(token, delta)
+    # What a member changed is what the run fetches: usually these, all of them (after a
+    # run's own writes it keeps the token that holds them). One it does not need costs
+    # only its bytes; one it needs and is not here is fetched as before.
+    try:
+        bodies = await target.client.fetch(target.collection, hrefs)
+    except CalendarError:
+        bodies = {}  # the run's own fetch tries again, and fails as it fails
+    return _Prefetched(token, delta, bodies)
 
 
 async def _read_remote(
@@ -660,6 +688,10 @@ async def _sync(
     prefetched: _Prefetched | None = None,
 ) -> SyncOutcome:
     client, path = target.client, target.collection
+
+    async def fetch(hrefs: Sequence[str]) -> Mapping[str, tuple[str, bytes]]:
+        return await _fetch(client, path, hrefs, prefetched)
+
     if gathered.state is not None and not _same_place(gathered.state, target):
         # The view moved (another server or account): the records describe the old place,
         # and every copy is written anew (none is as recorded there).
@@ -674,7 +706,7 @@ async def _sync(
     # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
     # (plugin.services.relief_calendar); released claims are rendered in this same run.
     if await relief_from_collection(
-        store, client, path, view, gathered.circle, gathered.records, remote_state.listing, now=now
+        store, fetch, view, gathered.circle, gathered.records, remote_state.listing, now=now
     ):
         gathered = await _gather(store, view, since=now - HISTORY) or gathered
     if remote_state.created and gathered.records:
@@ -707,7 +739,7 @@ async def _sync(
     fetched_uids: set[str] = set()
     complete = True  # every copy this run leaves is what its inputs render
     if plan.fetch.hrefs:
-        bodies = await client.fetch(path, plan.fetch.hrefs)
+        bodies = await fetch(plan.fetch.hrefs)
         fetched = [Fetched(href, etag, body) for href, (etag, body) in bodies.items()]
         readings = read_member_copies(
             fetched,
@@ -783,6 +815,21 @@ async def _sync(
         },
     )
     return SyncOutcome(written, skipped, intents)
+
+
+async def _fetch(
+    client: CalendarClient,
+    path: str,
+    hrefs: Sequence[str],
+    prefetched: _Prefetched | None,
+) -> Mapping[str, tuple[str, bytes]]:
+    """The objects at `hrefs`: those fetched with the delta, the rest fetched now."""
+    have = prefetched.bodies if prefetched is not None else {}
+    missing = [href for href in hrefs if href not in have]
+    bodies = {href: have[href] for href in hrefs if href in have}
+    if missing:
+        bodies.update(await client.fetch(path, missing))
+    return bodies
 
 
 def _marks_added(
@@ -1212,6 +1259,11 @@ async def _apply_intents(
     suffix = f"@{_domain(view)}"
     claims_changed = False
     decided: set[str] = set()
+    tasks_of = {
+        record.occurrence.id: task_id
+        for task_id, records in gathered.occurrences.items()
+        for record in records
+    }
     async with store.transaction() as tx:
         for intent in intents:
             match intent:
@@ -1222,7 +1274,7 @@ async def _apply_intents(
             occurrence_id = intent.uid.removesuffix(suffix)
             if ask is None or not intent.uid.endswith(suffix):
                 continue
-            task = await _task_of(tx, view, occurrence_id)
+            task = await _task_of(tx, view, occurrence_id, tasks_of)
             if task is None:
                 continue
             if task.kind == "visit" or (
@@ -1233,7 +1285,14 @@ async def _apply_intents(
                 # resets the copy.
                 continue
             decision = await decide(
-                tx, view.tenant_id, occurrence_id, view.member_id, ask, channel="caldav", now=now
+                tx,
+                view.tenant_id,
+                occurrence_id,
+                view.member_id,
+                ask,
+                channel="caldav",
+                now=now,
+                task=task,
             )
             if decision is None or not decision.changed:
                 continue
@@ -1244,8 +1303,9 @@ async def _apply_intents(
             return None
         # This run renders the answer, and records the generation it read after this;
         # should it stop before that, the next run must not take the copies as recorded.
-        await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
-        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        generation = await tx.bump_view_generation(
+            view.tenant_id, view.member_id, view.citizen_id
+        )
         records = {
             occurrence_id: await tx.get_occurrence(view.tenant_id, occurrence_id)
             for occurrence_id in sorted(decided)
@@ -1257,12 +1317,18 @@ async def _apply_intents(
     return _Applied(records, generation)
 
 
-async def _task_of(tx: Tx, view: View, occurrence_id: str) -> Task | None:
-    """The task of one of the view's occurrences (None: not this citizen's)."""
-    record = await tx.get_occurrence(view.tenant_id, occurrence_id)
-    if record is None:
-        return None
-    task = await tx.get_task(view.tenant_id, record.occurrence.task_id)
+async def _task_of(
+    tx: Tx, view: View, occurrence_id: str, tasks_of: Mapping[str, str]
+) -> Task | None:
+    """The task of one of the view's occurrences (None: not this citizen's). `tasks_of`: the
+    occurrences' tasks as the run read them (an occurrence never changes task)."""
+    task_id = tasks_of.get(occurrence_id)
+    if task_id is None:
+        record = await tx.get_occurrence(view.tenant_id, occurrence_id)
+        if record is None:
+            return None
+        task_id = record.occurrence.task_id
+    task = await tx.get_task(view.tenant_id, task_id)
     return task if task is not None and task.citizen_id == view.citizen_id else None
 
 

@@ -423,9 +423,11 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
             actions.append(_update(item, fetched.href, fetched.etag, item.body, False))
         elif copy.fingerprint == item.fingerprint and copy.partstat == item.partstat:
             actions.append(Remember(_record(item, fetched.href, fetched.etag, copy.has_alarms)))
+        elif not copy.has_alarms:
+            actions.append(_update(item, fetched.href, fetched.etag, item.body, False))
         else:
             body = bytes(merge_member_copy(item.body, copy.calendar).to_ical())
-            actions.append(_update(item, fetched.href, fetched.etag, body, copy.has_alarms))
+            actions.append(_update(item, fetched.href, fetched.etag, body, True))
     return Plan(tuple(actions))
 
 

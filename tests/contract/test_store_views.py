@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from adapters.store.sql import SqlStore
 from adapters.store.tables import retired_calendars
-from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
+from plugin.domain.model import Circle, Citizen, Delivery, ExternalCalendar, Member
 from plugin.services.ports import Store, ViewPeek, ViewState
 from plugin.sync.planner import SyncRecord
 from tests.contract.support import Backend
@@ -131,7 +131,7 @@ async def test_member_views_are_listed_by_delivery(store: Store) -> None:
 async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> None:
     """`peek_views`: the memberships `list_member_views` lists, each with its member (the
     external account decrypted), its view's state (None before a first sync) and its current
-    generation, which is not the one the state was saved with."""
+    generation, which is not the one the state was saved with. `peek_view`: one of them."""
     anna, bo, sara = ANNA, BO, SARA
     gone = Member(id="m-gone", name="Gone", role="network", visibility="full")
     citizen = Citizen(tenant_id="demo", id="c-1", display_name="Fru Jensen")
@@ -155,17 +155,28 @@ async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> 
         )
         assert await tx.peek_views("demo", ["feed"]) == [ViewPeek(sara, "c-1", None, 0)]
         assert await tx.peek_views("south", ["hosted"]) == []
+        # One view, as a sync reads it first: the same, or None where peek_views lists none.
+        synced_deliveries: list[Delivery] = ["hosted", "external"]
+        for peek in found:
+            assert await tx.peek_view("demo", peek.member.id, "c-1", synced_deliveries) == peek
+        assert await tx.peek_view("demo", "m-sara", "c-1", ["feed"]) == ViewPeek(
+            sara, "c-1", None, 0
+        )
+        for member_id in ("m-sara", "m-gone", "m-nobody"):  # a feed, removed, unknown
+            assert await tx.peek_view("demo", member_id, "c-1", synced_deliveries) is None
+        assert await tx.peek_view("demo", "m-anna", "c-2", synced_deliveries) is None
+        assert await tx.peek_view("south", "m-anna", "c-1", synced_deliveries) is None
 
 
 async def test_view_generations_count_bumps_per_view(store: Store) -> None:
-    """A view never bumped is at 0; each bump adds one, per view; saving the view's state
-    (with the generation a sync rendered from) never moves the counter."""
+    """A view never bumped is at 0; each bump adds one, per view, and answers the new count;
+    saving the view's state (with the generation a sync rendered from) never moves it."""
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
         assert await tx.get_view_generation("north", "m-anna", "c-123") == 0
-        await tx.bump_view_generation("north", "m-anna", "c-123")
-        await tx.bump_view_generation("north", "m-anna", "c-123")
-        await tx.bump_view_generation("north", "m-bo", "c-123")
+        assert await tx.bump_view_generation("north", "m-anna", "c-123") == 1
+        assert await tx.bump_view_generation("north", "m-anna", "c-123") == 2
+        assert await tx.bump_view_generation("north", "m-bo", "c-123") == 1
     async with store.transaction() as tx:
         assert await tx.get_view_generation("north", "m-anna", "c-123") == 2
         assert await tx.get_view_generation("north", "m-bo", "c-123") == 1
@@ -173,7 +184,7 @@ async def test_view_generations_count_bumps_per_view(store: Store) -> None:
         assert await tx.get_view_generation("south", "m-anna", "c-123") == 0
         await tx.save_view_state("north", "m-anna", "c-123", replace(STATE, generation=2))
     async with store.transaction() as tx:
-        await tx.bump_view_generation("north", "m-anna", "c-123")
+        assert await tx.bump_view_generation("north", "m-anna", "c-123") == 3
     async with store.transaction() as tx:
         assert await tx.get_view_generation("north", "m-anna", "c-123") == 3
         saved = await tx.get_view_state("north", "m-anna", "c-123")

@@ -5,6 +5,7 @@ the member's calendar app."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,6 +228,46 @@ async def test_accepting_in_the_calendar_claims_first_come_first_served(
         task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
         claims = task["occurrences"][0]["claims"]
         assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+
+
+async def test_a_members_answer_is_fetched_while_the_store_reads_her_view(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """Anna's answer, told by the embedded server's hook (so her view's run has no poll's
+    probe): the run reads her view from the store while it probes the collection, asks for
+    the delta and fetches her copy. Here that read is held until her copy was fetched: a run
+    that fetched only after the read would hold it for good (it gives up after 5 s, and the
+    test fails). Her claim goes through as ever."""
+    from adapters.caldav.client import CalDAVClient
+    from plugin.services import view_sync
+
+    tests = threading.get_ident()  # the calendar apps' requests are made from this thread
+    armed, fetched = threading.Event(), threading.Event()
+    waited: list[bool] = []
+    real_fetch, real_gather = CalDAVClient.fetch, view_sync._gather
+
+    async def fetch(self: CalDAVClient, path: str, hrefs: Any) -> Any:
+        if armed.is_set() and threading.get_ident() != tests and "m-anna" in path:
+            fetched.set()
+        return await real_fetch(self, path, hrefs)
+
+    async def gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        if armed.is_set() and view.member_id == "m-anna" and not waited:
+            waited.append(False)
+            waited[0] = await asyncio.to_thread(fetched.wait, 5)
+        return await real_gather(store, view, **kwargs)
+
+    monkeypatch.setattr(CalDAVClient, "fetch", fetch)
+    monkeypatch.setattr(view_sync, "_gather", gather)
+    anna, bo, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
+        armed.set()
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
+    assert waited == [True]
 
 
 async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the_next(
