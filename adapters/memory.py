@@ -46,6 +46,7 @@ from plugin.services.ports import (
     InboxStatus,
     Job,
     JobStatus,
+    KeyedJob,
     MemberLink,
     OutboxEvent,
     OutboxStatus,
@@ -413,6 +414,12 @@ class MemoryTx:
         bumped = self._s.view_generations[key] = self._s.view_generations.get(key, 0) + 1
         return bumped
 
+    async def bump_view_generations(
+        self, tenant_id: str, citizen_id: str, member_ids: Sequence[str]
+    ) -> None:
+        for member_id in member_ids:
+            await self.bump_view_generation(tenant_id, member_id, citizen_id)
+
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         return self._s.view_generations.get((tenant_id, member_id, citizen_id), 0)
 
@@ -696,6 +703,17 @@ class MemoryTx:
             run_at=run_at,
         )
 
+    async def enqueue_keyed_jobs(self, tenant_id: str, kind: str, jobs: Sequence[KeyedJob]) -> None:
+        for job in jobs:
+            await self.enqueue_job(
+                tenant_id,
+                kind,
+                job.payload,
+                run_at=job.run_at,
+                key=job.key,
+                keep_retry=job.keep_retry,
+            )
+
     async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:
         return {
             job.key
@@ -928,7 +946,10 @@ class MemoryStore:
             )
         else:
             self._state.jobs[twin.id] = replace(
-                twin, run_at=min(twin.run_at, run_at), last_error=error
+                twin,
+                run_at=min(twin.run_at, run_at),
+                attempts=max(twin.attempts, job.attempts),
+                last_error=error,
             )
             del self._state.jobs[job.id]
 

@@ -64,6 +64,7 @@ from plugin.services.view_sync import (
     probe_of_job,
     sync_view,
     view_of_job,
+    view_sync_job,
     withdraw_retired,
     withdraw_view,
 )
@@ -140,9 +141,12 @@ async def renew_views(
             and (every or peek.state.synced_at.astimezone(UTC).date() < today)
         ]
         for start in range(0, len(stale), RENEW_BATCH):
+            jobs = [
+                view_sync_job(view, now=now, reason=reason, routine=True)
+                for view in stale[start : start + RENEW_BATCH]
+            ]
             async with store.transaction() as tx:
-                for view in stale[start : start + RENEW_BATCH]:
-                    await enqueue_view_sync(tx, view, now=now, reason=reason, routine=True)
+                await tx.enqueue_keyed_jobs(tenant.id, JOB_VIEW_SYNC, jobs)
         count += len(stale)
     return count
 

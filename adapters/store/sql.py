@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -359,39 +360,58 @@ class SqlStore:
         self, connection: AsyncConnection, row: Any, *, run_at: datetime, error: str | None
     ) -> None:
         """Put a running job back in the queue. If a queued job with the same key arrived
-        meanwhile, the two are folded into the queued one (at the earlier run_at)."""
-        twin = None
-        if row.key is not None:
-            twin = (
-                await connection.execute(
-                    select(jobs.c.id, jobs.c.run_at).where(
-                        jobs.c.tenant_id == row.tenant_id,
-                        jobs.c.kind == row.kind,
-                        jobs.c.key == row.key,
-                        jobs.c.status == "queued",
-                    )
-                )
-            ).one_or_none()
+        meanwhile, the two are folded into the queued one (at the earlier run_at, with the
+        leases the running one had: the backoff and `max_attempts` go on counting)."""
+        twin = await self._queued_twin(connection, row)
         if twin is None:
-            await connection.execute(
-                update(jobs)
-                .where(jobs.c.id == row.id)
-                .values(
-                    status="queued",
-                    run_at=run_at,
-                    lease_owner=None,
-                    lease_until=None,
-                    last_error=error,
-                    updated_at=_utcnow(),
-                )
-            )
-            return
+            try:
+                async with connection.begin_nested():
+                    await connection.execute(
+                        update(jobs)
+                        .where(jobs.c.id == row.id)
+                        .values(
+                            status="queued",
+                            run_at=run_at,
+                            lease_owner=None,
+                            lease_until=None,
+                            last_error=error,
+                            updated_at=_utcnow(),
+                        )
+                    )
+                return
+            except IntegrityError:
+                # On PostgreSQL (READ COMMITTED) a twin can commit between the look above and
+                # this update; the one queued job per key it holds refuses ours: fold into it.
+                twin = await self._queued_twin(connection, row)
+                if twin is None:
+                    raise
         await connection.execute(
             update(jobs)
             .where(jobs.c.id == twin.id)
-            .values(run_at=min(twin.run_at, run_at), last_error=error, updated_at=_utcnow())
+            .values(
+                run_at=min(twin.run_at, run_at),
+                attempts=max(twin.attempts, row.attempts),
+                last_error=error,
+                updated_at=_utcnow(),
+            )
         )
         await connection.execute(delete(jobs).where(jobs.c.id == row.id))
+
+    @staticmethod
+    async def _queued_twin(connection: AsyncConnection, row: Any) -> Any:
+        """The queued job of `row`'s kind and key (None: none, or `row` has no key)."""
+        if row.key is None:
+            return None
+        return (
+            await connection.execute(
+                select(jobs.c.id, jobs.c.run_at, jobs.c.attempts).where(
+                    jobs.c.tenant_id == row.tenant_id,
+                    jobs.c.kind == row.kind,
+                    jobs.c.key == row.key,
+                    jobs.c.status == "queued",
+                )
+            )
+        ).one_or_none()
 
     async def purge_done_jobs(self, *, due_before: datetime) -> int:
         """In batches of `PURGE_BATCH` rows, each its own short transaction (SQLite's one

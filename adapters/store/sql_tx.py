@@ -56,6 +56,7 @@ from plugin.services.ports import (
     Conflict,
     InboxEntry,
     InboxStatus,
+    KeyedJob,
     MemberLink,
     StoreError,
     StoreUnavailable,
@@ -512,6 +513,18 @@ class SqlTx:
         )
         return int(bumped)
 
+    async def bump_view_generations(
+        self, tenant_id: str, citizen_id: str, member_ids: Sequence[str]
+    ) -> None:
+        if member_ids:
+            await self._c.execute(
+                self._q.bump_view_generations,
+                [
+                    {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id}
+                    for member_id in member_ids
+                ],
+            )
+
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         found = await self._c.scalar(
             self._q.get_view_generation,
@@ -913,6 +926,30 @@ class SqlTx:
                 "updated_at": now,
             },
         )
+
+    async def enqueue_keyed_jobs(self, tenant_id: str, kind: str, jobs: Sequence[KeyedJob]) -> None:
+        now = _utcnow()
+        for keep_retry, statement in (
+            (False, self._q.add_keyed_job),
+            (True, self._q.add_keyed_job_keeping_retry),
+        ):
+            rows = [
+                {
+                    "tenant_id": tenant_id,
+                    "kind": kind,
+                    "key": job.key,
+                    "payload": dict(job.payload),
+                    "status": "queued",
+                    "run_at": job.run_at,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for job in jobs
+                if job.keep_retry is keep_retry
+            ]
+            if rows:
+                await self._c.execute(statement, rows)
 
     async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:
         rows = await self._c.scalars(self._q.retrying_jobs, {"p_tenant": tenant_id, "p_kind": kind})

@@ -192,6 +192,7 @@ class Statements:
     collection_in_use: Any
     upsert_view_state: Any
     bump_view_generation: Any
+    bump_view_generations: Any
     get_view_generation: Any
     list_member_views: Any
     peek_views: Any
@@ -305,6 +306,19 @@ def statements(dialect_name: str) -> Statements:
         occ_t.c.end_utc >= bindparam("p_ended_after", type_=UTCDateTime())
     )
     of_citizen = select(occ_t.c.id).where(occ_t.c.tenant_id == TENANT, of_citizen_since)
+    bump = (
+        dialect.insert(view_generations)
+        .values(
+            tenant_id=TENANT,
+            member_id=bindparam("p_member", type_=String),
+            citizen_id=bindparam("p_citizen", type_=String),
+            generation=1,
+        )
+        .on_conflict_do_update(
+            index_elements=["tenant_id", "member_id", "citizen_id"],
+            set_={"generation": view_generations.c.generation + 1},
+        )
+    )
     keyed_job = dialect.insert(jobs)
     earlier = case(
         (keyed_job.excluded.run_at < jobs.c.run_at, keyed_job.excluded.run_at),
@@ -434,18 +448,8 @@ def statements(dialect_name: str) -> Statements:
             ["tenant_id", "member_id", "citizen_id"],
             VIEW_STATE_COLUMNS,
         ),
-        bump_view_generation=dialect.insert(view_generations)
-        .values(
-            tenant_id=TENANT,
-            member_id=bindparam("p_member", type_=String),
-            citizen_id=bindparam("p_citizen", type_=String),
-            generation=1,
-        )
-        .on_conflict_do_update(
-            index_elements=["tenant_id", "member_id", "citizen_id"],
-            set_={"generation": view_generations.c.generation + 1},
-        )
-        .returning(view_generations.c.generation),
+        bump_view_generation=bump.returning(view_generations.c.generation),
+        bump_view_generations=bump,
         retire_calendar=_upsert(
             dialect,
             retired_calendars,

@@ -102,6 +102,16 @@ class HostRejected(DeliveryFailed):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyedJob:
+    """A job to queue, deduplicated by `key` while queued (`Tx.enqueue_keyed_jobs`)."""
+
+    key: str
+    payload: Mapping[str, Any]
+    run_at: datetime
+    keep_retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """A leased job; `attempts` counts the leases before this one (0 on the first run)."""
 
@@ -404,6 +414,13 @@ class Tx(Protocol):
         generation after the bump."""
         ...
 
+    async def bump_view_generations(
+        self, tenant_id: str, citizen_id: str, member_ids: Sequence[str]
+    ) -> None:
+        """`bump_view_generation` of each of the members' views of the citizen (ids unique),
+        in one statement whatever their number."""
+        ...
+
     async def get_view_generation(self, tenant_id: str, member_id: str, citizen_id: str) -> int:
         """How often the view was bumped; 0 for a view never bumped."""
         ...
@@ -541,6 +558,11 @@ class Tx(Protocol):
         """Queue a job. With a `key`, a job of the same kind and key that is still queued is
         not duplicated (its run_at becomes the earlier of the two; with `keep_retry`, not
         when that job failed before and waits for its retry: its backoff stands)."""
+        ...
+
+    async def enqueue_keyed_jobs(self, tenant_id: str, kind: str, jobs: Sequence[KeyedJob]) -> None:
+        """`enqueue_job` of each of `jobs` (keys unique among them), in one or two statements
+        whatever their number: a change's fan-out to a circle's views."""
         ...
 
     async def retrying_jobs(self, tenant_id: str, kind: str) -> set[str]:

@@ -89,7 +89,7 @@ from plugin.services.member_view import (
     member_view_inputs,
     organizer_address,
 )
-from plugin.services.ports import MemberLink, Store, Tx, ViewState
+from plugin.services.ports import KeyedJob, MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
 from plugin.sync.gestures import Gesture
@@ -155,19 +155,31 @@ async def enqueue_view_syncs(
     """Queue a sync of every view of `circle` (members with a hosted or external calendar)
     but `exclude`'s, deduplicated per view while queued; called in the transaction of the
     change that makes it necessary. Each view's generation is bumped with it, so the run does
-    not take the view for idle (`_idle`)."""
-    for member in circle.members:
-        if member.calendar not in SYNCED_DELIVERIES or member.id == exclude:
-            continue
-        view = View(tenant_id, member.id, circle.citizen.id)
-        await tx.bump_view_generation(tenant_id, member.id, circle.citizen.id)
-        # A member's own server whose last sync failed keeps its retry's backoff: the poll
-        # pulls it forward once the server answers (`poll_round`), and a busy circle's
-        # changes do not each cost a try (on a server that never answers, a worker's slot
-        # for the client's whole timeout).
-        await enqueue_view_sync(
-            tx, view, now=now, reason="changed", keep_retry=member.calendar == "external"
+    not take the view for idle (`_idle`). Two or three statements, whatever the circle's size.
+    """
+    members = [
+        member
+        for member in circle.members
+        if member.calendar in SYNCED_DELIVERIES and member.id != exclude
+    ]
+    if not members:
+        return
+    citizen_id = circle.citizen.id
+    await tx.bump_view_generations(tenant_id, citizen_id, [member.id for member in members])
+    # A member's own server whose last sync failed keeps its retry's backoff: the poll pulls
+    # it forward once the server answers (`poll_round`), and a busy circle's changes do not
+    # each cost a try (on a server that never answers, a worker's slot for the client's
+    # whole timeout).
+    jobs = [
+        view_sync_job(
+            View(tenant_id, member.id, citizen_id),
+            now=now,
+            reason="changed",
+            keep_retry=member.calendar == "external",
         )
+        for member in members
+    ]
+    await tx.enqueue_keyed_jobs(tenant_id, JOB_VIEW_SYNC, jobs)
 
 
 def routine_delay(view: View) -> timedelta:
@@ -187,9 +199,25 @@ async def enqueue_view_sync(
     keep_retry: bool = False,
     routine: bool = False,
 ) -> None:
-    """Queue a sync of `view`, due now (`routine`: after `routine_delay`); a sync of it
-    already queued takes this one's place (the earlier of the two; with `keep_retry` not when
-    that sync failed and waits for its retry). `probe`: the poll's, which saves the run a
+    """Queue a sync of `view` (`view_sync_job`)."""
+    job = view_sync_job(
+        view, now=now, reason=reason, probe=probe, keep_retry=keep_retry, routine=routine
+    )
+    await tx.enqueue_keyed_jobs(view.tenant_id, JOB_VIEW_SYNC, [job])
+
+
+def view_sync_job(
+    view: View,
+    *,
+    now: datetime,
+    reason: str,
+    probe: Probe | None = None,
+    keep_retry: bool = False,
+    routine: bool = False,
+) -> KeyedJob:
+    """A sync of `view`, due now (`routine`: after `routine_delay`); a sync of it already
+    queued takes this one's place (the earlier of the two; with `keep_retry` not when that
+    sync failed and waits for its retry). `probe`: the poll's, which saves the run a
     PROPFIND."""
     payload: dict[str, Any] = {
         "member_id": view.member_id,
@@ -199,14 +227,7 @@ async def enqueue_view_sync(
     if probe is not None:
         payload["probe"] = probe_payload(probe)
     run_at = now + routine_delay(view) if routine else now
-    await tx.enqueue_job(
-        view.tenant_id,
-        JOB_VIEW_SYNC,
-        payload,
-        run_at=run_at,
-        key=view.job_key,
-        keep_retry=keep_retry,
-    )
+    return KeyedJob(view.job_key, payload, run_at, keep_retry=keep_retry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1303,9 +1324,7 @@ async def _apply_intents(
             return None
         # This run renders the answer, and records the generation it read after this;
         # should it stop before that, the next run must not take the copies as recorded.
-        generation = await tx.bump_view_generation(
-            view.tenant_id, view.member_id, view.citizen_id
-        )
+        generation = await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
         records = {
             occurrence_id: await tx.get_occurrence(view.tenant_id, occurrence_id)
             for occurrence_id in sorted(decided)

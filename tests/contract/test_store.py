@@ -36,10 +36,12 @@ from plugin.services.ports import (
     InboxEntry,
     InboxItem,
     InboxStatus,
+    KeyedJob,
     Store,
     StoreError,
     StoreUnavailable,
 )
+from plugin.services.view_sync import enqueue_view_syncs
 from tests.contract.support import Backend
 
 T = "demo"
@@ -811,13 +813,14 @@ async def test_retrying_jobs_are_the_queued_ones_that_failed_before(store: Store
     await store.fail_job(leased["failed-once"].id, "w", error="timeout", retry_at=later)
     await store.fail_job(leased["failed-for-good"].id, "w", error="gone", retry_at=None)
     await store.fail_job(leased["other-kind"].id, "w", error="timeout", retry_at=later)
-    # New work queued while the run was in hand: the failed run folds into it, a fresh job.
+    # New work queued while the run was in hand: the failed run folds into it, and its
+    # failure counts there (the backoff and max_attempts go on counting).
     await enqueue(store, ("sync", "refolded", NOW))
     await store.fail_job(leased["refolded"].id, "w", error="timeout", retry_at=later)
     await enqueue(store, ("sync", "fresh", NOW))
     async with store.transaction() as tx:
         await tx.enqueue_job("elsewhere", "sync", {}, run_at=NOW, key="failed-once")
-        assert await tx.retrying_jobs(T, "sync") == {"failed-once"}
+        assert await tx.retrying_jobs(T, "sync") == {"failed-once", "refolded"}
         assert await tx.retrying_jobs(T, "other") == {"other-kind"}
         assert await tx.retrying_jobs("elsewhere", "sync") == set()
 
@@ -839,6 +842,89 @@ async def test_a_waiting_retry_is_kept_back_only_when_asked(store: Store) -> Non
     assert sorted(job.key or "" for job in due) == ["fresh", "hastened"]
     [kept] = await store.lease_jobs("w", now=retry_at, limit=5, lease_seconds=60)
     assert kept.key == "kept" and kept.attempts == 1
+
+
+async def test_keyed_jobs_are_queued_in_one_call_as_one_by_one(store: Store) -> None:
+    """`enqueue_keyed_jobs` (a change's fan-out): each job as `enqueue_job` would queue it:
+    new keys queued with their payloads, a queued twin keeps the earlier run_at, a waiting
+    retry keeps its backoff only with `keep_retry`; an empty list queues nothing."""
+    await enqueue(store, ("sync", "queued", NOW + timedelta(minutes=5)))
+    await enqueue(store, ("sync", "kept", NOW), ("sync", "hastened", NOW))
+    retry_at = NOW + timedelta(minutes=10)
+    for job in await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60):
+        if job.key != "queued":
+            await store.fail_job(job.id, "w", error="timeout", retry_at=retry_at)
+    later = NOW + timedelta(minutes=1)
+    async with store.transaction() as tx:
+        await tx.enqueue_keyed_jobs(T, "sync", [])
+        await tx.enqueue_keyed_jobs(
+            T,
+            "sync",
+            [
+                KeyedJob("new", {"n": 1}, later),
+                KeyedJob("kept", {}, later, keep_retry=True),
+                KeyedJob("hastened", {}, later),
+                KeyedJob("new-kept", {"n": 2}, later, keep_retry=True),
+            ],
+        )
+    assert await store.job_counts() == {"queued": 5, "running": 0, "done": 0, "failed": 0}
+    due = await store.lease_jobs("w", now=later, limit=10, lease_seconds=3600)
+    assert sorted((job.key or "", dict(job.payload)) for job in due) == [
+        ("hastened", {"key": "hastened"}),  # the queued job's payload stays
+        ("new", {"n": 1}),
+        ("new-kept", {"n": 2}),
+    ]
+    later_due = await store.lease_jobs("w", now=retry_at, limit=5, lease_seconds=60)
+    assert sorted((job.key or "", job.attempts) for job in later_due) == [
+        ("kept", 1),
+        ("queued", 0),
+    ]
+
+
+async def test_a_circles_view_generations_are_bumped_in_one_call(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_tenant(T)
+        await tx.bump_view_generation(T, "m-anna", "c-1")
+        await tx.bump_view_generations(T, "c-1", ["m-anna", "m-bo"])
+        await tx.bump_view_generations(T, "c-1", [])
+    async with store.reading() as tx:
+        assert await tx.get_view_generation(T, "m-anna", "c-1") == 2
+        assert await tx.get_view_generation(T, "m-bo", "c-1") == 1
+        assert await tx.get_view_generation(T, "m-bo", "c-2") == 0
+
+
+async def test_sql_a_circles_fan_out_costs_the_same_statements_at_any_size(
+    backend: Backend,
+) -> None:
+    """`view_sync.enqueue_view_syncs` (every change in a circle: a claim, a host event) bumps
+    and queues all the circle's views in three statements, for 3 members or 30."""
+    store = backend.store
+    if not isinstance(store, SqlStore):
+        pytest.skip("SQL adapters only")
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        sent.append(statement.split()[0])
+
+    for size in (3, 30):
+        members = tuple(
+            Member(f"m-{n}", f"M{n}", "relative", "full", calendar=("hosted", "external")[n % 2])
+            for n in range(size)
+        )
+        crowd = Circle(Citizen(T, f"c-{size}", "Fru Jensen"), 1, members)
+        async with store.transaction() as tx:
+            await tx.ensure_tenant(T)
+            event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+            try:
+                await enqueue_view_syncs(tx, T, crowd, now=NOW, exclude="m-0")
+            finally:
+                event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        assert sent == ["INSERT", "INSERT", "INSERT"], (size, sent)
+        sent.clear()
+    assert (await store.job_counts())["queued"] == 2 + 29
+    async with store.reading() as tx:
+        assert await tx.get_view_generation(T, "m-29", "c-30") == 1
+        assert await tx.get_view_generation(T, "m-0", "c-30") == 0
 
 
 async def test_finished_jobs_are_purged_once_they_were_due_long_enough_ago(store: Store) -> None:
@@ -887,6 +973,36 @@ async def test_requeue_folds_into_a_queued_job_with_the_same_key(store: Store) -
     assert await store.job_counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0}
     [job] = await store.lease_jobs("w", now=NOW + timedelta(minutes=1), limit=5, lease_seconds=60)
     assert job.run_at == NOW + timedelta(minutes=1)
+    assert job.attempts == 1  # the failed run's lease counts on
+
+
+async def test_sql_a_twin_queued_while_a_failed_run_is_requeued_is_folded_into(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a queued twin can commit between the requeue's look for one and its
+    update (READ COMMITTED): the update then breaks the one-queued-job-per-key index. The
+    requeue folds into the twin instead of failing (which left the run "running" until its
+    lease ran out, and its view's syncs with it). Simulated here: the first look misses."""
+    store = backend.store
+    if not isinstance(store, SqlStore):
+        pytest.skip("SQL adapters only")
+    await enqueue(store, ("sync", "v", NOW))
+    [running] = await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60)
+    await enqueue(store, ("sync", "v", NOW + timedelta(minutes=5)))
+    looks: list[bool] = []
+    real = SqlStore._queued_twin
+
+    async def late(connection: Any, row: Any) -> Any:
+        found = await real(connection, row)
+        looks.append(found is not None)
+        return None if len(looks) == 1 else found
+
+    monkeypatch.setattr(SqlStore, "_queued_twin", staticmethod(late))
+    await store.fail_job(running.id, "w", error="e", retry_at=NOW + timedelta(minutes=1))
+    assert looks == [True, True]
+    assert await store.job_counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    [job] = await store.lease_jobs("w", now=NOW + timedelta(minutes=1), limit=5, lease_seconds=60)
+    assert (job.run_at, job.attempts) == (NOW + timedelta(minutes=1), 1)
 
 
 async def test_release_leases_returns_a_workers_jobs(store: Store) -> None:
