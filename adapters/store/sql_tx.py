@@ -102,6 +102,28 @@ def new_event_id(now: datetime, seq: Iterator[int]) -> str:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _job_row(
+    tenant_id: str,
+    kind: str,
+    key: str | None,
+    payload: Mapping[str, Any],
+    run_at: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """A new queued job's row (an upsert's values when keyed)."""
+    return {
+        "tenant_id": tenant_id,
+        "kind": kind,
+        "key": key,
+        "payload": dict(payload),
+        "status": "queued",
+        "run_at": run_at,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class SqlTx:
     def __init__(
         self, connection: AsyncConnection, *, cipher: Cipher | None, event_seq: Iterator[int]
@@ -907,24 +929,12 @@ class SqlTx:
         key: str | None = None,
         keep_retry: bool = False,
     ) -> None:
-        now = _utcnow()
-        if key is None:
-            statement = self._q.add_job
-        else:
-            statement = self._q.add_keyed_job_keeping_retry if keep_retry else self._q.add_keyed_job
+        if key is not None:
+            job = KeyedJob(key, payload, run_at, keep_retry=keep_retry)
+            await self.enqueue_keyed_jobs(tenant_id, kind, [job])
+            return
         await self._c.execute(
-            statement,
-            {
-                "tenant_id": tenant_id,
-                "kind": kind,
-                "key": key,
-                "payload": dict(payload),
-                "status": "queued",
-                "run_at": run_at,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            },
+            self._q.add_job, _job_row(tenant_id, kind, None, payload, run_at, _utcnow())
         )
 
     async def enqueue_keyed_jobs(self, tenant_id: str, kind: str, jobs: Sequence[KeyedJob]) -> None:
@@ -934,17 +944,7 @@ class SqlTx:
             (True, self._q.add_keyed_job_keeping_retry),
         ):
             rows = [
-                {
-                    "tenant_id": tenant_id,
-                    "kind": kind,
-                    "key": job.key,
-                    "payload": dict(job.payload),
-                    "status": "queued",
-                    "run_at": job.run_at,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                _job_row(tenant_id, kind, job.key, job.payload, job.run_at, now)
                 for job in jobs
                 if job.keep_retry is keep_retry
             ]
