@@ -58,7 +58,6 @@ from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
     POLL_RESULTS,
-    enqueue_view_sync,
     enqueue_view_syncs,
     poll_round,
     probe_of_job,
@@ -167,10 +166,9 @@ async def poll_views(
 
         async def queue(view: View, probe: Probe | None, routine: bool) -> None:
             # As soon as its probe answers, not after the round's slowest one.
+            job = view_sync_job(view, now=now, reason="poll", probe=probe, routine=routine)
             async with store.transaction() as tx:
-                await enqueue_view_sync(
-                    tx, view, now=now, reason="poll", probe=probe, routine=routine
-                )
+                await tx.enqueue_keyed_jobs(view.tenant_id, JOB_VIEW_SYNC, [job])
 
         await poll_round(
             store,

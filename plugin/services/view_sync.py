@@ -189,23 +189,6 @@ def routine_delay(view: View) -> timedelta:
     return timedelta(seconds=zlib.crc32(view.job_key.encode()) % spread)
 
 
-async def enqueue_view_sync(
-    tx: Tx,
-    view: View,
-    *,
-    now: datetime,
-    reason: str,
-    probe: Probe | None = None,
-    keep_retry: bool = False,
-    routine: bool = False,
-) -> None:
-    """Queue a sync of `view` (`view_sync_job`)."""
-    job = view_sync_job(
-        view, now=now, reason=reason, probe=probe, keep_retry=keep_retry, routine=routine
-    )
-    await tx.enqueue_keyed_jobs(view.tenant_id, JOB_VIEW_SYNC, [job])
-
-
 def view_sync_job(
     view: View,
     *,
