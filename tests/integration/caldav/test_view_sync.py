@@ -183,11 +183,29 @@ class AnnasReads:
         self.armed = False
         self.recorded: list[bool] = []
 
+    def arm(self) -> None:
+        self.armed = True
+
     async def __call__(self, store: Any, view: Any, **kwargs: Any) -> Any:
         found = await self.real(store, view, **kwargs)
         if found is not None and view.member_id == "m-anna" and self.armed:
             self.recorded.append(found.recorded)
         return found
+
+
+async def anna_accepts_and_bo_sees_it(
+    served: Served, http: httpx.AsyncClient, *, arm: Callable[[], object]
+) -> None:
+    """Anna and Bo offered one task; `arm` is called, then Anna accepts in her calendar app,
+    and both copies show her claim."""
+    anna, bo, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
+        arm()
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
+        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
 
 
 async def test_accepting_in_the_calendar_claims_first_come_first_served(
@@ -259,14 +277,7 @@ async def test_a_members_answer_is_fetched_while_the_store_reads_her_view(
 
     monkeypatch.setattr(CalDAVClient, "fetch", fetch)
     monkeypatch.setattr(view_sync, "_gather", gather)
-    anna, bo, _ = await anna_and_bo_with_one_task(http)
-    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
-        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
-        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
-        armed.set()
-        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
-        await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
-        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
+    await anna_accepts_and_bo_sees_it(served, http, arm=armed.set)
     assert waited == [True]
 
 
@@ -290,21 +301,14 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
 
     monkeypatch.setattr(view_sync, "_gather", reads)
     monkeypatch.setattr(view_sync, "_apply", dying_apply)
-    anna, bo, _ = await anna_and_bo_with_one_task(http)
-    async with calendar_app(served, anna) as anna_app, calendar_app(served, bo) as bo_app:
-        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
-        await eventually(copy_reading(bo_app, BO_VIEW, "[Ledig] Indkøb"))
-        reads.armed = True
-        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
-        await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
-        await eventually(copy_reading(bo_app, BO_VIEW, "[Anna] Indkøb"))
-        assert died == ["m-anna"]
-        task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
-        claims = task["occurrences"][0]["claims"]
-        assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
-        # The dead run: one read, its copies as recorded (it renders the claim from that read,
-        # patched). The next run's read is not as recorded: the claim bumped the generation.
-        assert reads.recorded[:2] == [True, False], reads.recorded
+    await anna_accepts_and_bo_sees_it(served, http, arm=reads.arm)
+    assert died == ["m-anna"]
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    claims = task["occurrences"][0]["claims"]
+    assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
+    # The dead run: one read, its copies as recorded (it renders the claim from that read,
+    # patched). The next run's read is not as recorded: the claim bumped the generation.
+    assert reads.recorded[:2] == [True, False], reads.recorded
 
 
 async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
