@@ -844,6 +844,22 @@ class MemoryStore:
             counts[row.status] += 1
         return counts
 
+    async def purge_finished_webhooks(self, *, finished_before: datetime) -> int:
+        self._check()
+        async with self._lock:
+            state = self._state
+            gone = [
+                row
+                for row in state.inbox.values()
+                if row.status in ("applied", "stale")
+                and row.finished_at is not None
+                and row.finished_at < finished_before
+            ]
+            for row in gone:
+                del state.inbox[row.seq]
+                del state.inbox_keys[row.tenant_id, row.webhook_id]
+        return len(gone)
+
     # jobs
 
     async def lease_jobs(
@@ -1053,6 +1069,18 @@ class MemoryStore:
                 event = self._state.outbox.get(event_id)
                 if event is not None and event.delivered_at is None and event.dead_at is None:
                     self._state.outbox[event_id] = replace(event, next_attempt_at=now)
+
+    async def purge_delivered_outbox(self, *, delivered_before: datetime) -> int:
+        self._check()
+        async with self._lock:
+            gone = [
+                event.id
+                for event in self._state.outbox.values()
+                if event.delivered_at is not None and event.delivered_at < delivered_before
+            ]
+            for event_id in gone:
+                del self._state.outbox[event_id]
+        return len(gone)
 
     async def replay_dead_outbox(
         self,

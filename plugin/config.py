@@ -55,6 +55,19 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     webhook_tolerance_seconds: int = Field(300, ge=1, le=3600)
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
+    # Applied webhooks are deleted this long after they were applied (pending and failed ones
+    # are kept); a `webhook-id` seen again after that is recorded as new. Longer than the host
+    # retries a delivery (Standard Webhooks senders give up within about a day).
+    keep_applied_webhooks_days: float = Field(7.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ids_outlive_tolerance(self) -> ServerSettings:
+        if self.keep_applied_webhooks_days * 86400 <= self.webhook_tolerance_seconds:
+            # Else a webhook replayed within its signature's tolerance could be applied twice.
+            raise ValueError(
+                "keep_applied_webhooks_days must be longer than webhook_tolerance_seconds"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod
@@ -254,6 +267,7 @@ class OutboxSettings(_Section):
     backoff_base_seconds: float = Field(1.0, gt=0)  # first retry within this, then doubling
     backoff_max_seconds: float = Field(900.0, gt=0)  # the doubling stops here (15 min)
     dead_after_hours: float = Field(24.0, gt=0)  # undelivered this long: dead letter
+    keep_delivered_days: float = Field(7.0, gt=0)  # delivered events are deleted after this
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxSettings:

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=15)
 RENEW_BATCH = 500  # views queued per transaction by `renew_views` (the writer stays free)
-PURGE_INTERVAL = timedelta(hours=1)  # how often finished jobs are swept (`purge_jobs_when_due`)
+PURGE_INTERVAL = timedelta(hours=1)  # how often finished work is swept (`purge_when_due`)
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
 UNHANDLED_RETRY = timedelta(minutes=10)
@@ -360,7 +360,7 @@ class Worker:
             try:
                 await self.extend_horizons_when_due()
                 await self.escalate_when_due()
-                await self.purge_jobs_when_due()
+                await self.purge_when_due()
             except StoreError:
                 log.exception("worker cannot reach the store for housekeeping; retrying")
             except Exception as exc:
@@ -421,17 +421,28 @@ class Worker:
                 },
             )
 
-    async def purge_jobs_when_due(self) -> None:
-        """Finished jobs go once they were due `worker.keep_done_jobs_hours` ago, swept every
-        PURGE_INTERVAL (and at start)."""
+    async def purge_when_due(self) -> None:
+        """What carecal no longer needs goes, swept every PURGE_INTERVAL (and at start):
+        finished jobs once they were due `worker.keep_done_jobs_hours` ago, applied webhooks
+        `server.keep_applied_webhooks_days` after they were applied, events delivered to the
+        host `outbox.keep_delivered_days` ago. Failed jobs and webhooks, pending ones and
+        undelivered events stay."""
         now = self.clock()
         if self._purge_due is not None and now < self._purge_due:
             return
-        keep = timedelta(hours=self.settings.worker.keep_done_jobs_hours)
-        purged = await self.store.purge_done_jobs(due_before=now - keep)
+        settings = self.settings
+        jobs = await self.store.purge_done_jobs(
+            due_before=now - timedelta(hours=settings.worker.keep_done_jobs_hours)
+        )
+        webhooks = await self.store.purge_finished_webhooks(
+            finished_before=now - timedelta(days=settings.server.keep_applied_webhooks_days)
+        )
+        events = await self.store.purge_delivered_outbox(
+            delivered_before=now - timedelta(days=settings.outbox.keep_delivered_days)
+        )
         self._purge_due = now + PURGE_INTERVAL
-        if purged:
-            log.info("finished jobs purged", extra={"jobs": purged})
+        if jobs or webhooks or events:
+            log.info("history purged", extra={"jobs": jobs, "webhooks": webhooks, "events": events})
 
     async def escalate_when_due(self) -> None:
         now = self.clock()

@@ -59,7 +59,7 @@ from plugin.services.ports import (
 __all__ = ["Cipher", "SqlStore", "SqlTx", "create_engine", "new_event_id", "translate_errors"]
 
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
-PURGE_BATCH = 5_000  # finished jobs deleted per transaction
+PURGE_BATCH = 5_000  # finished jobs, webhooks or events deleted per transaction
 INBOX_STATUSES: tuple[InboxStatus, ...] = ("pending", "applied", "stale", "failed")
 # Rows per INSERT in `accept_webhooks`; SQLAlchemy also keeps each statement under the
 # driver's bound-parameter limit (32700 here; SQLite allows 32766), so a statement holds at
@@ -253,6 +253,14 @@ class SqlStore:
                     counts[status] = count
         return counts
 
+    async def purge_finished_webhooks(self, *, finished_before: datetime) -> int:
+        # The inbox is in `seq` order, which is about the order rows finish in: the oldest
+        # finished rows are the first a scan meets.
+        finished = inbox.c.status.in_(("applied", "stale")) & (
+            inbox.c.finished_at < finished_before
+        )
+        return await self._purge(inbox.c.seq, finished)
+
     # jobs
 
     async def lease_jobs(
@@ -414,15 +422,20 @@ class SqlStore:
         ).one_or_none()
 
     async def purge_done_jobs(self, *, due_before: datetime) -> int:
-        """In batches of `PURGE_BATCH` rows, each its own short transaction (SQLite's one
-        writer is not held up by a large backlog), found by the (status, run_at) index."""
+        """Found by the (status, run_at) index."""
         done = (jobs.c.status == "done") & (jobs.c.run_at < due_before)
-        batch = select(jobs.c.id).where(done).limit(PURGE_BATCH).scalar_subquery()
+        return await self._purge(jobs.c.id, done)
+
+    async def _purge(self, key: Any, where: ColumnElement[bool]) -> int:
+        """Delete the rows of `key`'s table that `where` holds for, in batches of
+        `PURGE_BATCH` rows, each its own short transaction (SQLite's one writer is not held up
+        by a large backlog). Returns how many went."""
+        batch = select(key).where(where).limit(PURGE_BATCH).scalar_subquery()
         purged = 0
         while True:
             async with self._begin() as connection:
                 deleted = (
-                    await connection.execute(delete(jobs).where(jobs.c.id.in_(batch)))
+                    await connection.execute(delete(key.table).where(key.in_(batch)))
                 ).rowcount
             purged += deleted
             if deleted < PURGE_BATCH:
@@ -520,6 +533,10 @@ class SqlStore:
                 .returning(outbox.c.id)
             )
             return len(rows.all())
+
+    async def purge_delivered_outbox(self, *, delivered_before: datetime) -> int:
+        # A range of the (delivered_at, dead_at, created_at) index.
+        return await self._purge(outbox.c.id, outbox.c.delivered_at < delivered_before)
 
     async def outbox_counts(self) -> Mapping[OutboxStatus, int]:
         # Both counts are ranges of the (delivered_at, dead_at, created_at) index.

@@ -618,6 +618,13 @@ class Store(Protocol):
 
     async def inbox_counts(self) -> Mapping[InboxStatus, int]: ...
 
+    async def purge_finished_webhooks(self, *, finished_before: datetime) -> int:
+        """Forget the webhooks applied (or found stale) before `finished_before`; pending and
+        failed ones stay (a failed one keeps its body for an operator to read). Returns how
+        many. A forgotten `webhook-id` that comes again is recorded as new: keep them
+        longer than the host retries a delivery."""
+        ...
+
     # jobs: each call is its own short transaction
     async def lease_jobs(
         self, worker: str, *, now: datetime, limit: int, lease_seconds: float
@@ -687,6 +694,11 @@ class Store(Protocol):
 
     async def outbox_counts(self) -> Mapping[OutboxStatus, int]:
         """Undelivered events: pending (to be tried) and dead."""
+        ...
+
+    async def purge_delivered_outbox(self, *, delivered_before: datetime) -> int:
+        """Forget the events delivered before `delivered_before` (undelivered and dead ones
+        stay); returns how many."""
         ...
 
     # escalation

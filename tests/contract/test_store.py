@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 
 from adapters.memory import MemoryStore
 from adapters.store.sql import SqlStore
-from adapters.store.tables import inbox, memberships, tenants
+from adapters.store.tables import inbox, memberships, outbox, tenants
 from plugin.domain.model import (
     AvailabilityWindow,
     Capacity,
@@ -352,6 +352,45 @@ async def test_rolled_back_finish_leaves_the_webhook_pending(store: Store) -> No
     assert again is not None and again.webhook_id == "wh-1"
     assert again.body == b'{"id": "demo/wh-1"}'
     assert await store.inbox_counts() == {"pending": 1, "applied": 0, "stale": 0, "failed": 0}
+
+
+async def test_finished_webhooks_are_purged_once_applied_long_enough_ago(store: Store) -> None:
+    names = ("old-applied", "old-stale", "old-failed", "new-applied", "pending")
+    await store.accept_webhooks([item(name) for name in names])
+    old, new = NOW - timedelta(days=8), NOW - timedelta(days=6)
+    outcomes: list[tuple[InboxStatus, datetime]] = [
+        ("applied", old),
+        ("stale", old),
+        ("failed", old),
+        ("applied", new),
+    ]
+    async with store.transaction() as tx:
+        entries = await tx.pending_webhooks(4)
+        for entry, (status, at) in zip(entries, outcomes, strict=True):
+            await tx.finish_webhook(entry.seq, status=status, now=at)
+
+    assert await store.purge_finished_webhooks(finished_before=NOW - timedelta(days=7)) == 2
+    # The failed one keeps its body for an operator; the pending one is still to be applied.
+    assert sorted(name for _, name in await stored_inbox(store)) == [
+        "new-applied",
+        "old-failed",
+        "pending",
+    ]
+    assert await store.purge_finished_webhooks(finished_before=NOW - timedelta(days=7)) == 0
+    entry = await head(store)
+    assert entry is not None and entry.webhook_id == "pending"
+    # A forgotten id is recorded as new; one still kept is a duplicate.
+    assert await store.accept_webhooks([item("old-applied"), item("new-applied")]) == [True, False]
+
+
+async def test_a_large_history_of_webhooks_is_purged_in_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.store.sql.PURGE_BATCH", 5)  # SQL: 5 + 5 + 2
+    await store.accept_webhooks([item(f"wh-{n}") for n in range(12)])
+    assert len(await drain(store, batch=12)) == 12
+    assert await store.purge_finished_webhooks(finished_before=NOW + timedelta(seconds=1)) == 12
+    assert await stored_inbox(store) == {}
 
 
 async def test_concurrent_batches_accept_each_webhook_once(backend: Backend) -> None:
@@ -1050,6 +1089,36 @@ async def test_outbox_keeps_order_within_an_ordering_key(store: Store) -> None:
     assert [e.id for e in await store.due_outbox(now=NOW, limit=10)] == [other]
     await store.mark_outbox_delivered(ids[0], now=NOW)
     assert [e.id for e in await store.due_outbox(now=NOW, limit=10)] == [ids[1], other]
+
+
+async def stored_outbox(store: Store) -> set[str]:
+    """The ids of every event as stored, delivered ones included."""
+    if isinstance(store, MemoryStore):
+        return set(store._state.outbox)
+    assert isinstance(store, SqlStore)
+    async with store.engine.connect() as connection:
+        return set((await connection.execute(select(outbox.c.id))).scalars())
+
+
+async def test_delivered_events_are_purged_once_delivered_long_enough_ago(store: Store) -> None:
+    old, new = NOW - timedelta(days=8), NOW - timedelta(days=6)
+    async with store.transaction() as tx:
+        ids = {
+            name: await tx.add_outbox(T, "task.claimed", {}, now=old, ordering_key="occ-1")
+            for name in ("old", "new", "dead", "pending")
+        }
+    await store.mark_outbox_delivered(ids["old"], now=old)
+    await store.mark_outbox_delivered(ids["new"], now=new)
+    await store.mark_outbox_failed(ids["dead"], now=old, error="410", retry_at=None)
+
+    assert await store.purge_delivered_outbox(delivered_before=NOW - timedelta(days=7)) == 1
+    assert await stored_outbox(store) == {ids["new"], ids["dead"], ids["pending"]}
+    assert await store.outbox_counts() == {"pending": 1, "dead": 1}
+    assert await store.purge_delivered_outbox(delivered_before=NOW - timedelta(days=7)) == 0
+    # What was behind the purged event in its key is still delivered.
+    assert [e.id for e in await store.due_outbox(now=NOW, limit=10)] == [ids["pending"]]
+    assert await store.purge_delivered_outbox(delivered_before=NOW) == 1
+    assert await stored_outbox(store) == {ids["dead"], ids["pending"]}
 
 
 # audit

@@ -10,13 +10,15 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
+from sqlalchemy import func, select
 
 from adapters.store.sql import SqlStore
+from adapters.store.tables import inbox, outbox
 from plugin.config import Settings
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars
-from plugin.services.ports import Job
+from plugin.services.ports import InboxItem, Job
 from plugin.worker import Handler, JobContext, Worker, backoff
 from tests.integration.support import FIXED_NOW, Clock
 
@@ -460,15 +462,35 @@ async def test_a_calendar_lost_to_shutdown_returns_the_job_without_counting_a_tr
     assert job.run_at == FIXED_NOW and job.attempts == 1
 
 
-async def test_finished_jobs_are_forgotten_once_they_were_due_long_enough_ago(
+async def test_finished_work_is_forgotten_once_it_is_old_enough(
     store: SqlStore, settings: Settings, clock: Clock
 ) -> None:
-    assert settings.worker.keep_done_jobs_hours == 24  # the default
-    quarter = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"keep_done_jobs_hours": 0.25})}
+    """Finished jobs (24 hours by default), applied webhooks and delivered events (7 days)
+    go in the worker's hourly sweep; failed jobs and webhooks and undelivered events stay."""
+    assert settings.worker.keep_done_jobs_hours == 24  # the defaults
+    assert settings.server.keep_applied_webhooks_days == 7
+    assert settings.outbox.keep_delivered_days == 7
+    quarter = 0.25 / 24  # a quarter of an hour, in days
+    short = settings.model_copy(
+        update={
+            "worker": settings.worker.model_copy(
+                update={"keep_done_jobs_hours": 0.25, "max_attempts": 1}
+            ),
+            "server": settings.server.model_copy(update={"keep_applied_webhooks_days": quarter}),
+            "outbox": settings.outbox.model_copy(update={"keep_delivered_days": quarter}),
+        }
     )
     await enqueue(store, "test.quick", 2)
     await enqueue(store, "test.failing", 1)
+    received = [InboxItem("north", f"wh-{n}", "task.upserted", b"{}", FIXED_NOW) for n in range(3)]
+    await store.accept_webhooks(received)
+    async with store.transaction() as tx:
+        entries = await tx.pending_webhooks(2)
+        await tx.finish_webhook(entries[0].seq, status="applied", now=FIXED_NOW)
+        await tx.finish_webhook(entries[1].seq, status="failed", now=FIXED_NOW, error="boom")
+        delivered = await tx.add_outbox("north", "task.claimed", {}, now=FIXED_NOW)
+        await tx.add_outbox("north", "task.released", {}, now=FIXED_NOW)
+    await store.mark_outbox_delivered(delivered, now=FIXED_NOW)
 
     async def quick(job: Job, ctx: JobContext) -> None:
         if job.kind == "test.failing":
@@ -476,21 +498,32 @@ async def test_finished_jobs_are_forgotten_once_they_were_due_long_enough_ago(
 
     worker = Worker(
         store,
-        quarter.model_copy(
-            update={"worker": quarter.worker.model_copy(update={"max_attempts": 1})}
-        ),
+        short,
         metrics=Metrics(),
         clock=clock,
         handlers={"test.quick": quick, "test.failing": quick},
     )
     assert await worker.run_once() == 3
-    assert await store.job_counts() == {"queued": 0, "running": 0, "done": 2, "failed": 1}
-    await worker.purge_jobs_when_due()  # the sweep at start: nothing is old enough
-    assert (await store.job_counts())["done"] == 2
+    kept = {"done": 2, "webhooks": 3, "events": 2}
+    assert await history(store) == kept
+    await worker.purge_when_due()  # the sweep at start: nothing is old enough
+    assert await history(store) == kept
     clock.now = FIXED_NOW + timedelta(minutes=30)
-    await worker.purge_jobs_when_due()  # old enough, but the next sweep is an hour after
-    assert (await store.job_counts())["done"] == 2
+    await worker.purge_when_due()  # old enough, but the next sweep is an hour after
+    assert await history(store) == kept
     clock.now = FIXED_NOW + timedelta(hours=1)
-    await worker.purge_jobs_when_due()
-    # The failed job stays for an operator to read.
+    await worker.purge_when_due()
+    # The failed job and webhook stay for an operator to read; the pending webhook and the
+    # undelivered event are still to be dealt with.
+    assert await history(store) == {"done": 0, "webhooks": 2, "events": 1}
     assert await store.job_counts() == {"queued": 0, "running": 0, "done": 0, "failed": 1}
+    assert await store.inbox_counts() == {"pending": 1, "applied": 0, "stale": 0, "failed": 1}
+    assert await store.outbox_counts() == {"pending": 1, "dead": 0}
+
+
+async def history(store: SqlStore) -> dict[str, int | None]:
+    """Done jobs, and every webhook and event as stored (finished and delivered included)."""
+    async with store.engine.connect() as connection:
+        webhooks = (await connection.execute(select(func.count()).select_from(inbox))).scalar()
+        events = (await connection.execute(select(func.count()).select_from(outbox))).scalar()
+    return {"done": (await store.job_counts())["done"], "webhooks": webhooks, "events": events}

@@ -171,6 +171,24 @@ def test_bad_outbox_settings_are_named(tmp_path: Path) -> None:
         load_settings(write(tmp_path, unordered), environ={})
 
 
+def test_webhook_ids_are_kept_longer_than_a_signature_is_accepted(tmp_path: Path) -> None:
+    defaults = load_settings(write(tmp_path, GOOD), environ={})
+    assert defaults.server.keep_applied_webhooks_days == 7
+    assert defaults.outbox.keep_delivered_days == 7
+    env = {
+        "CARECAL_SERVER__KEEP_APPLIED_WEBHOOKS_DAYS": "2",
+        "CARECAL_OUTBOX__KEEP_DELIVERED_DAYS": "30",
+    }
+    settings = load_settings(write(tmp_path, GOOD), environ=env)
+    assert settings.server.keep_applied_webhooks_days == 2
+    assert settings.outbox.keep_delivered_days == 30
+    # Forgotten within the tolerance, a replayed webhook would pass its signature check and
+    # be recorded as new.
+    short = {"CARECAL_SERVER__KEEP_APPLIED_WEBHOOKS_DAYS": "0.003"}  # ~4 minutes, under 5
+    with pytest.raises(ConfigError, match="longer than webhook_tolerance_seconds"):
+        load_settings(write(tmp_path, GOOD), environ=short)
+
+
 def test_outbox_replay_wants_a_time_with_an_offset() -> None:
     from argparse import ArgumentTypeError
     from datetime import UTC, datetime
