@@ -243,7 +243,7 @@ async def run_worker(settings: Settings) -> None:
     from adapters.host.events import open_event_sender
     from plugin.config import CaldavCalendarSettings
     from plugin.metrics import Metrics
-    from plugin.web.app import calendars, open_store, utc_now
+    from plugin.web.app import open_calendars, open_store, utc_now
     from plugin.worker import Worker
 
     if not isinstance(settings.calendar, CaldavCalendarSettings):
@@ -254,12 +254,13 @@ async def run_worker(settings: Settings) -> None:
         async with contextlib.AsyncExitStack() as stack:
             service = await stack.enter_async_context(municipal_calendar(settings.calendar))
             host_events = await stack.enter_async_context(open_event_sender(settings.outbox))
+            resolver = await stack.enter_async_context(open_calendars(settings, service))
             worker = Worker(
                 store,
                 settings,
                 metrics=Metrics(),
                 clock=utc_now,
-                calendars=calendars(settings, service),
+                calendars=resolver,
                 host_events=host_events,
             )
             await _until_signalled(worker)

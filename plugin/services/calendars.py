@@ -25,19 +25,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from plugin.config import Settings
 from plugin.domain.model import Delivery, ExternalCalendar, Member
 from plugin.services.calendar_access import caldav_username
-from plugin.services.calendar_port import CalendarClient, collection_path
+from plugin.services.calendar_port import CalendarClient, CalendarUnavailable, collection_path
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_TEMPLATE = "{username}/{citizen}/"  # Radicale: one home per member login
 EXTERNAL_PREFIX = "carecal-"
+KEPT_ACCOUNTS = 512  # members' accounts whose clients are kept open at most (`AccountClients`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,101 @@ class UnsafeCalendarUrl(Exception):
 
 OpenAccount = Callable[[Account], AbstractAsyncContextManager[CalendarClient]]
 Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+@dataclass(slots=True)
+class _Kept:
+    client: CalendarClient
+    closing: AsyncExitStack  # what closes the client
+    users: int = 0
+    used_at: float = 0.0
+    retired: bool = False  # handed out no more; closed when its last user is done
+
+
+class AccountClients:
+    """An `OpenAccount` that keeps members' accounts' clients open between uses. Opened for
+    each use, every poll of a member's own account and every sync after it would open a
+    connection of its own: a TCP and TLS handshake with the member's server, every round.
+    Kept, the poll's probe, the sync it queues and the next round's probe share one client
+    and its keep-alive connections (for as long as the server keeps them).
+
+    A client nobody used for `keep_seconds` is closed at the pool's next use, and so is the
+    least recently used idle one beyond `most` kept; one whose server failed
+    (CalendarUnavailable) is not handed out again, and is closed when its last user is done;
+    `aclose` closes them all. Keyed by the whole account: a changed password opens a client
+    of its own, and the old one ages out."""
+
+    def __init__(
+        self,
+        open_account: OpenAccount,
+        *,
+        keep_seconds: float,
+        most: int = KEPT_ACCOUNTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open_account = open_account
+        self._keep_seconds = keep_seconds
+        self._most = most
+        self._clock = clock
+        self._kept: dict[Account, _Kept] = {}  # the least recently used first
+        self._lock = asyncio.Lock()
+
+    @property
+    def kept(self) -> int:
+        """Clients open now."""
+        return len(self._kept)
+
+    @asynccontextmanager
+    async def __call__(self, account: Account) -> AsyncIterator[CalendarClient]:
+        kept = await self._take(account)
+        try:
+            yield kept.client
+        except CalendarUnavailable:
+            kept.retired = True  # the next use starts afresh, with new connections
+            raise
+        finally:
+            kept.users -= 1
+            kept.used_at = self._clock()
+            if self._kept.get(account) is kept:
+                del self._kept[account]
+                if not kept.retired:
+                    self._kept[account] = kept  # the most recently used, last
+            if kept.retired and kept.users == 0:
+                await _close(kept)
+
+    async def _take(self, account: Account) -> _Kept:
+        async with self._lock:
+            kept = self._kept.pop(account, None)
+            if kept is None:
+                closing = AsyncExitStack()
+                client = await closing.enter_async_context(self._open_account(account))
+                kept = _Kept(client, closing)
+            self._kept[account] = kept  # the most recently used, last
+            kept.users += 1
+            await self._close_idle()
+            return kept
+
+    async def _close_idle(self) -> None:
+        now = self._clock()
+        idle = [(a, k) for a, k in self._kept.items() if k.users == 0]
+        beyond = len(self._kept) - self._most
+        for n, (account, kept) in enumerate(idle):
+            if n < beyond or now - kept.used_at >= self._keep_seconds:
+                del self._kept[account]
+                await _close(kept)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            kept, self._kept = list(self._kept.values()), {}
+            for one in kept:
+                await _close(one)
+
+
+async def _close(kept: _Kept) -> None:
+    try:
+        await kept.closing.aclose()
+    except Exception:  # a client that fails to close is still let go
+        log.warning("a member's calendar client failed to close", exc_info=True)
 
 
 async def system_resolve(host: str, port: int) -> list[str]:

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from plugin.config import CaldavCalendarSettings, EmbeddedCalendarSettings, Settings
 from plugin.metrics import Metrics
-from plugin.services.calendars import CalendarAccess, Calendars
+from plugin.services.calendars import AccountClients, CalendarAccess, Calendars
 from plugin.services.commands import HostCommand
 from plugin.services.inbox import InboxApplier, InboxWriter
 from plugin.services.ingest import ApplyResult
@@ -131,12 +131,20 @@ async def service_calendar(
         yield CalendarAccess(client, MOUNT_PATH)
 
 
-def calendars(settings: Settings, service: CalendarAccess | None) -> Calendars:
-    """The worker's calendar resolver: `service` for hosted views, and members' own accounts
-    logged in to as each sync needs them."""
+@contextlib.asynccontextmanager
+async def open_calendars(
+    settings: Settings, service: CalendarAccess | None
+) -> AsyncIterator[Calendars]:
+    """The worker's calendar resolver, open for the block: `service` for hosted views, and
+    clients for members' own accounts, kept open from one poll round to the next."""
     from adapters.caldav.accounts import open_account
 
-    return Calendars(settings, service=service, open_account=open_account)
+    keep = 2 * settings.calendar.poll_interval_seconds
+    accounts = AccountClients(open_account, keep_seconds=keep)
+    try:
+        yield Calendars(settings, service=service, open_account=accounts)
+    finally:
+        await accounts.aclose()
 
 
 def create_app(
@@ -180,9 +188,7 @@ def create_app(
                 elif isinstance(settings.calendar, CaldavCalendarSettings):
                     from adapters.caldav.accounts import municipal_calendar
 
-                    service = await stack.enter_async_context(
-                        municipal_calendar(settings.calendar)
-                    )
+                    service = await stack.enter_async_context(municipal_calendar(settings.calendar))
                 if run_worker:
                     from adapters.host.events import open_event_sender
 
@@ -192,12 +198,13 @@ def create_app(
                     host_events = await stack.enter_async_context(
                         open_event_sender(settings.outbox)
                     )
+                    resolver = await stack.enter_async_context(open_calendars(settings, service))
                     worker = Worker(
                         active,
                         settings,
                         metrics=app_metrics,
                         clock=clock,
-                        calendars=calendars(settings, service),
+                        calendars=resolver,
                         host_events=host_events,
                     )
                     worker_task = asyncio.create_task(worker.run(), name="carecal-worker")

@@ -329,6 +329,45 @@ async def test_the_claim_loop_with_annas_own_account(
         )
 
 
+async def test_a_members_own_account_is_polled_and_synced_over_one_kept_client(
+    served: Served,
+    http: httpx.AsyncClient,
+    municipal_dav: str,
+    annas_dav: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each poll of Anna's own account, and the syncs they queue, used to open a client (a new
+    connection to her server) of its own: now round after round, and her claim's sync, share
+    one."""
+    clients: list[str] = []
+    real_init = CalDAVClient.__init__
+
+    def counting_init(self: CalDAVClient, settings: CalDAVSettings, **kwargs: Any) -> None:
+        if settings.username == "anna":
+            clients.append(settings.base_url)
+        real_init(self, settings, **kwargs)
+
+    monkeypatch.setattr(CalDAVClient, "__init__", counting_init)
+    citizen = served.citizen_id
+    anna = member(
+        "m-anna",
+        "Anna",
+        calendar="external",
+        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
+    )
+    task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
+    view = f"{HOME}carecal-{citizen}/"
+    async with app_on(annas_dav) as anna_app:
+        offered = await eventually(copy_reading(anna_app, view, "[Ledig] Indkøb"))
+        idle_before = await polled_as(http, "idle")
+        await asyncio.sleep(POLL * 6)
+        assert await polled_as(http, "idle") >= idle_before + 3  # her view, round after round
+        await anna_app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+        await eventually(copy_reading(anna_app, view, "[Dig] Indkøb", "ACCEPTED"))
+    assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+    assert clients == [annas_dav + HOME]
+
+
 async def test_an_emptied_collection_is_written_again_and_nobody_passes(
     slowly_polled: Served, municipal_dav: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from plugin.domain.model import Delivery, ExternalCalendar, Member
+from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import (
     Account,
+    AccountClients,
     CalendarAccess,
     Calendars,
     MissingCalendar,
@@ -172,3 +176,119 @@ async def test_hosted_views_need_the_service_client(tmp_path: Path) -> None:
     assert resolver.polled_deliveries == ("hosted", "external")
     async with resolver.target(VIEW, anna("hosted")) as target:
         assert target.collection == "/user/calendars/north~m-anna~c-123/" and target.polled
+
+
+# --- members' accounts' clients, kept open between uses ---------------------------------
+
+
+class Opener:
+    """An OpenAccount whose clients are numbered, and that notes what it opened and closed."""
+
+    def __init__(self, *, failing_close: bool = False) -> None:
+        self.opened: list[Account] = []
+        self.closed: list[int] = []
+        self.failing_close = failing_close
+
+    @asynccontextmanager
+    async def __call__(self, account: Account) -> AsyncIterator[Any]:
+        number = len(self.opened)
+        self.opened.append(account)
+        try:
+            yield number
+        finally:
+            self.closed.append(number)
+            if self.failing_close:
+                raise OSError("the socket was gone already")
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ANNA = Account("https://dav.example.org/anna/", "anna", "app-pw")
+BO = Account("https://dav.example.org/bo/", "bo", "bo-pw")
+
+
+async def test_an_accounts_client_is_opened_once_and_shared() -> None:
+    opener = Opener()
+    pool = AccountClients(opener, keep_seconds=120, clock=Ticks())
+    async with pool(ANNA) as first:
+        async with pool(ANNA) as beside:  # a sync while the poll's probe still runs
+            assert beside == first
+    async with pool(ANNA) as later:
+        assert later == first
+    assert opener.opened == [ANNA] and opener.closed == [] and pool.kept == 1
+    async with pool(replace(ANNA, password="new-pw")) as renewed:  # a new app password
+        assert renewed != first
+    await pool.aclose()
+    assert sorted(opener.closed) == [0, 1] and pool.kept == 0
+
+
+async def test_a_client_unused_for_a_while_is_closed_at_the_next_use() -> None:
+    opener, ticks = Opener(), Ticks()
+    pool = AccountClients(opener, keep_seconds=120, clock=ticks)
+    async with pool(ANNA):
+        async with pool(BO):
+            pass
+        ticks.now = 500  # Anna's client is in use: never closed under her sync
+        async with pool(BO):
+            pass
+        assert opener.closed == []
+    ticks.now = 619
+    async with pool(BO):
+        assert opener.closed == []  # Anna's was last used at 500: 119 s ago
+    ticks.now = 620
+    async with pool(BO):
+        assert opener.closed == [0]
+    async with pool(ANNA) as again:
+        assert again == 2 and opener.opened == [ANNA, BO, ANNA]
+
+
+async def test_beyond_the_most_kept_the_least_recently_used_idle_client_goes() -> None:
+    opener, ticks = Opener(), Ticks()
+    pool = AccountClients(opener, keep_seconds=120, most=2, clock=ticks)
+    carl = Account("https://dav.example.org/carl/", "carl", "pw")
+    async with pool(ANNA):
+        async with pool(BO):
+            pass
+        async with pool(carl):  # three kept for a moment: Anna's is in use
+            pass
+        assert opener.closed == [1] and pool.kept == 2  # Bo's, the idle one used longest ago
+    async with pool(BO):
+        assert opener.closed == [1, 2]  # Carl's, as Anna's was used after it
+
+
+async def test_a_client_whose_server_failed_is_not_handed_out_again() -> None:
+    opener = Opener()
+    pool = AccountClients(opener, keep_seconds=120, clock=Ticks())
+    with pytest.raises(CalendarUnavailable):
+        async with pool(ANNA) as first, pool(ANNA) as beside:
+            assert beside == first
+            raise CalendarUnavailable("503")
+    assert opener.closed == [0] and pool.kept == 0
+    async with pool(ANNA) as fresh:
+        assert fresh == 1
+    with pytest.raises(CalendarUnavailable):
+        async with pool(ANNA) as failing:
+            async with pool(ANNA) as other:  # the failure is the inner block's
+                assert other == failing
+            raise CalendarUnavailable("timeout")
+    # Other errors (a refused password, a bug) say nothing about the connection.
+    with pytest.raises(ValueError):
+        async with pool(BO):
+            raise ValueError("a bug")
+    assert pool.kept == 1 and opener.closed == [0, 1]
+
+
+async def test_a_client_that_fails_to_close_is_let_go(caplog: pytest.LogCaptureFixture) -> None:
+    opener = Opener(failing_close=True)
+    pool = AccountClients(opener, keep_seconds=120, clock=Ticks())
+    async with pool(ANNA):
+        pass
+    await pool.aclose()
+    assert opener.closed == [0] and pool.kept == 0
+    assert "failed to close" in caplog.text
