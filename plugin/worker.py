@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=15)
 RENEW_BATCH = 500  # views queued per transaction by `renew_views` (the writer stays free)
+RENEWED_AT_START = "start"  # the reason of the view syncs `renew_views` queues at start
 PURGE_INTERVAL = timedelta(hours=1)  # how often finished work is swept (`purge_when_due`)
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
@@ -128,7 +129,7 @@ async def renew_views(
     server stored while carecal stopped before its hook queued the sync, a crash or a kill,
     is in the collection and no job knows of it; the sync finds it)."""
     today = now.astimezone(UTC).date()
-    reason = "start" if every else "new day"
+    reason = RENEWED_AT_START if every else "new day"
     count = 0
     for tenant in settings.tenants:
         async with store.reading() as tx:
@@ -196,7 +197,17 @@ async def handle_view_sync(job: Job, ctx: JobContext) -> None:
         return
     # The poll's probe saves the run a PROPFIND; a retry reads the collection afresh.
     probe = probe_of_job(job.payload) if job.attempts == 0 else None
-    await sync_view(ctx.store, _calendars(ctx), ctx.settings, view, now=ctx.now, probe=probe)
+    # At start every embedded view is synced, and nearly all are as the last run left them.
+    likely_idle = job.payload.get("reason") == RENEWED_AT_START
+    await sync_view(
+        ctx.store,
+        _calendars(ctx),
+        ctx.settings,
+        view,
+        now=ctx.now,
+        probe=probe,
+        likely_idle=likely_idle,
+    )
 
 
 async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:

@@ -247,13 +247,15 @@ async def sync_view(
     *,
     now: datetime,
     probe: Probe | None = None,
+    likely_idle: bool = False,
 ) -> SyncOutcome:
     """One run for one view. A member no longer in the circle, or with a feed, is left alone
     (their collection goes with the `member.withdraw` job). A member's own server that refuses
     carecal (a non-public address, a wrong password) is logged and skipped until the next
     poll; a server that is down raises CalendarUnavailable, and the job is retried later.
     `probe`: the collection's markers as a poll just read them (`poll_round`), instead of
-    reading them again."""
+    reading them again. `likely_idle`: a run that will most likely find nothing to do (the
+    renewal of every view at start) reads the view only once its probe found something."""
     peek = await _peek(store, view)
     gathered = None
     prefetched: _Prefetched | None = None
@@ -271,7 +273,8 @@ async def sync_view(
                 # Without a poll's probe the run is seldom idle (a change in carecal, a
                 # member's write to the embedded server, a new day): the store's read goes on
                 # while the server answers the probe and the delta.
-                reading = None if probe is not None else _gathering(store, view, now)
+                early = probe is None and not likely_idle
+                reading = _gathering(store, view, now) if early else None
                 try:
                     idle, probe = await _idle(target, peek, now=now, probe=probe)
                     if idle:

@@ -406,6 +406,52 @@ async def test_an_answer_whose_hook_was_lost_is_taken_after_a_restart(
                 await eventually(copy_reading(app, BO_VIEW, "[Anna] Indkøb"))
 
 
+async def test_an_unchanged_view_renewed_at_start_is_not_read_whole(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start every embedded view is synced (`renew_views`), and nearly all are as the last
+    run left them: such a run probes first, finds the view idle, and never reads it whole."""
+    from plugin.services import view_sync
+    from plugin.services.view_sync import ROUTINE_SPREAD
+
+    ahead = [timedelta(0)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + ahead[0]
+
+    with serve_with_worker(tmp_path, database_url, clock=clock) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+            anna, bo, _ = await anna_and_bo_with_one_task(http)
+            for credentials, view in ((anna, ANNA_VIEW), (bo, BO_VIEW)):
+                async with calendar_app(served, credentials) as app:
+                    await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+            await asyncio.sleep(0.5)  # the last runs store their state
+
+    reads: list[str] = []
+    real_gather = view_sync._gather
+
+    async def gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        reads.append(view.member_id)
+        return await real_gather(store, view, **kwargs)
+
+    monkeypatch.setattr(view_sync, "_gather", gather)
+    with serve_with_worker(tmp_path, database_url, clock=clock) as served:
+        ahead[0] += ROUTINE_SPREAD  # the start's routine syncs are due
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as http:
+
+            async def renewed() -> float | None:
+                text = (await http.get("/metrics")).text
+                done = 'carecal_jobs_processed_total{kind="view.sync",result="done"}'
+                found = [line for line in text.splitlines() if line.startswith(done)]
+                count = float(found[0].split()[-1]) if found else 0.0
+                return count if count >= 2 else None
+
+            assert await eventually(renewed) == 2
+            async with calendar_app(served, anna) as app:
+                await eventually(copy_reading(app, ANNA_VIEW, "[Ledig] Indkøb"))
+    assert reads == []
+
+
 async def test_an_answer_whose_sync_could_not_be_queued_is_queued_when_the_store_answers(
     served: Served, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
