@@ -14,7 +14,9 @@ import pytest
 
 from adapters.caldav.embedded import SERVICE_USER, VIEW_SYNC
 from adapters.caldav.port import Forbidden
+from plugin.services.calendars import View
 from plugin.services.ports import Store
+from plugin.services.view_sync import view_of_job
 from plugin.web.app import open_store
 from tests.integration.caldav.support import (
     Served,
@@ -123,6 +125,9 @@ async def test_members_use_their_own_calendar_home_and_nobody_elses(
     assert [(j.tenant_id, j.kind, j.key) for j in written] == [("north", VIEW_SYNC, "care:m-anna")]
     assert written[0].payload["member_id"] == "m-anna"
     assert written[0].payload["collection"] == "/dav/north~m-anna/care/"
+    # The worker reads it as the view `view_sync_job` queues syncs of, under the same key.
+    view = view_of_job("north", written[0].payload)
+    assert view == View("north", "m-anna", "care") and written[0].key == view.job_key
 
 
 async def test_wrong_and_replaced_passwords_are_refused(
