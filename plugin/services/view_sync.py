@@ -256,13 +256,42 @@ async def sync_view(
     `probe`: the collection's markers as a poll just read them (`poll_round`), instead of
     reading them again. `likely_idle`: a run that will most likely find nothing to do (the
     renewal of every view at start) reads the view only once its probe found something."""
-    peek = await _peek(store, view)
+    # Without a poll's probe the run is seldom idle (a change in carecal, a member's write to
+    # the embedded server, a new day): the view is read whole in the transaction that peeks
+    # at it, and the read goes on while the server answers the probe and the delta.
+    reading: asyncio.Task[_Gathered | None] | None = None
+    if probe is None and not likely_idle:
+        peek, reading = await _peek_reading(store, view, now)
+    else:
+        peek = await _peek(store, view)
+    try:
+        return await _run(store, calendars, settings, view, peek, reading, now=now, probe=probe)
+    finally:
+        if reading is not None:
+            # A read is let finish, never cancelled mid-statement; its answer or error is not
+            # wanted when the probe failed or found the view idle.
+            await asyncio.gather(reading, return_exceptions=True)
+
+
+async def _run(
+    store: Store,
+    calendars: Calendars,
+    settings: Settings,
+    view: View,
+    peek: _Peek | None,
+    reading: asyncio.Task[_Gathered | None] | None,
+    *,
+    now: datetime,
+    probe: Probe | None,
+) -> SyncOutcome:
+    """`sync_view` after its first read: `peek`, and the whole view's read when one was
+    started with it (`reading`)."""
     gathered = None
     prefetched: _Prefetched | None = None
     if peek is not None:
         member = peek.member
     else:
-        gathered = await _gather(store, view, since=now - HISTORY)
+        gathered = await (reading or _gathering(store, view, now))
         if gathered is None:
             return SyncOutcome()
         member = gathered.member
@@ -270,27 +299,16 @@ async def sync_view(
     try:
         async with calendars.target(view, member) as target:
             if gathered is None and peek is not None:
-                # Without a poll's probe the run is seldom idle (a change in carecal, a
-                # member's write to the embedded server, a new day): the store's read goes on
-                # while the server answers the probe and the delta.
-                early = probe is None and not likely_idle
-                reading = _gathering(store, view, now) if early else None
+                idle, probe = await _idle(target, peek, now=now, probe=probe)
+                if idle:
+                    return SyncOutcome()  # the idle poll: one small read, one PROPFIND
+                delta = asyncio.create_task(_prefetch(target, peek.state, probe))
                 try:
-                    idle, probe = await _idle(target, peek, now=now, probe=probe)
-                    if idle:
-                        return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                    delta = asyncio.create_task(_prefetch(target, peek.state, probe))
-                    try:
-                        gathered = await (reading or _gathering(store, view, now))
-                    except BaseException:
-                        delta.cancel()
-                        await asyncio.gather(delta, return_exceptions=True)
-                        raise
-                finally:
-                    if reading is not None:
-                        # A read is let finish, never cancelled mid-statement; its answer or
-                        # error is not wanted when the probe failed or found the view idle.
-                        await asyncio.gather(reading, return_exceptions=True)
+                    gathered = await (reading or _gathering(store, view, now))
+                except BaseException:
+                    delta.cancel()
+                    await asyncio.gather(delta, return_exceptions=True)
+                    raise
                 prefetched = await delta
                 if gathered is None:
                     return SyncOutcome()
@@ -317,9 +335,30 @@ async def sync_view(
         return SyncOutcome()
 
 
-def _gathering(store: Store, view: View, now: datetime) -> asyncio.Task[_Gathered | None]:
+def _gathering(
+    store: Store,
+    view: View,
+    now: datetime,
+    peeked: asyncio.Future[_Peek | None] | None = None,
+) -> asyncio.Task[_Gathered | None]:
     """A run's read of the view (`_gather` as of `now`), started."""
-    return asyncio.create_task(_gather(store, view, now=now, since=now - HISTORY))
+    return asyncio.create_task(_gather(store, view, now=now, since=now - HISTORY, peeked=peeked))
+
+
+async def _peek_reading(
+    store: Store, view: View, now: datetime
+) -> tuple[_Peek | None, asyncio.Task[_Gathered | None]]:
+    """What `_peek` answers, as soon as the whole view's read, started with it in the same
+    transaction, has read it; and that read, still going."""
+    peeked: asyncio.Future[_Peek | None] = asyncio.get_running_loop().create_future()
+    reading = _gathering(store, view, now, peeked)
+    either: list[asyncio.Future[Any]] = [peeked, reading]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if not peeked.done():
+        peeked.cancel()
+        await reading  # it ended before it peeked: its error
+        raise RuntimeError("the view's read ended before it peeked")
+    return peeked.result(), reading
 
 
 class _Moved(Exception):
@@ -1011,24 +1050,38 @@ async def withdraw_retired(
 
 
 async def _gather(
-    store: Store, view: View, *, now: datetime | None = None, since: datetime | None = None
+    store: Store,
+    view: View,
+    *,
+    now: datetime | None = None,
+    since: datetime | None = None,
+    peeked: asyncio.Future[_Peek | None] | None = None,
 ) -> _Gathered | None:
-    """The view as the store has it. `now`: the time of a run that may take the copies as
-    the last run recorded them (`recorded`): when the view's generation is still the one that
-    run rendered from, on the same day, and the records hold exactly the keys it rendered.
-    The run then plans without rendering; after a member's gesture it renders from this
-    read, patched (`_patched`), not from a second one. `since`: leave out the occurrences
-    that ended before it (a run's `now - HISTORY`)."""
+    """The view as the store has it, in one snapshot. `now`: the time of a run that may take
+    the copies as the last run recorded them (`recorded`): when the view's generation is
+    still the one that run rendered from, on the same day, and the records hold exactly the
+    keys it rendered. The run then plans without rendering; after a member's gesture it
+    renders from this read, patched (`_patched`), not from a second one. `since`: leave out
+    the occurrences that ended before it (a run's `now - HISTORY`). `peeked`: given what
+    `_peek` answers as soon as it is read (first), for the run to go on with."""
     async with store.reading() as tx:
-        # First: a change committed while the rest is read is then newer than the generation
-        # this run records, and the next run renders again (the other way round, it would not).
-        generation = await tx.get_view_generation(view.tenant_id, view.member_id, view.citizen_id)
+        seen = await tx.peek_view(
+            view.tenant_id, view.member_id, view.citizen_id, SYNCED_DELIVERIES
+        )
+        if peeked is not None and not peeked.done():
+            peeked.set_result(
+                _Peek(seen.state, seen.generation, seen.member)
+                if seen is not None and seen.state is not None
+                else None
+            )
+        if seen is None:
+            return None
+        generation, state = seen.generation, seen.state
         circle = await tx.get_circle(view.tenant_id, view.citizen_id)
         member = None if circle is None else circle.member(view.member_id)
         if circle is None or member is None or member.calendar not in SYNCED_DELIVERIES:
             return None
         records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
-        state = await tx.get_view_state(view.tenant_id, view.member_id, view.citizen_id)
         link = await tx.active_member_link(view.tenant_id, view.member_id)
         recorded = (
             now is not None

@@ -253,30 +253,30 @@ async def test_a_members_answer_is_fetched_while_the_store_reads_her_view(
 ) -> None:
     """Anna's answer, told by the embedded server's hook (so her view's run has no poll's
     probe): the run reads her view from the store while it probes the collection, asks for
-    the delta and fetches her copy. Here that read is held until her copy was fetched: a run
-    that fetched only after the read would hold it for good (it gives up after 5 s, and the
-    test fails). Her claim goes through as ever."""
+    the delta and fetches her copy. Here that read is held, once it has peeked at her view,
+    until her copy was fetched: a run that fetched only after the read would hold it for
+    good (it gives up after 5 s, and the test fails). Her claim goes through as ever."""
     from adapters.caldav.client import CalDAVClient
-    from plugin.services import view_sync
+    from adapters.store.sql_tx import SqlTx
 
     tests = threading.get_ident()  # the calendar apps' requests are made from this thread
     armed, fetched = threading.Event(), threading.Event()
     waited: list[bool] = []
-    real_fetch, real_gather = CalDAVClient.fetch, view_sync._gather
+    real_fetch, real_records = CalDAVClient.fetch, SqlTx.list_view_records
 
     async def fetch(self: CalDAVClient, path: str, hrefs: Any) -> Any:
         if armed.is_set() and threading.get_ident() != tests and "m-anna" in path:
             fetched.set()
         return await real_fetch(self, path, hrefs)
 
-    async def gather(store: Any, view: Any, **kwargs: Any) -> Any:
-        if armed.is_set() and view.member_id == "m-anna" and not waited:
+    async def records(self: SqlTx, tenant_id: str, member_id: str, citizen_id: str) -> Any:
+        if armed.is_set() and member_id == "m-anna" and not waited:
             waited.append(False)
             waited[0] = await asyncio.to_thread(fetched.wait, 5)
-        return await real_gather(store, view, **kwargs)
+        return await real_records(self, tenant_id, member_id, citizen_id)
 
     monkeypatch.setattr(CalDAVClient, "fetch", fetch)
-    monkeypatch.setattr(view_sync, "_gather", gather)
+    monkeypatch.setattr(SqlTx, "list_view_records", records)
     await anna_accepts_and_bo_sees_it(served, http, arm=armed.set)
     assert waited == [True]
 
