@@ -13,7 +13,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -586,7 +586,7 @@ class MemoryTx:
         key = (tenant_id, claim.occurrence_id, claim.member_id)
         if key in self._s.claims:
             raise Conflict(f"{claim.member_id} already holds {claim.occurrence_id}")
-        self._s.claims[key] = claim
+        self._s.claims[key] = replace(claim, at=claim.at.astimezone(UTC))  # as SQL reads it
 
     async def remove_claim(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
         return self._s.claims.pop((tenant_id, occurrence_id, member_id), None) is not None
@@ -594,7 +594,8 @@ class MemoryTx:
     async def add_pass(self, tenant_id: str, passed: Pass) -> None:
         if (tenant_id, passed.occurrence_id) not in self._s.occurrences:
             raise StoreError(f"no occurrence {passed.occurrence_id!r}")
-        self._s.passes.setdefault((tenant_id, passed.occurrence_id, passed.member_id), passed)
+        key = (tenant_id, passed.occurrence_id, passed.member_id)
+        self._s.passes.setdefault(key, replace(passed, at=passed.at.astimezone(UTC)))
 
     async def remove_pass(self, tenant_id: str, occurrence_id: str, member_id: str) -> bool:
         return self._s.passes.pop((tenant_id, occurrence_id, member_id), None) is not None

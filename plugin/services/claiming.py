@@ -15,16 +15,19 @@ the host hears of it (`member.overloaded`, once per period: `capacity.note_claim
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from plugin.domain.claims import (
     ClaimDecision,
+    apply_decision,
     decide_claim,
     decide_pass,
     decide_release,
 )
-from plugin.domain.model import Channel, OccurrenceRecord, Task
+from plugin.domain.model import Channel, Claim, OccurrenceRecord, Pass, Task
 from plugin.services.capacity import note_claim
 from plugin.services.ports import AuditEntry, Tx
 
@@ -33,6 +36,14 @@ class Ask(StrEnum):
     CLAIM = "claim"
     RELEASE = "release"
     PASS = "pass"
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A decision taken and applied, and the occurrence as the store holds it after it."""
+
+    decision: ClaimDecision
+    record: OccurrenceRecord
 
 
 async def decide(
@@ -47,7 +58,27 @@ async def decide(
     task: Task | None = None,
 ) -> ClaimDecision | None:
     """The decision taken and applied, or None when the occurrence is unknown. `task`: the
-    occurrence's, when the caller read it in this transaction (else read when needed)."""
+    occurrence's, when the caller read it (else read when needed)."""
+    decided = await decide_recorded(
+        tx, tenant_id, occurrence_id, member_id, ask, channel=channel, now=now, task=task
+    )
+    return None if decided is None else decided.decision
+
+
+async def decide_recorded(
+    tx: Tx,
+    tenant_id: str,
+    occurrence_id: str,
+    member_id: str,
+    ask: Ask,
+    *,
+    channel: Channel,
+    now: datetime,
+    task: Task | None = None,
+) -> Decided | None:
+    """`decide`, answering the occurrence after the decision too: what `Tx.get_occurrence`
+    would read back (the record read under the lock, with the decision's effects), without
+    reading it."""
     record = await tx.lock_occurrence(tenant_id, occurrence_id)
     if record is None:
         return None
@@ -92,7 +123,20 @@ async def decide(
         if task is not None and task.id != record.occurrence.task_id:
             task = None
         await note_claim(tx, tenant_id, record, member_id, now=now, task=task)
-    return decision
+    return Decided(decision, _as_stored(apply_decision(record, decision)))
+
+
+_Item = TypeVar("_Item", Claim, Pass)
+
+
+def _as_stored(record: OccurrenceRecord) -> OccurrenceRecord:
+    """Claims and passes in the store's order, (at, member), their times in UTC."""
+    return replace(record, claims=_in_order(record.claims), passes=_in_order(record.passes))
+
+
+def _in_order(items: tuple[_Item, ...]) -> tuple[_Item, ...]:
+    moved = (replace(item, at=item.at.astimezone(UTC)) for item in items)
+    return tuple(sorted(moved, key=lambda item: (item.at, item.member_id)))
 
 
 def _host_event(decision: ClaimDecision) -> str | None:

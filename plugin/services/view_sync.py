@@ -81,7 +81,7 @@ from plugin.services.calendars import (
     external_collection,
 )
 from plugin.services.capacity import CircleCare, ViewAdvice, read_circle_care
-from plugin.services.claiming import Ask, decide
+from plugin.services.claiming import Ask, decide_recorded
 from plugin.services.links import claim_url, ensure_link
 from plugin.services.member_view import (
     HISTORY,
@@ -1318,10 +1318,12 @@ async def _apply_intents(
     Returns what changed (None: nothing)."""
     suffix = f"@{_domain(view)}"
     claims_changed = False
-    decided: set[str] = set()
+    decided: dict[str, OccurrenceRecord] = {}  # each occurrence as its last decision left it
+    tasks = {task.id: task for task in gathered.tasks}
     tasks_of = {
-        record.occurrence.id: task_id
+        record.occurrence.id: tasks[task_id]
         for task_id, records in gathered.occurrences.items()
+        if task_id in tasks
         for record in records
     }
     async with store.transaction() as tx:
@@ -1344,7 +1346,7 @@ async def _apply_intents(
                 # (the staff member changes it in the host system); the write back below
                 # resets the copy.
                 continue
-            decision = await decide(
+            result = await decide_recorded(
                 tx,
                 view.tenant_id,
                 occurrence_id,
@@ -1354,9 +1356,10 @@ async def _apply_intents(
                 now=now,
                 task=task,
             )
-            if decision is None or not decision.changed:
+            if result is None or not result.decision.changed:
                 continue
-            decided.add(occurrence_id)
+            decided[occurrence_id] = result.record
+            decision = result.decision
             if decision.add_claim is not None or decision.remove_claim_of is not None:
                 claims_changed = True
         if not decided:
@@ -1364,10 +1367,7 @@ async def _apply_intents(
         # This run renders the answer, and records the generation it read after this;
         # should it stop before that, the next run must not take the copies as recorded.
         generation = await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
-        records = {
-            occurrence_id: await tx.get_occurrence(view.tenant_id, occurrence_id)
-            for occurrence_id in sorted(decided)
-        }
+        records: dict[str, OccurrenceRecord | None] = dict(sorted(decided.items()))
         if claims_changed:
             await enqueue_view_syncs(
                 tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id
@@ -1376,17 +1376,17 @@ async def _apply_intents(
 
 
 async def _task_of(
-    tx: Tx, view: View, occurrence_id: str, tasks_of: Mapping[str, str]
+    tx: Tx, view: View, occurrence_id: str, tasks_of: Mapping[str, Task]
 ) -> Task | None:
     """The task of one of the view's occurrences (None: not this citizen's). `tasks_of`: the
-    occurrences' tasks as the run read them (an occurrence never changes task)."""
-    task_id = tasks_of.get(occurrence_id)
-    if task_id is None:
+    occurrences' tasks as the run read them, moments before (an occurrence never changes
+    task; the occurrence itself, cancelled or not, is read again under its lock)."""
+    task = tasks_of.get(occurrence_id)
+    if task is None:
         record = await tx.get_occurrence(view.tenant_id, occurrence_id)
         if record is None:
             return None
-        task_id = record.occurrence.task_id
-    task = await tx.get_task(view.tenant_id, task_id)
+        task = await tx.get_task(view.tenant_id, record.occurrence.task_id)
     return task if task is not None and task.citizen_id == view.citizen_id else None
 
 

@@ -30,6 +30,7 @@ from plugin.domain.model import (
     Task,
     TaskStatus,
 )
+from plugin.services.claiming import Ask, decide_recorded
 from plugin.services.ports import (
     AuditEntry,
     Conflict,
@@ -678,6 +679,32 @@ async def test_a_pass_can_be_taken_back(store: Store) -> None:
         assert not await tx.remove_pass(T, "t-1@0", "m-anna")
         record = await tx.lock_occurrence(T, "t-1@0")
     assert record is not None and record.passes == (Pass("t-1@0", "m-bo", NOW),)
+
+
+async def test_a_decision_answers_the_occurrence_the_store_then_holds(store: Store) -> None:
+    """`decide_recorded` answers the occurrence after the decision without reading it back:
+    it must be what the store reads back, to its representation (a copy's key is a digest of
+    it), whatever the order the claims' times come in."""
+    await seed_task(store, occ(0), people_needed=2)
+    steps = [
+        ("m-bo", Ask.PASS, NOW),
+        ("m-anna", Ask.CLAIM, NOW + timedelta(seconds=1)),
+        ("m-bo", Ask.CLAIM, NOW),  # another worker's clock, a little behind: stored first
+        ("m-anna", Ask.PASS, NOW + timedelta(seconds=2)),
+        ("m-bo", Ask.RELEASE, NOW + timedelta(seconds=3)),
+        ("m-carl", Ask.CLAIM, datetime(2027, 3, 1, 13, 0, 4, 250, tzinfo=CPH)),
+    ]
+    for member_id, ask, at in steps:
+        async with store.transaction() as tx:
+            decided = await decide_recorded(
+                tx, T, "t-1@0", member_id, ask, channel="caldav", now=at
+            )
+            assert decided is not None and decided.decision.changed
+            assert repr(decided.record) == repr(await tx.get_occurrence(T, "t-1@0"))
+        async with store.reading() as tx:
+            assert repr(decided.record) == repr(await tx.get_occurrence(T, "t-1@0"))
+    assert [c.member_id for c in decided.record.claims] == ["m-carl"]
+    assert [p.member_id for p in decided.record.passes] == ["m-anna"]  # Bo took his back
 
 
 async def test_lock_occurrence_serialises_concurrent_claims(backend: Backend) -> None:
