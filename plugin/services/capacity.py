@@ -220,21 +220,25 @@ async def note_claim(
     *,
     now: datetime,
     task: Task | None = None,
+    circle: Circle | None = None,
+    settings: Mapping[str, MemberSettings] | None = None,
 ) -> Overload | None:
     """After `member_id`'s claim on `record` was stored: if it takes them over their capacity
     in the occurrence's period (`fairness.period_of`), and the host has not heard of that
     period yet, write `member.overloaded` to the outbox (after the claim's `task.claimed`: same
-    ordering key). The claim stands either way. `task`: the occurrence's, when the caller
-    read it in this transaction."""
+    ordering key). The claim stands either way. `task`, `circle` and the circle's members'
+    `settings`: as the caller read them (else read here)."""
     if task is None:
         task = await tx.get_task(tenant_id, record.occurrence.task_id)
     if task is None or task.kind == "visit":
         return None
-    circle = await tx.get_circle(tenant_id, task.citizen_id)
+    if circle is None or circle.citizen.id != task.citizen_id:
+        circle, settings = await tx.get_circle(tenant_id, task.citizen_id), None
     member = None if circle is None else circle.member(member_id)
     if circle is None or member is None:
         return None
-    settings = await tx.get_member_settings(tenant_id, circle.citizen.id)
+    if settings is None:
+        settings = await tx.get_member_settings(tenant_id, circle.citizen.id)
     member = effective_member(member, settings.get(member_id))
     hours, tasks = window_capacity(member.capacity)
     if hours is None and tasks is None:

@@ -15,11 +15,13 @@ the host hears of it (`member.overloaded`, once per period: `capacity.note_claim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
+from plugin.domain.capacity import MemberSettings
 from plugin.domain.claims import (
     ClaimDecision,
     apply_decision,
@@ -27,7 +29,7 @@ from plugin.domain.claims import (
     decide_pass,
     decide_release,
 )
-from plugin.domain.model import Channel, Claim, OccurrenceRecord, Pass, Task
+from plugin.domain.model import Channel, Circle, Claim, OccurrenceRecord, Pass, Task
 from plugin.services.capacity import note_claim
 from plugin.services.ports import AuditEntry, Tx
 
@@ -75,10 +77,13 @@ async def decide_recorded(
     channel: Channel,
     now: datetime,
     task: Task | None = None,
+    circle: Circle | None = None,
+    settings: Mapping[str, MemberSettings] | None = None,
 ) -> Decided | None:
     """`decide`, answering the occurrence after the decision too: what `Tx.get_occurrence`
     would read back (the record read under the lock, with the decision's effects), without
-    reading it."""
+    reading it. `circle` and its members' `settings`: as the caller read them, for the
+    capacity check after a claim (`capacity.note_claim`)."""
     record = await tx.lock_occurrence(tenant_id, occurrence_id)
     if record is None:
         return None
@@ -122,7 +127,9 @@ async def decide_recorded(
         # Accepted whatever the member's capacity; over it, the host hears once per period.
         if task is not None and task.id != record.occurrence.task_id:
             task = None
-        await note_claim(tx, tenant_id, record, member_id, now=now, task=task)
+        await note_claim(
+            tx, tenant_id, record, member_id, now=now, task=task, circle=circle, settings=settings
+        )
     return Decided(decision, _as_stored(apply_decision(record, decision)))
 
 

@@ -1355,6 +1355,8 @@ async def _apply_intents(
                 channel="caldav",
                 now=now,
                 task=task,
+                circle=gathered.circle,
+                settings=None if gathered.care is None else gathered.care.settings,
             )
             if result is None or not result.decision.changed:
                 continue

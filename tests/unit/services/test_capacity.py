@@ -26,7 +26,7 @@ from plugin.services.capacity import (
     settle_member_settings,
     view_advice,
 )
-from plugin.services.claiming import Ask, decide
+from plugin.services.claiming import Ask, decide, decide_recorded
 from plugin.services.commands import DecideRelief, HostCommand
 from plugin.services.ingest import Outcome, apply_batch, materialise
 from plugin.services.ports import InboxEntry, InboxItem, OutboxEvent
@@ -115,6 +115,30 @@ async def test_a_claim_over_capacity_is_accepted_and_told_to_the_host_once_per_p
     # More claims in the same period: the host has heard of it already.
     await claim_all(store, "m-anna", ids[5:])
     assert len([e for e in outbox(store) if e.type == "member.overloaded"]) == 1
+
+
+async def test_a_claim_from_a_calendar_checks_capacity_with_what_its_run_read() -> None:
+    """A calendar's run hands the claim the circle and the members' own settings it read
+    (`decide_recorded(circle=, settings=)`), and the capacity check goes by them: Anna's own
+    setting (half an hour a week: two hours in four weeks) makes her third claim one too
+    many; without it, her host's capacity (one task a week) makes it the fifth."""
+    own = CareValues(Capacity(0.5, 1), (), None)
+    for given, over_at in (("hers", 2), ("none", 4)):
+        store = await seeded(daily("t-1", datetime(2027, 3, 15, 10), 10))
+        ids = await occurrence_ids(store, "t-1")
+        async with store.transaction() as tx:
+            await save_own_settings(tx, T, "c-1", "m-anna", own, now=NOW)
+            care = await read_circle_care(tx, T, "c-1")
+        settings = care.settings if given == "hers" else {}
+        for n, occurrence_id in enumerate(ids[:5]):
+            async with store.transaction() as tx:
+                decided = await decide_recorded(
+                    tx, T, occurrence_id, "m-anna", Ask.CLAIM, channel="caldav", now=NOW,
+                    circle=CIRCLE, settings=settings,
+                )  # fmt: skip
+                assert decided is not None and decided.decision.add_claim is not None
+            overloaded = [e for e in outbox(store) if e.type == "member.overloaded"]
+            assert len(overloaded) == (n >= over_at), (given, n)
 
 
 async def test_no_capacity_declared_is_never_over() -> None:
