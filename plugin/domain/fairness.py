@@ -358,16 +358,42 @@ def fairness_scores(
     unblocked ones are `suggested` (see `_chosen` for ties and for a choice that would take
     everyone). `relief` lists each member's relief periods."""
     relief = relief or {}
-    recent_start, recent_end = now - timedelta(weeks=WEEKS), now + timedelta(weeks=WEEKS)
-    circle_recent = sum(book.hours_between(m.id, recent_start, recent_end) for m in members)
     # What every member's standing asks of the offer, worked out once.
     windows = windows_containing(offer.start, book.zone)
     load = offer.load
+    blocked = tuple(
+        _blocked(offer, member, book, relief.get(member.id, ()), windows, load)
+        for member in members
+    )
+    # Past what blocks whom, the standings depend only on the offer's windows, its length
+    # and free slots: a view's advice asks the same of hundreds of offers.
+    key = (
+        "standings",
+        tuple((m.id, m.capacity) for m in members),
+        blocked,
+        windows[-1].start,
+        load,
+        offer.free_slots,
+        now,
+    )
+    return book.answer(key, lambda: _standings(offer, members, book, now, blocked, windows, load))
+
+
+def _standings(
+    offer: Offer,
+    members: Sequence[Member],
+    book: LoadBook,
+    now: datetime,
+    blocked: Sequence[Blocked | None],
+    windows: Sequence[Window],
+    load: Load,
+) -> tuple[Fairness, ...]:
+    recent_start, recent_end = now - timedelta(weeks=WEEKS), now + timedelta(weeks=WEEKS)
+    circle_recent = sum(book.hours_between(m.id, recent_start, recent_end) for m in members)
     standings: list[Fairness] = []
-    for member in members:
-        blocked = _blocked(offer, member, book, relief.get(member.id, ()), windows, load)
-        if blocked is not None:
-            standings.append(Fairness(member.id, None, blocked=blocked))
+    for member, why in zip(members, blocked, strict=True):
+        if why is not None:
+            standings.append(Fairness(member.id, None, blocked=why))
             continue
         factors = (
             _room(windows, load, member, book),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -322,6 +323,10 @@ def test_a_book_asked_about_many_offers_answers_as_a_fresh_one(
     for day, hour, length, slots in more:
         start = datetime.combine(date(2027, 3, 1) + timedelta(days=day), time(hour), tzinfo=CPH)
         offers.append(offer(start, slots=slots, end=start + timedelta(hours=length)))
+    # The same offers with another number of free slots, and with someone passed on them: the
+    # book must not answer them as the ones it saw first.
+    offers += [replace(o, free_slots=o.free_slots % 3 + 1) for o in offers]
+    offers += [replace(o, passed=frozenset({members[0].id})) for o in offers]
     shared = LoadBook.build(items, CPH)
     for the_offer in offers + offers[::-1]:
         fresh = LoadBook.build(items, CPH)
