@@ -353,7 +353,11 @@ async def _peek_reading(
     peeked: asyncio.Future[_Peek | None] = asyncio.get_running_loop().create_future()
     reading = _gathering(store, view, now, peeked)
     either: list[asyncio.Future[Any]] = [peeked, reading]
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled (a worker stopping): the read is let finish all the same
+        await asyncio.gather(reading, return_exceptions=True)
+        raise
     if not peeked.done():
         peeked.cancel()
         await reading  # it ended before it peeked: its error

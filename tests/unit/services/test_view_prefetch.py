@@ -112,3 +112,33 @@ async def test_an_invalid_token_fetches_nothing() -> None:
         "tok-1", None
     )
     assert server.fetched == []
+
+
+async def test_a_read_that_fails_before_it_peeks_fails_the_run_with_its_own_error() -> None:
+    from adapters.memory import MemoryStore
+    from plugin.services.calendars import View
+    from plugin.services.ports import StoreUnavailable
+    from plugin.services.view_sync import _peek_reading
+
+    store = MemoryStore()
+    store.unavailable = True
+    with pytest.raises(StoreUnavailable):
+        await _peek_reading(store, View("north", "m-anna", "c-123"), STATE.synced_at)
+
+
+async def test_a_view_never_synced_peeks_nothing_and_is_read_whole() -> None:
+    from adapters.memory import MemoryStore
+    from plugin.domain.model import Circle, Citizen, Member
+    from plugin.services.calendars import View
+    from plugin.services.view_sync import _peek_reading
+
+    store = MemoryStore()
+    anna = Member("m-anna", "Anna", "relative", "full", calendar="hosted")
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_circle("north", Circle(Citizen("north", "c-123", "Fru Jensen"), 1, (anna,)),
+                             STATE.synced_at)  # fmt: skip
+    peek, reading = await _peek_reading(store, View("north", "m-anna", "c-123"), STATE.synced_at)
+    assert peek is None  # no state yet: the run reads it all at once
+    gathered = await reading
+    assert gathered is not None and gathered.member.id == "m-anna" and gathered.state is None
