@@ -21,7 +21,7 @@ What calls what:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -159,12 +159,14 @@ def view_advice(
     *,
     now: datetime,
     until: datetime,
+    only: Collection[str] | None = None,
 ) -> ViewAdvice:
     """Which of the member's copies, starting before `until`, are suggested to them, and which
     that they hold fall in a period over their capacity. Only offers in the rolling window
     (this week and the three after it) are suggested: further ahead the loads will still
     change, and marking those would mostly rewrite calendars (every claim moves the scores).
-    Offers that have started are never suggested."""
+    Offers that have started are never suggested. `only`: the marks of these occurrences
+    alone (the same marks they have in the whole view's advice)."""
     effective = care.effective(circle)
     member = effective.member(member_id)
     if member is None:
@@ -182,6 +184,8 @@ def view_advice(
         for record in occurrences.get(task.id, ()):
             occurrence = record.occurrence
             if occurrence.cancelled or occurrence.start >= until:
+                continue
+            if only is not None and occurrence.id not in only:
                 continue
             if any(c.member_id == member_id for c in record.claims):
                 if book.over_period(member_id, member.capacity, occurrence.start):

@@ -147,9 +147,11 @@ def member_advice(
     horizon: timedelta,
     now: datetime,
     care: CircleCare | None,
+    only: Collection[str] | None = None,
 ) -> ViewAdvice:
     """The marks of `member`'s copies (`capacity.view_advice` over their window; none
-    without `care`)."""
+    without `care`); `only`: of these occurrences alone."""
     if care is None:
         return ViewAdvice()
-    return view_advice(circle, member.id, tasks, occurrences, care, now=now, until=now + horizon)
+    until = now + horizon
+    return view_advice(circle, member.id, tasks, occurrences, care, now=now, until=until, only=only)

@@ -809,10 +809,19 @@ async def _sync(
         if regathered is None:
             return SyncOutcome(intents=intents)
         gathered = regathered
+    later: Callable[[], tuple[list[Action], str | None]] | None = None
     if applied is not None or fetched_uids:
         # The first plan's copies stand as recorded where nothing but the gestures changed
         # what they are rendered from (the read was as recorded, and patched, or untouched).
         as_recorded = gathered.recorded if applied is None else gathered.changed is not None
+        standing = desired if as_recorded else None
+        changed = gathered.changed or frozenset()
+        # After a gesture the advice is worked out over the whole window, which the copies
+        # the run writes first do not wait for: their own marks need only their own offers
+        # scored. The rest is worked out while those writes are in flight (`_apply`).
+        first = None
+        if applied is not None and standing is not None and changed:
+            first = _advice_for(gathered, settings, view, now, changed, fetched_uids)
         desired = _desired(
             gathered,
             settings,
@@ -820,9 +829,33 @@ async def _sync(
             now=now,
             reuse=records,
             force=fetched_uids,
-            recorded=desired if as_recorded else None,
-            changed=gathered.changed or (),
+            recorded=standing,
+            changed=changed,
+            advice_now=first,
         )
+        if first is not None:
+            first_desired = desired
+
+            def later() -> tuple[list[Action], str | None]:
+                """The copies whose marks the whole advice moves, to write after the first
+                ones, and the view's inputs with them (None: not all rendered)."""
+                nonlocal complete
+                final = _desired(
+                    gathered,
+                    settings,
+                    view,
+                    now=now,
+                    reuse=records,
+                    recorded=first_desired,
+                    advice_was=first,
+                )
+                moved = {u for u, item in final.items() if item is not first_desired.get(u)}
+                moved -= {_uid_of(action) for action in actions}  # written first
+                replan = plan_view_sync(final, remote, records)
+                complete = complete and set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
+                more = [a for a in replan.actions if _uid_of(a) in moved]
+                return more, _view_inputs(final) if complete else None
+
     if applied is not None:
         replan = plan_view_sync(desired, remote, records)
         actions = list(replan.actions)
@@ -849,7 +882,7 @@ async def _sync(
         if _day(last.synced_at) == _day(now):
             # Nobody wrote since the last run, and every copy is what it would write.
             return SyncOutcome()
-    written, skipped = await _apply(store, client, path, view, actions, state)
+    written, skipped = await _apply(store, client, path, view, actions, state, then=later)
     if not complete:
         own = replace(gathered.circle, members=(gathered.member,))
         async with store.transaction() as tx:
@@ -1218,6 +1251,41 @@ def _recorded_advice(records: Mapping[str, SyncRecord], suffix: str) -> ViewAdvi
     return ViewAdvice(frozenset(suggested), frozenset(overloaded))
 
 
+def _advice_for(
+    gathered: _Gathered,
+    settings: Settings,
+    view: View,
+    now: datetime,
+    changed: Collection[str],
+    force: Collection[str],
+) -> ViewAdvice | None:
+    """The recorded copies' advice with the true marks of the occurrences in `changed` and
+    of the copies in `force` (UIDs), those offers alone scored (against the whole view's
+    loads). None: the records do not say what they were rendered with."""
+    suffix = f"@{_domain(view)}"
+    was = _recorded_advice(gathered.records, suffix)
+    if was is None:
+        return None
+    ids = {uid.removesuffix(suffix) for uid in force} | set(changed)
+    found = member_advice(
+        gathered.circle,
+        gathered.member,
+        gathered.tasks,
+        gathered.occurrences,
+        horizon=timedelta(weeks=settings.horizon_weeks),
+        now=now,
+        care=gathered.care,
+        only=ids,
+    )
+    return ViewAdvice(
+        (was.suggested - ids) | found.suggested, (was.overloaded - ids) | found.overloaded
+    )
+
+
+def _uid_of(action: Action) -> str:
+    return action.record.uid if isinstance(action, Remember) else action.uid
+
+
 def _desired(
     gathered: _Gathered,
     settings: Settings,
@@ -1228,6 +1296,8 @@ def _desired(
     force: Collection[str] = (),
     recorded: Mapping[str, DesiredItem] | None = None,
     changed: Collection[str] = (),
+    advice_now: ViewAdvice | None = None,
+    advice_was: ViewAdvice | None = None,
 ) -> dict[str, DesiredItem]:
     """Every copy the member should have, by UID. A copy whose record in `reuse` holds its
     key is not rendered: it stands in with the record's fingerprints and no body (unless its
@@ -1237,7 +1307,10 @@ def _desired(
     rendered from but for the records of the occurrences in `changed` (`_Gathered.changed`).
     Then only those copies, the forced ones and the ones whose advice marks moved are keyed
     again, and the rest stand as recorded: a member's gesture costs what it changed, not
-    the size of the view (but for the advice, worked out anew over its window)."""
+    the size of the view (but for the advice, worked out anew over its window, unless the
+    caller gives it: `advice_now`). `advice_was`: the advice `recorded` was rendered with,
+    when not the records' (`_recorded_advice`): the run's first copies, rendered before the
+    whole window's advice was known (`_advice_for`)."""
     public_url = settings.server.public_url
     link = gathered.link
     domain = _domain(view)
@@ -1246,10 +1319,14 @@ def _desired(
     advice: ViewAdvice | None = None
     only: set[str] | None = None
     desired: dict[str, DesiredItem] = {}
-    was = None if recorded is None else _recorded_advice(gathered.records, suffix)
+    was = advice_was
+    if was is None and recorded is not None:
+        was = _recorded_advice(gathered.records, suffix)
     if recorded is not None and was is not None:
         advice = was
-        if changed:
+        if advice_now is not None:
+            advice = advice_now
+        elif changed or advice_was is not None:
             advice = member_advice(
                 gathered.circle,
                 gathered.member,
@@ -1441,55 +1518,80 @@ async def _apply(
     view: View,
     actions: Sequence[Action],
     state: ViewState,
+    *,
+    then: Callable[[], tuple[list[Action], str | None]] | None = None,
 ) -> tuple[int, int]:
+    """Carry out `actions`, then keep the records and the view's state. `then`: CPU-bound
+    work done while the first writes are in flight, answering more actions to carry out
+    after them and the view's inputs for its state."""
     saved: list[SyncRecord] = []
     dropped: list[str] = []
     deleted: set[str] = set()  # hrefs this run deleted
     written = skipped = 0
-    for action in actions:
-        if isinstance(action, Create | Update) and not action.body:
-            # A copy `_desired` let stand in for its record (no body) is never planned for a
-            # write; if one were, writing it would empty the member's copy.
-            raise RuntimeError(f"a write of {action.uid} was planned without rendering it")
-        match action:
-            case Create(uid=uid, body=body, record=record):
-                href = object_href(path, _object_name(uid))
-                try:
-                    etag = await client.create(path, _object_name(uid), body)
-                except AlreadyExists:
-                    # Ours from a run that crashed before storing its record, or left from an
-                    # earlier account: an unknown fingerprint makes the next run fetch and
-                    # overwrite it (and read no gesture from it), and no inputs in the state
-                    # make sure that run comes, though nothing else changes.
-                    saved.append(replace(record, href=href, etag="", fingerprint=""))
-                    state = replace(state, inputs=None)
-                    skipped += 1
-                    continue
-                saved.append(replace(record, href=href, etag=etag))
-                written += 1
-            case Update(href=href, if_match=if_match, body=body, record=record):
-                try:
-                    etag = await client.update(href, body, if_match)
-                except (EtagMismatch, NotFound):
-                    skipped += 1
-                    continue
-                saved.append(replace(record, href=href, etag=etag))
-                written += 1
-            case Delete(uid=uid, href=href, if_match=if_match):
-                try:
-                    await client.delete(href, if_match)
-                except EtagMismatch:
-                    skipped += 1
-                    continue
-                except NotFound:
-                    pass
-                dropped.append(uid)
-                deleted.add(href)
-                written += 1
-            case Forget(uid=uid):
-                dropped.append(uid)
-            case Remember(record=record):
-                saved.append(record)
+    lost = False  # a copy met where one was to be created: the next run must come
+
+    async def write(batch: Sequence[Action]) -> None:
+        nonlocal written, skipped, lost
+        for action in batch:
+            if isinstance(action, Create | Update) and not action.body:
+                # A copy `_desired` let stand in for its record (no body) is never planned for a
+                # write; if one were, writing it would empty the member's copy.
+                raise RuntimeError(f"a write of {action.uid} was planned without rendering it")
+            match action:
+                case Create(uid=uid, body=body, record=record):
+                    href = object_href(path, _object_name(uid))
+                    try:
+                        etag = await client.create(path, _object_name(uid), body)
+                    except AlreadyExists:
+                        # Ours from a run that crashed before storing its record, or left from an
+                        # earlier account: an unknown fingerprint makes the next run fetch and
+                        # overwrite it (and read no gesture from it), and no inputs in the state
+                        # make sure that run comes, though nothing else changes.
+                        saved.append(replace(record, href=href, etag="", fingerprint=""))
+                        lost = True
+                        skipped += 1
+                        continue
+                    saved.append(replace(record, href=href, etag=etag))
+                    written += 1
+                case Update(href=href, if_match=if_match, body=body, record=record):
+                    try:
+                        etag = await client.update(href, body, if_match)
+                    except (EtagMismatch, NotFound):
+                        skipped += 1
+                        continue
+                    saved.append(replace(record, href=href, etag=etag))
+                    written += 1
+                case Delete(uid=uid, href=href, if_match=if_match):
+                    try:
+                        await client.delete(href, if_match)
+                    except EtagMismatch:
+                        skipped += 1
+                        continue
+                    except NotFound:
+                        pass
+                    dropped.append(uid)
+                    deleted.add(href)
+                    written += 1
+                case Forget(uid=uid):
+                    dropped.append(uid)
+                case Remember(record=record):
+                    saved.append(record)
+
+    if then is None:
+        await write(actions)
+    else:
+        first = asyncio.create_task(write(actions))
+        await asyncio.sleep(0)  # the first request is on its way before the work begins
+        try:
+            more, inputs = then()
+        except BaseException:
+            await asyncio.gather(first, return_exceptions=True)
+            raise
+        await first
+        state = replace(state, inputs=inputs)
+        await write(more)
+    if lost:
+        state = replace(state, inputs=None)
     if written or skipped:
         ours = {r.href: r.etag for r in saved if r.href is not None}
         state = await _settled(client, path, state, ours, deleted)

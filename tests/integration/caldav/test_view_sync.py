@@ -248,6 +248,96 @@ async def test_accepting_in_the_calendar_claims_first_come_first_served(
         assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "caldav")]
 
 
+async def test_a_claim_that_moves_her_other_suggestions_writes_them_in_the_same_run(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """Anna has more room than Bo, so a week of daily offers is suggested to her
+    (`[Forslag]`). She accepts one: the run writes her copy first and works out the whole
+    window's advice while that write is in flight; the suggestions it moved to Bo are written
+    right after, in the same run, and the view is left as a whole render would leave it."""
+    from adapters.caldav.client import CalDAVClient
+    from plugin.services import view_sync
+
+    reads: list[bool] = []
+    steps: list[str] = []  # Anna's view's writes and whole-window advice, in order
+    real_gather, real_advice, real_update = (
+        view_sync._gather,
+        view_sync.member_advice,
+        CalDAVClient.update,
+    )
+
+    async def gather(store: Any, view: Any, **kwargs: Any) -> Any:
+        found = await real_gather(store, view, **kwargs)
+        if view.member_id == "m-anna" and found is not None:
+            reads.append(found.recorded)
+        return found
+
+    def advice(circle: Any, member: Any, *args: Any, **kwargs: Any) -> Any:
+        if member.id == "m-anna" and kwargs.get("only") is None:
+            steps.append("advice")
+        return real_advice(circle, member, *args, **kwargs)
+
+    tests = threading.get_ident()  # the calendar app's requests are made from this thread
+
+    async def update(self: CalDAVClient, href: str, body: bytes, if_match: str) -> Any:
+        if "m-anna" in href and threading.get_ident() != tests:
+            steps.append("write")
+        return await real_update(self, href, body, if_match)
+
+    monkeypatch.setattr(view_sync, "_gather", gather)
+    monkeypatch.setattr(view_sync, "member_advice", advice)
+    monkeypatch.setattr(CalDAVClient, "update", update)
+    anna_m = {**ANNA, "capacity": {"hours_per_week": 3, "tasks_per_week": 2}}
+    bo_m = {**BO, "capacity": {"hours_per_week": 1, "tasks_per_week": 1}}
+    assert (await post_event(http, circle_event(1, [anna_m, bo_m]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    start = (datetime.now(CPH) + timedelta(days=1)).replace(
+        hour=10, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    daily = one_off(start, recurrence="FREQ=DAILY;COUNT=6")
+    assert (await post_event(http, daily)).status_code == 202
+
+    async with calendar_app(served, anna) as app:
+
+        async def titles() -> dict[str, tuple[str, str, str, bytes]] | None:
+            listing = await app.list_etags(ANNA_VIEW)
+            fetched = await app.fetch(ANNA_VIEW, list(listing))
+            found = {}
+            for href, (etag, body) in fetched.items():
+                event = Calendar.from_ical(body).walk("VEVENT")[0]
+                found[str(event["UID"])] = (str(event["SUMMARY"]), href, etag, body)
+            return found if len(found) == 6 else None
+
+        async def all_suggested() -> dict[str, tuple[str, str, str, bytes]] | None:
+            found = await titles()
+            if found and {t for t, *_ in found.values()} == {"[Forslag] Indkøb"}:
+                return found
+            return None
+
+        offered = await eventually(all_suggested)
+        first = min(offered)  # tomorrow's
+        _, href, etag, body = offered[first]
+        reads.clear()
+        steps.clear()
+        await app.update(href, with_partstat(body, "ACCEPTED"), etag)
+
+        async def settled() -> dict[str, str] | None:
+            found = await titles()
+            if found is None:
+                return None
+            summaries = {uid: title for uid, (title, *_) in found.items()}
+            return None if "[Forslag] Indkøb" in summaries.values() else summaries
+
+        # Her share of the circle's hours is all of it now: the other offers are Bo's to be
+        # suggested.
+        summaries = await eventually(settled)
+        assert summaries == {uid: "[Ledig] Indkøb" for uid in summaries} | {first: "[Dig] Indkøb"}
+    # They were written in the run of her answer (her view read once since, as recorded), not
+    # by a later one; her own copy went first, before the whole window's advice was worked out.
+    assert reads == [True], reads
+    assert steps == ["write", "advice"] + ["write"] * 5, steps
+
+
 async def test_a_members_answer_is_fetched_while_the_store_reads_her_view(
     served: Served, http: httpx.AsyncClient, monkeypatch: Any
 ) -> None:
@@ -293,11 +383,13 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
     died: list[str] = []
     real_apply = view_sync._apply
 
-    async def dying_apply(store: Any, client: Any, path: str, view: Any, *rest: Any) -> Any:
+    async def dying_apply(
+        store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
+    ) -> Any:
         if reads.armed and view.member_id == "m-anna" and not died:
             died.append(view.member_id)
             raise RuntimeError("the process stopped here")
-        return await real_apply(store, client, path, view, *rest)
+        return await real_apply(store, client, path, view, *rest, **kwargs)
 
     monkeypatch.setattr(view_sync, "_gather", reads)
     monkeypatch.setattr(view_sync, "_apply", dying_apply)

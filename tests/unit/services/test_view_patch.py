@@ -63,8 +63,14 @@ def _recorded(desired: dict[str, DesiredItem]) -> dict[str, SyncRecord]:
     """The records a run that wrote `desired` keeps."""
     return {
         uid: SyncRecord(
-            uid, f"/c/{uid}.ics", "e1", item.fingerprint, item.material, item.partstat,
-            inputs=item.inputs, marks=item.marks,
+            uid,
+            f"/c/{uid}.ics",
+            "e1",
+            item.fingerprint,
+            item.material,
+            item.partstat,
+            inputs=item.inputs,
+            marks=item.marks,
         )
         for uid, item in desired.items()
     }
@@ -116,6 +122,47 @@ async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> 
     # Only those were rendered; every other copy stands as recorded (no body).
     assert {uid for uid, item in patched.items() if item.body} == rekeyed
     assert len(patched) == 80 and len(rekeyed) < 60
+
+
+async def test_a_claims_own_copy_is_written_before_the_whole_advice_is_known(
+    tmp_path: Path,
+) -> None:
+    """The run writes the gesture's copies first, with marks from their own offers alone
+    (`_advice_for`), and works out the whole window's advice while those writes are in
+    flight: the copies it moves come after. Together: exactly the copies, keys and marks of
+    rendering the whole view."""
+    settings, store, before, records, was = await _synced(tmp_path)
+    ids = [r.occurrence.id for r in before.occurrences["t-1"]]
+    await _claim(store, ids[2])
+    after = await view_sync._gather(store, VIEW)
+    assert after is not None
+    after = replace(after, records=records)
+    changed = frozenset({ids[2]})
+    first = view_sync._advice_for(after, settings, VIEW, NOW, changed, ())
+    assert first is not None
+    phase1 = view_sync._desired(
+        after,
+        settings,
+        VIEW,
+        now=NOW,
+        reuse=records,
+        recorded=view_sync._as_recorded(records),
+        changed=changed,
+        advice_now=first,
+    )
+    claimed = event_uid(ids[2], T)
+    assert {uid for uid, item in phase1.items() if item.body} == {claimed}
+    whole = view_sync._desired(after, settings, VIEW, now=NOW, reuse=records)
+    assert _keys(phase1)[claimed] == _keys(whole)[claimed]
+
+    final = view_sync._desired(
+        after, settings, VIEW, now=NOW, reuse=records, recorded=phase1, advice_was=first
+    )
+    assert _keys(final) == _keys(whole)
+    # The claim moved her suggestions to Bo: those copies come after, and only they.
+    moved = {uid for uid in final if final[uid] is not phase1[uid]}
+    assert moved == {event_uid(o, T) for o in was.suggested} - {claimed}
+    assert len(moved) > 10 and all(final[uid].body for uid in moved)
 
 
 async def test_a_copy_fetched_to_be_written_back_is_rendered_without_working_out_the_advice(
