@@ -197,6 +197,12 @@ def member(member_id: str, name: str, **extra: Any) -> dict[str, Any]:
             **extra}  # fmt: skip
 
 
+def anna_at_home(annas_dav: str) -> dict[str, Any]:
+    """Anna, with her calendar in her own account on the second Xandikos."""
+    account = {"url": annas_dav + HOME, "username": "anna", "password": "app-password"}
+    return member("m-anna", "Anna", calendar="external", external=account)
+
+
 async def one_task(http: httpx.AsyncClient, citizen_id: str, members: list[dict[str, Any]]) -> str:
     """The circle, and a one-off task next week needing one person; answers the task id."""
     assert (await post_event(http, circle_event(1, members, citizen_id))).status_code == 202
@@ -313,12 +319,7 @@ async def test_the_claim_loop_with_annas_own_account(
     served: Served, http: httpx.AsyncClient, municipal_dav: str, annas_dav: str
 ) -> None:
     citizen = served.citizen_id
-    anna = member(
-        "m-anna",
-        "Anna",
-        calendar="external",
-        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
-    )
+    anna = anna_at_home(annas_dav)
     task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
     async with app_on(annas_dav) as anna_app, app_on(municipal_dav) as bo_app:
         await claim_loop(
@@ -349,12 +350,7 @@ async def test_a_members_own_account_is_polled_and_synced_over_one_kept_client(
 
     monkeypatch.setattr(CalDAVClient, "__init__", counting_init)
     citizen = served.citizen_id
-    anna = member(
-        "m-anna",
-        "Anna",
-        calendar="external",
-        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
-    )
+    anna = anna_at_home(annas_dav)
     task_id = await one_task(http, citizen, [anna, member("m-bo", "Bo")])
     view = f"{HOME}carecal-{citizen}/"
     async with app_on(annas_dav) as anna_app:
@@ -889,12 +885,7 @@ async def test_two_servers_accepting_in_the_same_moment_give_one_claim(
     same moment, five times over: the database decides, exactly one of them holds each
     occurrence, and the loser's copy shows the winner."""
     citizen = served.citizen_id
-    anna = member(
-        "m-anna",
-        "Anna",
-        calendar="external",
-        external={"url": annas_dav + HOME, "username": "anna", "password": "app-password"},
-    )
+    anna = anna_at_home(annas_dav)
     assert (
         await post_event(http, circle_event(1, [anna, member("m-bo", "Bo")], citizen))
     ).status_code == 202

@@ -94,15 +94,22 @@ async def _synced(
     return settings, store, gathered, records, was
 
 
-async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> None:
+async def _claimed(
+    tmp_path: Path,
+) -> tuple[Settings, view_sync._Gathered, dict[str, SyncRecord], ViewAdvice, str]:
+    """`_synced`, then Anna's claim of Thursday 4 March: her view read again with the
+    records of the run before (as the run of her answer patches it), and what she claimed."""
     settings, store, before, records, was = await _synced(tmp_path)
-
-    ids = [r.occurrence.id for r in before.occurrences["t-1"]]
-    await _claim(store, ids[2])  # Thursday 4 March
+    claimed = before.occurrences["t-1"][2].occurrence.id
+    await _claim(store, claimed)
     after = await view_sync._gather(store, VIEW)
     assert after is not None
-    after = replace(after, records=records)
-    changed = frozenset({ids[2]})
+    return settings, replace(after, records=records), records, was, claimed
+
+
+async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> None:
+    settings, after, records, was, claimed = await _claimed(tmp_path)
+    changed = frozenset({claimed})
     patched = view_sync._desired(
         after,
         settings,
@@ -118,7 +125,7 @@ async def test_a_claim_keys_again_only_the_copies_it_changed(tmp_path: Path) -> 
     # The claim moved the advice: she holds all the circle's hours now, so the offers are
     # Bo's to be suggested, no longer hers.
     rekeyed = {uid for uid in whole if whole[uid].inputs != records[uid].inputs}
-    assert rekeyed == {event_uid(ids[2], T)} | {event_uid(o, T) for o in was.suggested}
+    assert rekeyed == {event_uid(claimed, T)} | {event_uid(o, T) for o in was.suggested}
     # Only those were rendered; every other copy stands as recorded (no body).
     assert {uid for uid, item in patched.items() if item.body} == rekeyed
     assert len(patched) == 80 and len(rekeyed) < 60
@@ -131,13 +138,8 @@ async def test_a_claims_own_copy_is_written_before_the_whole_advice_is_known(
     (`_advice_for`), and works out the whole window's advice while those writes are in
     flight: the copies it moves come after. Together: exactly the copies, keys and marks of
     rendering the whole view."""
-    settings, store, before, records, was = await _synced(tmp_path)
-    ids = [r.occurrence.id for r in before.occurrences["t-1"]]
-    await _claim(store, ids[2])
-    after = await view_sync._gather(store, VIEW)
-    assert after is not None
-    after = replace(after, records=records)
-    changed = frozenset({ids[2]})
+    settings, after, records, was, occurrence_id = await _claimed(tmp_path)
+    changed = frozenset({occurrence_id})
     first = view_sync._advice_for(after, settings, VIEW, NOW, changed, ())
     assert first is not None
     phase1 = view_sync._desired(
@@ -150,7 +152,7 @@ async def test_a_claims_own_copy_is_written_before_the_whole_advice_is_known(
         changed=changed,
         advice_now=first,
     )
-    claimed = event_uid(ids[2], T)
+    claimed = event_uid(occurrence_id, T)
     assert {uid for uid, item in phase1.items() if item.body} == {claimed}
     whole = view_sync._desired(after, settings, VIEW, now=NOW, reuse=records)
     assert _keys(phase1)[claimed] == _keys(whole)[claimed]
