@@ -15,9 +15,10 @@ server, by the member's calendar delivery:
 A member's own account URL is refused when its host is, or resolves to, a loopback, private,
 link-local or otherwise non-public address, unless the tenant sets
 `allow_private_calendar_urls`: carecal must not become a way to reach the municipality's
-internal network. The check resolves the name before each sync; the HTTP client resolves it
-again when it connects, so a name whose answers change between the two (DNS rebinding) can
-slip through once. Pin addresses at the network layer (egress rules) where that matters.
+internal network. The check resolves the name before each probe and sync (its answers kept
+for a minute, `KeptAnswers`); the HTTP client resolves it again when it connects, so a name
+whose answers change between the two (DNS rebinding) can slip through. Pin addresses at the
+network layer (egress rules) where that matters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -236,6 +238,37 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+class KeptAnswers:
+    """`resolve` with its answers kept for `keep_seconds`: every probe and sync of a member's
+    own account checks its host's addresses, and without this each one would ask DNS again
+    (the process has no cache of its own). A failure is not kept: the next check asks anew.
+    At most `most` names are kept, the least recently asked going first."""
+
+    def __init__(
+        self,
+        resolve: Resolve = system_resolve,
+        *,
+        keep_seconds: float = 60.0,
+        most: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolve, self._keep, self._most, self._clock = resolve, keep_seconds, most, clock
+        self._kept: OrderedDict[tuple[str, int], tuple[float, Sequence[str]]] = OrderedDict()
+
+    async def __call__(self, host: str, port: int) -> Sequence[str]:
+        key = (host, port)
+        kept = self._kept.get(key)
+        if kept is not None and self._clock() < kept[0]:
+            self._kept.move_to_end(key)
+            return kept[1]
+        addresses = await self._resolve(host, port)
+        self._kept[key] = (self._clock() + self._keep, addresses)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self._most:
+            self._kept.popitem(last=False)
+        return addresses
+
+
 def _non_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -302,12 +335,12 @@ class Calendars:
         *,
         service: CalendarAccess | None,
         open_account: OpenAccount,
-        resolve: Resolve = system_resolve,
+        resolve: Resolve | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self._open_account = open_account
-        self._resolve = resolve
+        self._resolve = resolve or KeptAnswers(system_resolve)
 
     @property
     def polled_deliveries(self) -> tuple[Delivery, ...]:

@@ -17,6 +17,7 @@ from plugin.services.calendars import (
     AccountClients,
     CalendarAccess,
     Calendars,
+    KeptAnswers,
     MissingCalendar,
     NoCollection,
     UnsafeCalendarUrl,
@@ -118,6 +119,63 @@ def anna(calendar: Delivery = "external", url: str = "https://dav.example.org/an
         calendar=calendar,
         external=external,
     )
+
+
+class Dns:
+    """A resolver that answers from `answers` (a name missing: it fails) and notes each ask."""
+
+    def __init__(self, **answers: str) -> None:
+        self.answers = dict(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.asked.append(host)
+        if host.replace(".", "_") not in self.answers:
+            raise OSError(-2, "Name or service not known")
+        return [self.answers[host.replace(".", "_")]]
+
+
+async def test_a_names_addresses_are_kept_for_a_while_and_asked_again_after() -> None:
+    dns, clock = Dns(dav_example_org="93.184.215.14"), Ticks()
+    kept = KeptAnswers(dns, keep_seconds=60, clock=clock)
+    for _ in range(3):
+        await check_public_url("https://dav.example.org/anna/", kept)
+    assert dns.asked == ["dav.example.org"]
+    clock.now += 60
+    dns.answers["dav_example_org"] = "10.0.0.5"  # moved into the internal network
+    with pytest.raises(UnsafeCalendarUrl, match="non-public"):
+        await check_public_url("https://dav.example.org/bo/", kept)
+    assert dns.asked == ["dav.example.org"] * 2
+
+
+async def test_a_failed_lookup_is_not_kept() -> None:
+    dns, clock = Dns(), Ticks()
+    kept = KeptAnswers(dns, clock=clock)
+    for _ in range(2):
+        with pytest.raises(UnsafeCalendarUrl, match="does not resolve"):
+            await check_public_url("https://dav.example.org/", kept)
+    dns.answers["dav_example_org"] = "93.184.215.14"
+    await check_public_url("https://dav.example.org/", kept)
+    assert dns.asked == ["dav.example.org"] * 3
+
+
+async def test_beyond_the_most_names_kept_the_least_recently_asked_goes() -> None:
+    dns = Dns(a_example="93.184.215.14", b_example="93.184.215.15", c_example="93.184.215.16")
+    kept = KeptAnswers(dns, most=2, clock=Ticks())
+    for host in ["a.example", "b.example", "a.example", "c.example", "a.example", "b.example"]:
+        await kept(host, 443)
+    # b went when c came (a had been asked since); a stayed; b is asked again
+    assert dns.asked == ["a.example", "b.example", "c.example", "b.example"]
+
+
+async def test_a_members_account_is_checked_against_kept_answers(tmp_path: Path) -> None:
+    """Every probe and sync opens a target: the name is looked up once a minute, not each."""
+    dns = Dns(dav_example_org="93.184.215.14")
+    resolver, opened = calendars(tmp_path, allow_private=False, resolve=KeptAnswers(dns))
+    for _ in range(3):
+        async with resolver.target(VIEW, anna()):
+            pass
+    assert dns.asked == ["dav.example.org"] and len(opened.accounts) == 3
 
 
 def calendars(
