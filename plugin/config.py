@@ -33,7 +33,8 @@ from pydantic import (
 
 DEFAULT_CONFIG = Path("config/carecal.toml")
 ENV_PREFIX = "CARECAL_"
-ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# Tenant ids name the embedded server's folders (`<tenant>~<member>`): no leading dot.
+ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 
 
 class ConfigError(Exception):
@@ -136,6 +137,8 @@ class CaldavCalendarSettings(_Section):
             raise ValueError("placeholders are {tenant}, {member} and {citizen}") from exc
         if "{citizen}" not in value or "{member}" not in value or value.startswith("/"):
             raise ValueError("must be relative and name {member} and {citizen}")
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError("must stay below `url`: no '.' or '..' segments")
         return value
 
     def service_password(self) -> str:

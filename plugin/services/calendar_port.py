@@ -53,8 +53,19 @@ def canonical_href(href: str) -> str:
 
 
 def collection_path(path: str) -> str:
-    """A collection's canonical path, always with one trailing slash."""
-    return canonical_href(path).rstrip("/") + "/"
+    """A collection's canonical path, always with one trailing slash. Raises ValueError for a
+    path with a "." or ".." segment: HTTP clients resolve those before they send, so
+    "/dav/anna/./" would be the member's whole home, and deleting it everything in there.
+
+    >>> collection_path("/dav/north~m-anna/../")
+    Traceback (most recent call last):
+    ...
+    ValueError: a calendar path may not have a '.' or '..' segment: '/dav/north~m-anna/../'
+    """
+    canonical = canonical_href(path).rstrip("/") + "/"
+    if any(segment in (".", "..") for segment in canonical.split("/")):
+        raise ValueError(f"a calendar path may not have a '.' or '..' segment: {canonical!r}")
+    return canonical
 
 
 def object_href(path: str, name: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from http import HTTPStatus
 from typing import Any
 
@@ -27,7 +26,7 @@ from plugin.web import relief_api
 from plugin.web.body import read_limited_body, require_json
 from plugin.web.openapi import openapi_document
 from plugin.web.problems import problem
-from plugin.web.schemas import InvalidEvent, MalformedEvent
+from plugin.web.schemas import HOST_ID, InvalidEvent, MalformedEvent
 from plugin.web.state import state_of
 
 
@@ -174,7 +173,6 @@ _ASSIGN_PROBLEMS = {
     AssignRefusal.VISIT: (409, "Visits are assigned by the host (visit.assigned)."),
 }
 MAX_ASSIGN_BYTES = 4096
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as host ids (`schemas.Id`)
 
 
 def _member_id(body: bytes) -> str:
@@ -184,7 +182,7 @@ def _member_id(body: bytes) -> str:
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent("the body is not JSON") from exc
     member_id = data.get("member_id") if isinstance(data, dict) else None
-    if not isinstance(member_id, str) or not ID_PATTERN.fullmatch(member_id):
+    if not isinstance(member_id, str) or not HOST_ID.fullmatch(member_id):
         raise InvalidEvent([{"loc": ["member_id"], "msg": "a member id is required"}])
     if set(data) != {"member_id"}:
         raise InvalidEvent([{"loc": [], "msg": "only member_id is accepted"}])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugin.web.schemas import HOST_ID_PATTERN
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH_ERRORS = {"401": _PROBLEM, "404": _PROBLEM}
 
@@ -16,7 +18,7 @@ def _id_param(name: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+        "schema": {"type": "string", "pattern": HOST_ID_PATTERN},
     }
 
 
@@ -273,7 +275,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["member_id"],
         "additionalProperties": False,
-        "properties": {"member_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}},
+        "properties": {"member_id": {"type": "string", "pattern": HOST_ID_PATTERN}},
     },
     "Assignment": {
         "type": "object",

@@ -16,7 +16,6 @@ the occurrences whose claims were released (`released`); what else happens is
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from http import HTTPStatus
@@ -28,13 +27,12 @@ from starlette.responses import JSONResponse, Response
 from plugin.services.relief import ReliefRefusal, request_relief
 from plugin.web.body import read_limited_body, require_json
 from plugin.web.problems import problem
-from plugin.web.schemas import FieldError, InvalidEvent, MalformedEvent
+from plugin.web.schemas import HOST_ID, FieldError, InvalidEvent, MalformedEvent
 from plugin.web.state import state_of
 
 __all__ = ["ReliefBody", "create_relief_request", "parse_moment", "parse_relief_body"]
 
 MAX_BYTES = 4096
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as host ids (`schemas.Id`)
 FIELDS = ("citizen_id", "member_id", "start", "end")
 
 _REFUSALS = {
@@ -69,7 +67,7 @@ def parse_relief_body(body: bytes) -> ReliefBody:
     ]
     for name in ("citizen_id", "member_id"):
         value = data.get(name)
-        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        if not isinstance(value, str) or not HOST_ID.fullmatch(value):
             errors.append({"loc": [name], "msg": "an id is required"})
     for name in ("start", "end"):
         value = data.get(name)

@@ -191,7 +191,12 @@ def _http_url(value: str) -> str:
     return value
 
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+# The host's ids. They name calendar collections and folders (`/dav/<tenant>~<member>/<citizen>/`),
+# so none may start with a dot: "." and ".." would be the folder itself or its parent, and CalDAV
+# servers keep names that start with a dot for themselves (Radicale refuses them).
+HOST_ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$"
+HOST_ID = re.compile(HOST_ID_PATTERN)
+Id = Annotated[str, StringConstraints(pattern=HOST_ID_PATTERN)]
 # Stored as a 64-bit integer.
 Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]

@@ -121,6 +121,22 @@ def test_every_bad_key_is_named(tmp_path: Path) -> None:
     assert any(key.startswith("calendar") for key in keys)
 
 
+def test_ids_and_templates_that_would_name_a_folder_above_their_own_are_refused(
+    tmp_path: Path,
+) -> None:
+    """A tenant id names the embedded server's folders (`<tenant>~<member>`), and the template
+    the municipal server's collections under `url`: neither may start with or be a dot."""
+    bad = GOOD.replace('id = "south"', 'id = ".south"') + (
+        '\n[calendar]\ntype = "caldav"\nurl = "https://dav.example.org/cal/"\n'
+        'username = "carecal"\npassword = "pw"\n'
+        'collection_template = "../{tenant}~{member}~{citizen}/"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, bad), environ={})
+    keys = {key for key, _ in caught.value.problems}
+    assert {"tenants[.south].id", "calendar.collection_template"} <= keys
+
+
 def test_check_config_names_bad_keys_and_never_prints_a_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

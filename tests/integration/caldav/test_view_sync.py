@@ -106,6 +106,37 @@ async def test_hosted_members_get_the_circle_in_their_calendar(
         assert await eventually(gone)
 
 
+async def test_an_id_that_would_name_a_members_whole_home_is_refused_and_loses_nothing(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    """A citizen id "." made Anna's view `/dav/north~m-anna/./`, which HTTP clients send as
+    her whole home: when her delivery later changed, carecal deleted every calendar in it,
+    every circle's. The webhook refuses such ids at the field (422), and nothing of hers
+    goes."""
+    anna, _, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as calendars:
+
+        async def her_copy() -> bool | None:
+            try:
+                return len(await calendars.list_etags(ANNA_VIEW)) == 1 or None
+            except NotFound:
+                return None
+
+        assert await eventually(her_copy)
+        feed = dict(ANNA, calendar="feed")
+        for citizen in (".", ".."):
+            for version, anna_as in ((1, ANNA), (2, feed)):
+                response = await post_event(http, circle_event(version, [anna_as], citizen))
+                assert response.status_code == 422, response.text
+                errors = response.json()["errors"]
+                assert [e["loc"] for e in errors] == [["data", "citizen", "id"]]
+        response = await post_event(http, one_off(datetime(2027, 3, 16, 10), citizen_id=".."))
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["errors"]] == [["data", "citizen_id"]]
+        await asyncio.sleep(0.5)  # the worker looks every 50 ms: nothing for it to do
+        assert await her_copy()
+
+
 async def test_records_kept_before_their_marks_get_them_without_a_write(
     served: Served, http: httpx.AsyncClient
 ) -> None:

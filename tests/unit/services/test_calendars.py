@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from plugin.domain.model import Delivery, ExternalCalendar, Member
-from plugin.services.calendar_port import CalendarUnavailable
+from plugin.services.calendar_port import CalendarUnavailable, collection_path
 from plugin.services.calendars import (
     Account,
     AccountClients,
@@ -34,6 +34,23 @@ VIEW = View("north", "m-anna", "c-123")
 def test_embedded_views_nest_under_each_members_home() -> None:
     assert VIEW.collection("/dav") == "/dav/north~m-anna/c-123/"
     assert View("north", "m.a", "c:1").collection("/dav/") == "/dav/north~m.a/c:1/"
+
+
+@pytest.mark.parametrize(
+    ("citizen", "template"),
+    [("..", "{tenant}~{member}/{citizen}/"), (".", "{tenant}~{member}/{citizen}/"),
+     ("c-1", "{member}/{citizen}/../")],
+)  # fmt: skip
+def test_a_path_that_would_climb_out_of_its_collection_is_refused(
+    citizen: str, template: str
+) -> None:
+    """HTTP clients resolve "." and ".." before they send: "/dav/north~m-anna/./" would be
+    Anna's whole home, and deleting her view there would delete every calendar she has."""
+    view = View("north", "m-anna", citizen)
+    with pytest.raises(ValueError, match="segment"):
+        view.collection("/dav", template)
+    with pytest.raises(ValueError, match="segment"):
+        collection_path("/dav/north~m-anna/%2E%2E/")  # percent-encoded dots are dots too
 
 
 def test_a_template_lays_views_out_flat() -> None:

@@ -322,6 +322,12 @@ def test_error_count_is_bounded() -> None:
         (CANCELLED, "data.id", "t/1", ["data", "id"]),
         (CANCELLED, "data.id", "t" * 129, ["data", "id"]),
         (CANCELLED, "data.citizen_id", "c-ø", ["data", "citizen_id"]),
+        # Ids name collections: "." and ".." would be the member's home or its parent.
+        (CIRCLE, "data.citizen.id", ".", ["data", "citizen", "id"]),
+        (CIRCLE, "data.citizen.id", "..", ["data", "citizen", "id"]),
+        (CIRCLE, "data.citizen.id", ".c-1", ["data", "citizen", "id"]),
+        (CIRCLE, "data.members.0.id", "..", ["data", "members", 0, "id"]),
+        (TASK, "data.citizen_id", "..", ["data", "citizen_id"]),
         (TASK, "data.category", "diagnosis", ["data", "category"]),
         (TASK, "data.kind", "meeting", ["data", "kind"]),
         (TASK, "data.kind", ..., ["data", "kind"]),
@@ -411,6 +417,12 @@ def test_member_ids_are_unique_within_a_circle() -> None:
     members = [CIRCLE["data"]["members"][0]] * 2
     (error,) = errors_of(changed(CIRCLE, "data.members", members))
     assert error["loc"] == ["data"] and "unique" in error["msg"]
+
+
+@pytest.mark.parametrize("value", ["c.1", "c-1.", "kommune:123.4", "_x", "1"])
+def test_ids_may_hold_dots_after_their_first_character(value: str) -> None:
+    event = parse_event(changed(CIRCLE, "data.citizen.id", value))
+    assert isinstance(event, CircleUpdated) and event.data.citizen.id == value
 
 
 def test_an_empty_circle_is_valid() -> None:
