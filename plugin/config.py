@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -126,6 +126,8 @@ class CaldavCalendarSettings(_Section):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        if any(segment in (".", "..") for segment in unquote(urlsplit(value).path).split("/")):
+            raise ValueError("must not have '.' or '..' in its path")
         return value if value.endswith("/") else value + "/"
 
     @field_validator("collection_template")

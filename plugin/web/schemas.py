@@ -31,7 +31,7 @@ import re
 from datetime import date, datetime, time
 from functools import cache
 from typing import Annotated, Any, Literal, TypedDict
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from dateutil.rrule import rrulestr
@@ -188,6 +188,9 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL with a host")
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        # Resolved by HTTP clients before they send: the URL would name another folder.
+        raise ValueError("must not have '.' or '..' in its path")
     return value
 
 

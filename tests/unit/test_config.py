@@ -132,6 +132,9 @@ def test_ids_and_templates_that_would_name_a_folder_above_their_own_are_refused(
         'collection_template = "../{tenant}~{member}~{citizen}/"\n'
     )
     with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, bad.replace("/cal/", "/cal/../")), environ={})
+    assert "calendar.url" in {key for key, _ in caught.value.problems}
+    with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, bad), environ={})
     keys = {key for key, _ in caught.value.problems}
     assert {"tenants[.south].id", "calendar.collection_template"} <= keys

@@ -406,11 +406,12 @@ def test_external_credentials_only_with_an_external_calendar() -> None:
     external = {"url": "https://dav.example.org/", "username": "u", "password": "p"}
     (error,) = errors_of(changed(CIRCLE, "data.members.1.external", external))
     assert error["loc"] == ["data", "members", 1]
-    bad_url = dict(external, url="file:///etc/passwd")
-    member = dict(CIRCLE["data"]["members"][1], calendar="external", external=bad_url)
-    assert ["data", "members", 0, "external", "url"] in locs_of(
-        changed(CIRCLE, "data.members", [member])
-    )
+    for url in ["file:///etc/passwd", "https://dav.example.org/cal/../", "https://x.example/%2e/"]:
+        bad_url = dict(external, url=url)
+        member = dict(CIRCLE["data"]["members"][1], calendar="external", external=bad_url)
+        assert ["data", "members", 0, "external", "url"] in locs_of(
+            changed(CIRCLE, "data.members", [member])
+        )
 
 
 def test_member_ids_are_unique_within_a_circle() -> None:
