@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from adapters.store.tables import (
     INBOX_PENDING,
     OCCURRENCE_UNCHECKED,
+    Int64,
     UTCDateTime,
     audit,
     calendar_credentials,
@@ -346,7 +347,7 @@ def statements(dialect_name: str) -> Statements:
         .where(INBOX_PENDING)  # a literal, so the partial index applies
         .order_by(inbox.c.seq)
         .limit(bindparam("p_limit", type_=Integer)),
-        finish_webhook=update(inbox).where(inbox.c.seq == bindparam("p_seq", type_=Integer)),
+        finish_webhook=update(inbox).where(inbox.c.seq == bindparam("p_seq", type_=Int64)),
         get_citizen=select(citizens).where(
             citizens.c.tenant_id == TENANT, citizens.c.id == bindparam("p_citizen", type_=String)
         ),

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -45,6 +46,11 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# 64 bits on both databases: the host's versions (often epoch milliseconds; the schema takes
+# up to 2**63 - 1) and the ids of tables that grow for good. SQLite's INTEGER is 64-bit already,
+# and only an INTEGER PRIMARY KEY is its rowid; PostgreSQL's INTEGER is 32-bit (migration 0015).
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -92,7 +98,7 @@ citizens = Table(
     Column("display_name", Text, nullable=False),
     Column("timezone", String(64), nullable=False),
     Column("locale", String(16), nullable=False),
-    Column("circle_version", Integer, nullable=False),
+    Column("circle_version", Int64, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
 )
@@ -133,7 +139,7 @@ tasks = Table(
     _tenant_id(),
     Column("id", String(128), nullable=False),
     Column("citizen_id", String(128), nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("version", Int64, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("category", String(32), nullable=False),
     Column("start_local", DateTime(timezone=False), nullable=False),
@@ -244,7 +250,7 @@ relief_requests = Table(
     Column("start_at", UTCDateTime(), nullable=False),
     Column("end_at", UTCDateTime(), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("version", Int64, nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
     Index(None, "tenant_id", "citizen_id"),
 )
@@ -261,7 +267,7 @@ member_settings = Table(
     Column("member_values", JSON, nullable=False),
     Column("host_values", JSON, nullable=False),
     Column("fields", JSON, nullable=False),
-    Column("circle_version", Integer, nullable=False),
+    Column("circle_version", Int64, nullable=False),
     Column("set_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "citizen_id", "member_id"),
 )
@@ -290,7 +296,7 @@ inbox = Table(
     "inbox",
     metadata,
     # On SQLite an INTEGER PRIMARY KEY (the rowid); on PostgreSQL a SERIAL.
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", Int64, primary_key=True, autoincrement=True),
     _tenant_id(),
     Column("webhook_id", String(255), nullable=False),
     Column("event_type", String(64), nullable=False),
@@ -332,7 +338,7 @@ outbox = Table(
 jobs = Table(
     "jobs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Int64, primary_key=True, autoincrement=True),
     _tenant_id(),
     Column("kind", String(64), nullable=False),
     Column("key", String(255), nullable=True),
@@ -361,7 +367,7 @@ jobs = Table(
 audit = Table(
     "audit",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Int64, primary_key=True, autoincrement=True),
     _tenant_id(),
     Column("at", UTCDateTime(), nullable=False),
     Column("actor", String(255), nullable=False),

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import text
 
 from adapters.host.signing import sign
 from adapters.memory import MemoryStore
@@ -45,6 +46,54 @@ async def test_accepted_webhook_is_durable_and_visible(
     circle = (await client.get("/api/v1/circles/c-123", headers=auth())).json()
     assert [m["id"] for m in circle["members"]] == ["m-anna", "m-bo", "m-sara"]
     assert (await store.inbox_counts()).get("applied", 0) == 1
+
+
+async def test_versions_as_large_as_the_schema_allows_are_stored(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    """Hosts often version by time (epoch milliseconds: beyond 32 bits): every version the
+    schema accepts (up to 2**63 - 1) is stored and compared, on SQLite and PostgreSQL."""
+    millis = 1_764_950_000_000
+    for event in (circle_event(millis), task_event(millis), circle_event(2**63 - 1)):
+        assert (await post_event(client, event)).status_code == 202
+    task = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()  # applied by now
+    assert task["version"] == millis
+    older = task_event(millis - 1, details="an older edit")
+    assert (await post_event(client, older)).status_code == 202
+    await client.get("/api/v1/tasks/t-1", headers=auth())
+    counts = await store.inbox_counts()
+    assert (counts.get("applied"), counts.get("stale"), counts.get("failed")) == (3, 1, 0)
+
+
+async def test_the_inbox_and_the_jobs_count_on_past_32_bits(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    """Their ids count up for good (rows are deleted, numbers never reused)."""
+    beyond = 3_000_000_000
+    async with store.engine.begin() as connection:
+        if store.engine.dialect.name == "postgresql":
+            for table, column in (("inbox", "seq"), ("jobs", "id"), ("audit", "id")):
+                await connection.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {beyond})")
+                )
+        else:  # the next rowid is one past the largest
+            await connection.execute(
+                text(
+                    "INSERT INTO inbox (seq, tenant_id, webhook_id, event_type, received_at, "
+                    f"status) VALUES ({beyond}, 'north', 'old', 'circle.updated', "
+                    "'2027-01-01 00:00:00', 'applied')"
+                )
+            )
+    assert (await post_event(client, circle_event())).status_code == 202
+    assert (await post_event(client, task_event())).status_code == 202  # queues view syncs
+    assert (await client.get("/api/v1/tasks/t-1", headers=auth())).status_code == 200
+    counts = await store.inbox_counts()
+    assert (counts.get("pending"), counts.get("failed")) == (0, 0)
+    async with store.engine.connect() as connection:
+        for table, column in (("inbox", "seq"), ("jobs", "id"), ("audit", "id")):
+            query = text(f"SELECT count(*) FROM {table} WHERE {column} > {beyond}")
+            if table == "inbox" or store.engine.dialect.name == "postgresql":
+                assert (await connection.execute(query)).scalar_one() >= 1, table
 
 
 async def test_replayed_webhook_id_is_answered_200_and_applied_once(
