@@ -55,6 +55,7 @@ from starlette.types import Receive, Scope, Send
 
 from plugin.config import EmbeddedCalendarSettings
 from plugin.services.calendar_access import verify_password
+from plugin.services.calendars import view_job_key
 from plugin.services.ports import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ class EmbeddedCalDAV:
                 run_at=self._clock(),
                 # The key `enqueue_view_syncs` uses for this view (`View.job_key`): a member's
                 # write and a host change queued together sync the view once.
-                key=f"{unquote(name.rstrip('/'))}:{credential.member_id}",
+                key=view_job_key(unquote(name.rstrip("/")), credential.member_id),
             )
 
 

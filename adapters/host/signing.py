@@ -55,8 +55,8 @@ DEFAULT_TOLERANCE_SECONDS = 300
 # Integer seconds only: the signed content embeds the header text verbatim, and senders that
 # follow the spec never send fractions. Twelve digits reach the year 33658.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-# The id is echoed into logs and the dedup table; bound it like the payload ids.
-_MAX_ID_LENGTH = 256
+# The id is echoed into logs and the dedup table (`inbox.webhook_id`, VARCHAR(255)).
+_MAX_ID_LENGTH = 255
 
 
 class InvalidWebhook(Exception):

@@ -72,7 +72,25 @@ class View:
 
     @property
     def job_key(self) -> str:
-        return f"{self.citizen_id}:{self.member_id}"
+        return view_job_key(self.citizen_id, self.member_id)
+
+
+MAX_JOB_KEY = 255  # `jobs.key`
+
+
+def view_job_key(citizen_id: str, member_id: str) -> str:
+    """The key of one view's jobs (its syncs, its withdrawal): `<citizen>:<member>`, or, where
+    that is longer than the jobs table holds (two ids of up to 128 characters), a digest of it.
+
+    >>> view_job_key("c-123", "m-anna")
+    'c-123:m-anna'
+    >>> len(view_job_key("c" * 128, "m" * 128))
+    71
+    """
+    key = f"{citizen_id}:{member_id}"
+    if len(key) <= MAX_JOB_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from plugin.domain.model import Claim, ExternalCalendar, Member, Task, TaskStatus, same_account
 from plugin.domain.versions import accept_version
+from plugin.services.calendars import view_job_key
 from plugin.services.capacity import settle_member_settings
 from plugin.services.commands import (
     AssignVisit,
@@ -207,7 +208,7 @@ class _Applier:
                     JOB_MEMBER_WITHDRAW,
                     {"citizen_id": circle.citizen.id, "member_id": member_id, "was": was},
                     run_at=self.now,
-                    key=f"{circle.citizen.id}:{member_id}",
+                    key=view_job_key(circle.citizen.id, member_id),
                 )
         for member_id in change.removed:
             # Consent withdrawn: the member's calendar copy and links must go (DESIGN principle 1).
@@ -216,7 +217,7 @@ class _Applier:
                 JOB_MEMBER_WITHDRAW,
                 {"citizen_id": circle.citizen.id, "member_id": member_id},
                 run_at=self.now,
-                key=f"{circle.citizen.id}:{member_id}",
+                key=view_job_key(circle.citizen.id, member_id),
             )
             # Links to this circle's occurrences are refused at once (the claim page checks
             # membership); out of every circle of the tenant, all links and the feed die too.

@@ -206,12 +206,17 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterVali
 Details = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_text)]
 Location = Annotated[str, StringConstraints(max_length=500), AfterValidator(_single_line)]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")]
+# BCP 47, as far as the tables hold it (`locale` columns: 16 characters).
+Locale = Annotated[
+    str, StringConstraints(max_length=16, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")
+]
 TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_iana_zone)]
 Category = Annotated[str, AfterValidator(_category)]
 LocalDateTime = Annotated[datetime, AfterValidator(_naive)]
 HourMinute = Annotated[time, BeforeValidator(_hour_minute)]
-Url = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_http_url)]
+# A member's calendar home: its path and carecal's collection and object names in it must fit
+# the tables' 1 024 characters (`view_state.collection`, `view_records.href`).
+Url = Annotated[str, StringConstraints(max_length=700), AfterValidator(_http_url)]
 
 
 class _Strict(BaseModel):

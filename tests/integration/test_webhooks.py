@@ -96,6 +96,41 @@ async def test_the_inbox_and_the_jobs_count_on_past_32_bits(
                 assert (await connection.execute(query)).scalar_one() >= 1, table
 
 
+async def test_the_longest_ids_and_locales_the_schema_allows_are_stored(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    """Whatever passes the schema fits the tables, as PostgreSQL enforces their lengths: a
+    citizen and members with 128-character ids (a view's job key joins two of them), the
+    longest locale. Then the members leave (their withdrawal jobs have the same keys)."""
+    citizen, anna, bo = "c" * 128, "a" * 128, "b" * 128
+    members = [
+        {"id": anna, "name": "Anna", "role": "relative", "visibility": "full",
+         "locale": "da-DK", "calendar": "hosted"},
+        {"id": bo, "name": "Bo", "role": "relative", "visibility": "full",
+         "locale": "abc-abcd-abcdefg", "calendar": "hosted"},
+    ]  # fmt: skip
+    for event in (
+        circle_event(1, members, citizen_id=citizen),
+        dict(task_event(), data={**task_event()["data"], "id": "t" * 128, "citizen_id": citizen}),
+        circle_event(2, [], citizen_id=citizen),
+    ):
+        assert (await post_event(client, event)).status_code == 202, event["type"]
+    assert (await client.get(f"/api/v1/circles/{citizen}", headers=auth())).status_code == 200
+    counts = await store.inbox_counts()
+    assert (counts.get("applied"), counts.get("failed"), counts.get("pending")) == (3, 0, 0)
+
+
+async def test_the_longest_webhook_id_is_recorded_and_a_longer_one_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """The inbox's column holds 255 characters, as PostgreSQL enforces (SQLite would not)."""
+    body, headers = sign_event(circle_event(), msg_id="m" * 255)
+    assert (await client.post("/webhooks/north", content=body, headers=headers)).status_code == 202
+    body, headers = sign_event(task_event(), msg_id="m" * 256)
+    response = await client.post("/webhooks/north", content=body, headers=headers)
+    assert response.status_code == 401 and "longer than 255" in response.text
+
+
 async def test_replayed_webhook_id_is_answered_200_and_applied_once(
     client: httpx.AsyncClient, store: SqlStore
 ) -> None:

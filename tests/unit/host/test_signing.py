@@ -141,7 +141,7 @@ def test_unreadable_timestamps_are_malformed(timestamp: str) -> None:
 
 
 def test_overlong_id_is_malformed() -> None:
-    headers = signed_headers(SECRET, "m" * 257, BODY, timestamp=NOW)
+    headers = signed_headers(SECRET, "m" * 256, BODY, timestamp=NOW)
     with pytest.raises(MalformedHeaders):
         verify([SECRET], headers, BODY, now=NOW)
 

@@ -13,6 +13,7 @@ import pytest
 from plugin.domain.model import Delivery, ExternalCalendar, Member
 from plugin.services.calendar_port import CalendarUnavailable, collection_path
 from plugin.services.calendars import (
+    MAX_JOB_KEY,
     Account,
     AccountClients,
     CalendarAccess,
@@ -51,6 +52,13 @@ def test_a_path_that_would_climb_out_of_its_collection_is_refused(
         view.collection("/dav", template)
     with pytest.raises(ValueError, match="segment"):
         collection_path("/dav/north~m-anna/%2E%2E/")  # percent-encoded dots are dots too
+
+
+def test_a_views_job_key_fits_the_jobs_table_whatever_its_ids() -> None:
+    assert VIEW.job_key == "c-123:m-anna"
+    longest = View("north", "m" * 128, "c" * 128)
+    assert len(longest.job_key) <= MAX_JOB_KEY and longest.job_key.startswith("sha256:")
+    assert longest.job_key != View("north", "m" * 127, "c" * 128).job_key
 
 
 def test_a_template_lays_views_out_flat() -> None:

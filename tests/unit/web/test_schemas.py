@@ -352,6 +352,7 @@ def test_error_count_is_bounded() -> None:
         (CIRCLE, "data.citizen.display_name", "", ["data", "citizen", "display_name"]),
         (CIRCLE, "data.citizen.display_name", "x" * 201, ["data", "citizen", "display_name"]),
         (CIRCLE, "data.citizen.locale", "Danish", ["data", "citizen", "locale"]),
+        (CIRCLE, "data.citizen.locale", "abc-abcd-abcdefgh", ["data", "citizen", "locale"]),
         (CIRCLE, "data.members.0.role", "friend", ["data", "members", 0, "role"]),
         (CIRCLE, "data.members.0.visibility", "all", ["data", "members", 0, "visibility"]),
         (CIRCLE, "data.members.0.calendar", "google", ["data", "members", 0, "calendar"]),
