@@ -407,7 +407,13 @@ def test_external_credentials_only_with_an_external_calendar() -> None:
     external = {"url": "https://dav.example.org/", "username": "u", "password": "p"}
     (error,) = errors_of(changed(CIRCLE, "data.members.1.external", external))
     assert error["loc"] == ["data", "members", 1]
-    for url in ["file:///etc/passwd", "https://dav.example.org/cal/../", "https://x.example/%2e/"]:
+    too_long = "https://dav.example.org/" + "a" * 677  # 701 characters: its paths would not fit
+    for url in [
+        "file:///etc/passwd",
+        "https://dav.example.org/cal/../",
+        "https://x.example/%2e/",
+        too_long,
+    ]:
         bad_url = dict(external, url=url)
         member = dict(CIRCLE["data"]["members"][1], calendar="external", external=bad_url)
         assert ["data", "members", 0, "external", "url"] in locs_of(
