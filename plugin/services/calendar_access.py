@@ -24,10 +24,10 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from plugin.services.ports import AuditEntry, CalendarCredential, Store
+from plugin.services.ports import AuditEntry, CalendarCredential, Store, Tx
 
 # scrypt at n = 2**15, r = 8, p = 1: 32 MiB and some tens of milliseconds per hash. The
 # passwords are 256-bit random tokens, so the cost guards a leaked table, not weak passwords.
@@ -116,3 +116,27 @@ async def issue_calendar_credential(
             )
         )
     return IssuedCredential(username, password)
+
+
+async def revoke_calendar_credential(
+    tx: Tx, tenant_id: str, member_id: str, *, now: datetime, actor: str
+) -> bool:
+    """Stop the member's app password (they left the tenant's last circle: their links and
+    feed stop in the same transaction); audited. True when there was one to stop. Issuing a
+    new one, should they come back, replaces it."""
+    credential = await tx.get_calendar_credential(caldav_username(tenant_id, member_id))
+    if credential is None or credential.revoked_at is not None:
+        return False
+    await tx.save_calendar_credential(replace(credential, revoked_at=now))
+    await tx.audit(
+        AuditEntry(
+            tenant_id=tenant_id,
+            at=now,
+            actor=actor,
+            action="calendar_credential.revoked",
+            channel="host" if actor == "host" else "api",
+            subject=member_id,
+            detail={"username": credential.username},
+        )
+    )
+    return True

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from plugin.domain.model import Claim, ExternalCalendar, Member, Task, TaskStatus, same_account
 from plugin.domain.versions import accept_version
+from plugin.services.calendar_access import revoke_calendar_credential
 from plugin.services.calendars import view_job_key
 from plugin.services.capacity import settle_member_settings
 from plugin.services.commands import (
@@ -223,6 +224,9 @@ class _Applier:
             # membership); out of every circle of the tenant, all links and the feed die too.
             if not await self.tx.is_current_member(self.tenant_id, member_id):
                 await revoke_links(self.tx, self.tenant_id, member_id, now=self.now, actor="host")
+                await revoke_calendar_credential(
+                    self.tx, self.tenant_id, member_id, now=self.now, actor="host"
+                )
         await enqueue_view_syncs(self.tx, self.tenant_id, circle, now=self.now)
         return True
 

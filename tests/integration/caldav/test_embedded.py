@@ -148,6 +148,32 @@ async def test_wrong_and_replaced_passwords_are_refused(
     assert (await propfind(http, home, second["username"], second["password"])).status_code == 207
 
 
+async def test_a_member_who_leaves_the_tenants_last_circle_loses_her_password(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Consent withdrawn: her links and feed stop, and so does her calendar login (before, an
+    ex-member kept full access to her home, and could not even be given a new password)."""
+    anna, sara = await issue(http, "m-anna"), await issue(http, "m-sara")
+    home = f"/dav/{anna['username']}/"
+    assert (await propfind(http, home, anna["username"], anna["password"])).status_code == 207
+    members = circle_event()["data"]["members"]
+    in_another = circle_event(1, [members[0]], citizen_id="c-456")  # Anna, in a second circle
+    assert (await post_event(http, in_another)).status_code == 202
+    without_anna = circle_event(2, members[1:])
+    assert (await post_event(http, without_anna)).status_code == 202
+    await http.get("/api/v1/circles/c-123", headers=auth())  # applied by now
+    # Still in c-456: still hers.
+    assert (await propfind(http, home, anna["username"], anna["password"])).status_code == 207
+    assert (await post_event(http, circle_event(2, [], citizen_id="c-456"))).status_code == 202
+    await http.get("/api/v1/circles/c-456", headers=auth())
+    assert (await propfind(http, home, anna["username"], anna["password"])).status_code == 401
+    sara_home = f"/dav/{sara['username']}/"
+    assert (await propfind(http, sara_home, sara["username"], sara["password"])).status_code == 207
+    async with store.transaction() as tx:
+        audit = await tx.list_audit("north", subject="m-anna")
+    assert [e.action for e in audit].count("calendar_credential.revoked") == 1
+
+
 async def test_credentials_only_for_current_members_of_the_tenant(
     http: httpx.AsyncClient,
 ) -> None:
