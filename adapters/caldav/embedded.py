@@ -28,16 +28,24 @@ copy would then download and hold in memory whole.
 
 Radicale's `auth.delay` (a sleep of about a second on every 401/403) is 0: passwords are 256-bit
 random tokens that cannot be guessed, and sleeping would hold one of the few WSGI threads, so a
-stream of bad logins could starve the real members.
+stream of bad logins could starve the real members. So is `server.delay_on_error` (the same
+sleep after a 5xx), and for the same reason a request's body is read here, on the event loop,
+within `BODY_SECONDS`, before a thread is taken (Radicale reads it blocking). A malformed Basic
+header is answered 401 here (Radicale would fail with a 500); a member's home is never deleted
+or moved (it holds their views); a MOVE between a member's calendars queues both calendars'
+syncs, as the hook does for a PUT or a DELETE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import hmac
 import logging
+import posixpath
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -45,13 +53,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import radicale.config
 from a2wsgi import WSGIMiddleware
 from radicale.app import Application as RadicaleApplication
+from radicale.pathutils import sanitize_path
 from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from plugin.config import EmbeddedCalendarSettings
 from plugin.services.calendar_access import verify_password
@@ -73,6 +82,10 @@ REQUEUE_SECONDS = 1.0
 # copy it still reads, merged with ours on the way back, always fits; a larger one the sync
 # reads at most once (then replaces it). Calendar-multiget bodies (hrefs) stay far below it.
 MAX_BODY_BYTES = 1024 * 1024
+# How long a request body may take to arrive. It is read here, on the event loop, before a WSGI
+# thread is taken: Radicale reads it blocking, so a few members' apps (or one member's script)
+# sending bodies slowly would otherwise hold every thread, and everyone's calendar with them.
+BODY_SECONDS = 15.0
 WSGI_THREADS = 10
 VERIFIED_CACHE_MAX = 10_000
 
@@ -167,6 +180,33 @@ class EmbeddedCalDAV:
                 scope, receive, send
             )
             return
+        user = _basic_user(scope)
+        if user is None:  # Radicale would answer a malformed header with a 500
+            await PlainTextResponse(
+                "Malformed Authorization header.",
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="carecal"'},
+            )(scope, receive, send)
+            return
+        if scope.get("method") in ("DELETE", "MOVE") and user and _is_home(scope, user):
+            # A member's home holds their views: deleting or moving it would take every view
+            # with it, and no change hook would tell carecal.
+            await PlainTextResponse("A calendar home cannot be deleted or moved.", 403)(
+                scope, receive, send
+            )
+            return
+        if length:
+            try:
+                body = await asyncio.wait_for(_read_body(receive), BODY_SECONDS)
+            except TimeoutError:
+                log.info("calendar request body too slow", extra={"content_length": length})
+                await PlainTextResponse("The request body did not arrive in time.", 408)(
+                    scope, receive, send
+                )
+                return
+            except _Disconnected:
+                return
+            receive = _replaying(body, receive)
         # a2wsgi types the ASGI triple more narrowly than Starlette; the values are the same.
         await self._asgi(cast(Any, scope), cast(Any, receive), cast(Any, send))
 
@@ -177,7 +217,16 @@ class EmbeddedCalDAV:
             {
                 "storage": {"filesystem_folder": str(self._settings.folder)},
                 "auth": {"type": "adapters.caldav.radicale_auth", "delay": "0", **plugin},
-                "rights": {"type": "adapters.caldav.radicale_rights", **plugin},
+                # Radicale sleeps a second after every 5xx by default, holding a WSGI thread:
+                # a stream of bad requests (malformed XML) would starve the real members.
+                "server": {"delay_on_error": "0"},
+                # A PUT of a whole calendar to a view's own path would replace it unseen (no
+                # change hook): members write objects only.
+                "rights": {
+                    "type": "adapters.caldav.radicale_rights",
+                    "permit_overwrite_collection": "False",
+                    **plugin,
+                },
                 "hook": {"type": "adapters.caldav.radicale_hook", **plugin},
                 "web": {"type": "none"},
             },
@@ -313,6 +362,24 @@ class _Radicale(RadicaleApplication):
         with self._storage.acquire_lock("r", user):
             return super().do_PROPFIND(environ, base_prefix, path, user, *args, **kwargs)
 
+    def do_MOVE(
+        self, environ: Any, base_prefix: str, path: str, user: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A member's app moving an object between their calendars (Radicale 3.9 tells its
+        hook nothing of a MOVE): both collections' syncs are queued, as for a PUT and a
+        DELETE."""
+        answer = super().do_MOVE(environ, base_prefix, path, user, *args, **kwargs)
+        if answer[0] in (200, 201, 204):
+            to = sanitize_path(urlsplit(unquote(environ.get("HTTP_DESTINATION", ""))).path)
+            if base_prefix and (to + "/").startswith(base_prefix + "/"):
+                to = to[len(base_prefix) :]
+            dav = embedded_of(self.configuration, "hook")
+            for moved in dict.fromkeys((path, to)):
+                collection = posixpath.dirname(moved.strip("/"))
+                if collection:
+                    dav.member_wrote(user, collection, "move")
+        return answer
+
 
 def _content_length(scope: Scope) -> int:
     """The declared body length (0 without one). A body sent without a Content-Length never
@@ -325,6 +392,73 @@ def _content_length(scope: Scope) -> int:
             except ValueError:
                 return 0
     return 0
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == wanted:
+            return bytes(value)
+    return None
+
+
+def _basic_user(scope: Scope) -> str | None:
+    """The user name of a Basic Authorization header, "" without one (or another scheme), None
+    when it is malformed (not base64, or no colon)."""
+    header = _header(scope, b"authorization")
+    if header is None:
+        return ""
+    scheme, _, credentials = header.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return ""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, _ = decoded.partition(":")
+    return user if colon else None
+
+
+def _is_home(scope: Scope, user: str) -> bool:
+    """Whether the request's path, as Radicale reads it, is `user`'s own home `/<user>/`."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    relative = path[len(root) :] if root and path.startswith(root) else path
+    return sanitize_path(unquote(relative)).strip("/") == user
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body had arrived."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:  # longer than it said: Radicale reads what it said
+            chunks.append(chunk[: len(chunk) - (size - MAX_BODY_BYTES)])
+            return b"".join(chunks)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` with `body` read already: handed over whole, then the client's own messages
+    (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def embedded_of(configuration: Any, section: str) -> EmbeddedCalDAV:

@@ -5,6 +5,8 @@ client playing the member's calendar app."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.caldav import embedded
 from adapters.caldav.embedded import SERVICE_USER, VIEW_SYNC
 from adapters.caldav.port import Forbidden
 from plugin.services.calendars import View
@@ -228,3 +231,100 @@ async def test_a_listing_while_items_are_deleted_never_fails(
             done.set()
         counts = await asyncio.gather(*listers)
         assert min(counts) > 0
+
+
+# --- what one member's app can do to the server that everyone shares ------------------------
+
+
+async def test_bodies_that_arrive_slowly_hold_up_no_one(
+    served: Served, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Radicale reads a body blocking, in one of the server's few threads: twelve PUTs whose
+    bodies never came held them all, and every member's calendar with them (Sara's PROPFIND
+    timed out). Bodies are read before a thread is taken, and one that is late is refused."""
+    monkeypatch.setattr(embedded, "BODY_SECONDS", 1.0)
+    anna, sara = await issue(http, "m-anna"), await issue(http, "m-sara")
+    port = int(served.base.rsplit(":", 1)[1])
+    token = base64.b64encode(f"{anna['username']}:{anna['password']}".encode()).decode()
+    slow = []
+    for n in range(2 * embedded.WSGI_THREADS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"PUT /dav/{anna['username']}/care/s{n}.ics HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Basic {token}\r\nContent-Type: text/calendar\r\n"
+            "Content-Length: 1000\r\n\r\nBEGIN".encode()
+        )
+        await writer.drain()
+        slow.append((reader, writer))
+    try:
+        home = f"/dav/{sara['username']}/"
+        started = time.monotonic()
+        answer = await asyncio.wait_for(
+            propfind(http, home, sara["username"], sara["password"]), timeout=5
+        )
+        assert answer.status_code == 207 and time.monotonic() - started < 2
+        for reader, _ in slow:
+            status = await asyncio.wait_for(reader.readline(), timeout=5)
+            assert status.split()[1] == b"408"
+    finally:
+        for _, writer in slow:
+            writer.close()
+
+
+@pytest.mark.parametrize("header", ["Basic !!!", "Basic bm9jb2xvbg==", "Basic", "basic bm8="])
+async def test_a_malformed_login_is_asked_again_not_answered_with_an_error(
+    served: Served, http: httpx.AsyncClient, header: str
+) -> None:
+    response = await http.request(
+        "PROPFIND", "/dav/", content=PROPFIND, headers={"Authorization": header, "Depth": "0"}
+    )
+    assert response.status_code == 401 and "Basic" in response.headers["www-authenticate"]
+
+
+async def test_a_members_home_stays_and_her_writes_in_it_are_all_seen(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Her home holds her views: deleting or moving it is refused. Moving an object between
+    her calendars queues both calendars' syncs (Radicale tells its hook nothing of a MOVE);
+    a whole calendar PUT over a calendar's own path, which no hook sees either, is refused.
+    An error costs no second: Radicale's sleep after a 5xx, holding a thread, is off."""
+    anna = await issue(http, "m-anna")
+    login = (anna["username"], anna["password"])
+    home = f"/dav/{anna['username']}/"
+    async with calendar_app(served, anna) as calendars:
+        care = await calendars.ensure_collection(home + "care/", "care")
+        other = await calendars.ensure_collection(home + "other/", "other")
+        await calendars.create(care, "mine.ics", EVENT)
+    earlier = await store.lease_jobs(  # what the writes so far queued: out of the way
+        "test", now=datetime.now(UTC) + timedelta(minutes=1), limit=50, lease_seconds=600
+    )
+    for job in earlier:
+        await store.finish_job(job.id, "test")
+    for method in ("DELETE", "MOVE"):
+        headers = {"Destination": f"{served.base}/dav/{anna['username']}x/"}
+        assert (await http.request(method, home, auth=login, headers=headers)).status_code == 403
+    assert (await propfind(http, care, *login)).status_code == 207
+
+    moved = await http.request(
+        "MOVE", care + "mine.ics", auth=login, headers={"Destination": other + "mine.ics"}
+    )
+    assert moved.status_code == 201
+    jobs = await store.lease_jobs(
+        "test", now=datetime.now(UTC) + timedelta(minutes=1), limit=10, lease_seconds=60
+    )
+    assert sorted(j.key for j in jobs if j.payload.get("change") == "move") == [
+        "care:m-anna",
+        "other:m-anna",
+    ]
+
+    whole = EVENT.replace(b"anna-1@", b"anna-2@")
+    put = await http.put(
+        other, content=whole, auth=login, headers={"Content-Type": "text/calendar"}
+    )
+    assert put.status_code in (401, 403)
+    assert (await propfind(http, other, *login)).status_code == 207
+
+    laughs = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><propfind>&a;</propfind>'
+    started = time.monotonic()
+    broken = await http.request("PROPFIND", care, content=laughs, auth=login)
+    assert broken.status_code >= 400 and time.monotonic() - started < 0.5

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from adapters.caldav.port import NotFound
+from adapters.caldav.port import Forbidden, NotFound
 from plugin.services.ingest import apply_batch
 from plugin.sync.fingerprint import prop_values
 from plugin.web.app import decode_entry
@@ -93,17 +93,17 @@ async def test_hosted_members_get_the_circle_in_their_calendar(
     async with calendar_app(served, bo) as calendars:
         assert len(await calendars.list_etags(BO_VIEW)) == 1
 
-        # The citizen removes Bo from the circle: his collection goes.
+        # The citizen removes Bo from the circle, his only one: his collection goes, and so
+        # does his login.
         assert (await post_event(http, circle_event(2, [ANNA]))).status_code == 202
+        folder = served.settings.calendar.folder / "collection-root" / "north~m-bo" / "c-123"
 
         async def gone() -> bool | None:
-            try:
-                await calendars.list_etags(BO_VIEW)
-            except NotFound:
-                return True
-            return None
+            return None if folder.exists() else True
 
         assert await eventually(gone)
+        with pytest.raises(Forbidden):
+            await calendars.list_etags(BO_VIEW)
 
 
 async def test_an_id_that_would_name_a_members_whole_home_is_refused_and_loses_nothing(
