@@ -1559,6 +1559,15 @@ async def _apply(
                     except (EtagMismatch, NotFound):
                         skipped += 1
                         continue
+                    except AlreadyExists as exc:
+                        # The server refuses the write for this object alone (Radicale: its
+                        # UID is another's now): the run goes on, the next one reads it again.
+                        log.warning(
+                            "copy not written", extra={"uid": record.uid, "status": exc.status}
+                        )
+                        lost = True
+                        skipped += 1
+                        continue
                     saved.append(replace(record, href=href, etag=etag))
                     written += 1
                 case Delete(uid=uid, href=href, if_match=if_match):

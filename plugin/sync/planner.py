@@ -73,6 +73,7 @@ from icalendar import Calendar
 from plugin.sync.fingerprint import fingerprint, material_fingerprint, prop_values
 from plugin.sync.gestures import (
     BadMemberData,
+    BadReason,
     Gesture,
     MemberCopy,
     gesture_between,
@@ -326,17 +327,8 @@ def plan_view_sync(
                 actions.append(Forget(uid))
             else:
                 intents.append(MemberDeleted(uid))
-                tombstone = SyncRecord(
-                    uid,
-                    None,
-                    None,
-                    record.fingerprint,
-                    record.material,
-                    inputs=record.inputs,
-                    marks=record.marks,
-                )
                 changed = item.material != record.material and not item.cancelled
-                actions.append(_create(item) if changed else Remember(tombstone))
+                actions.append(_create(item) if changed else Remember(_tombstone(record)))
         elif item is None:
             if held and uid in leaving:
                 fetch.append(record.href)  # its alarms go to its successor
@@ -350,6 +342,25 @@ def plan_view_sync(
             else:
                 actions.append(_update(item, record.href, listed.etag, item.body, False))
     return Plan(tuple(actions), Fetch(tuple(fetch)), tuple(intents))
+
+
+def _tombstone(record: SyncRecord) -> SyncRecord:
+    """`record` once the member's copy is gone from its href: no href, no ETag."""
+    return SyncRecord(
+        record.uid,
+        None,
+        None,
+        record.fingerprint,
+        record.material,
+        inputs=record.inputs,
+        marks=record.marks,
+    )
+
+
+def _replaced(copy: MemberCopy | BadMemberData) -> bool:
+    """Another event of the member's own stands where carecal's copy was (they deleted the
+    copy and created one at the same href: its UID is not the copy's)."""
+    return isinstance(copy, BadMemberData) and copy.reason is BadReason.UID_MISMATCH
 
 
 def read_member_copies(
@@ -378,7 +389,16 @@ def read_member_copies(
             item.body, member_address=member_address, max_bytes=max_bytes, expected_uid=record.uid
         )
         copies.append((record, item, copy))
-        if isinstance(copy, BadMemberData):
+        if _replaced(copy):
+            # Never overwritten (a server refuses a UID change, and it is the member's event):
+            # read as the copy deleted, a pass, and its place left to them.
+            log.warning(
+                "member copy replaced by another event; read as deleted",
+                extra={"uid": record.uid, "href": item.href},
+            )
+            if record.fingerprint:
+                intents.append(MemberDeleted(record.uid))
+        elif isinstance(copy, BadMemberData):
             log.warning(
                 "member copy ignored",
                 extra={
@@ -417,7 +437,9 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
         actions += _create_moved(desired, readings.records, leaving)
     for record, fetched, copy in readings.copies:
         item = desired.get(record.uid)
-        if item is None:
+        if _replaced(copy):
+            actions.append(Remember(_tombstone(record)) if item is not None else Forget(record.uid))
+        elif item is None:
             actions.append(Delete(record.uid, fetched.href, fetched.etag))
         elif isinstance(copy, BadMemberData):
             actions.append(_update(item, fetched.href, fetched.etag, item.body, False))

@@ -673,3 +673,53 @@ async def test_bad_data_from_a_member_is_refused_or_ignored_and_repaired(
 
     assert not [r for r in caplog.records if r.getMessage() == "job failed"]
     assert (await store.job_counts())["failed"] == 0
+
+
+async def test_an_event_of_her_own_where_her_copy_was_is_hers_and_breaks_nothing(
+    served: Served, http: httpx.AsyncClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anna deletes her copy and at once puts an event of her own at its href (another UID).
+    Before, carecal overwrote it, the server refused the UID change (409), and her view's
+    sync failed on every try: no change reached her calendar again. Now the copy reads as
+    deleted (a pass), her event stays as she wrote it, and the view goes on."""
+    caplog.set_level(logging.INFO)
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    start = next_week_at_ten()
+    assert (await post_event(http, one_off(start))).status_code == 202
+    second = one_off(start + timedelta(days=1), task_id="t-2")
+    assert (await post_event(http, second)).status_code == 202
+    login = (anna["username"], anna["password"])
+    headers = {"content-type": "text/calendar; charset=utf-8"}
+
+    async with calendar_app(served, anna) as app:
+        view = await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 2))
+        target = by_start(view)[start]
+        deleted = await http.delete(target.href, auth=login, headers={"if-match": target.etag})
+        assert deleted.status_code in (200, 204)
+        mine = member_object("VEVENT", "UID:mine@example.org", "DTSTART:20270316T090000Z")
+        assert (await http.put(target.href, content=mine, auth=login, headers=headers)).is_success
+        # The host changes the task (its copy is written anew), then the other one.
+        changed = one_off(start, version=2, details="Føtex")
+        assert (await post_event(http, changed)).status_code == 202
+        walk = one_off(start + timedelta(days=1), version=2, task_id="t-2", category="walk")
+        assert (await post_event(http, walk)).status_code == 202
+
+        def walk_and_mine(found: Mapping[str, Copy]) -> bool:
+            titles = {c.summary for c in found.values() if c.event}
+            return "[Ledig] Gåtur" in titles and found.get(target.href) is not None
+
+        found = await eventually(view_where(app, ANNA_VIEW, walk_and_mine))
+        await eventually(lambda: idle(store))
+        theirs = (await read_view(app, ANNA_VIEW) or {})[target.href]
+        assert theirs.uid == "mine@example.org" and theirs.summary == ""  # as she wrote it
+        assert len(found) == 2  # hers and t-2's copy: t-1's is not written over hers
+
+    assert not [r for r in caplog.records if r.getMessage() == "job failed"]
+    assert (await store.job_counts())["failed"] == 0
+    occurrence = f"occurrence:t-1_{start:%Y%m%dT%H%M}"
+    async with store.transaction() as tx:
+        audit = await tx.list_audit("north", subject=occurrence)
+    assert [(e.action, e.actor) for e in audit if e.action == "occurrence.pass"] == [
+        ("occurrence.pass", "m-anna")
+    ]

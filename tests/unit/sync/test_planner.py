@@ -349,6 +349,23 @@ def test_bad_member_data_is_overwritten_with_ours() -> None:
     assert isinstance(update, Update) and update.body == item("o0", "open").body
 
 
+def test_an_event_of_the_members_own_at_a_copys_href_is_theirs_and_the_copy_deleted() -> None:
+    """Another UID where the copy was: the member deleted it and made their own (servers
+    refuse a UID change, so overwriting it would fail every run). A pass; theirs is left."""
+    server, records = synced({"o0": "open", "o1": "open"})
+    href = f"{full_uid('o0')}.ics"
+    theirs = b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:mine@x\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    server.member_writes(href, theirs)
+    cycle = sync(desired_of({"o0": "open", "o1": "open"}), server, records)
+    assert cycle.intents == (MemberDeleted(full_uid("o0")),)
+    assert [type(a) for a in cycle.second.actions] == [Remember]
+    assert server.items[href][1] == theirs
+    assert records[full_uid("o0")].href is None  # a tombstone: never written over theirs
+    # Once the occurrence leaves the view, its record goes; their event stays.
+    cycle = sync(desired_of({"o1": "open"}), server, records)
+    assert full_uid("o0") not in records and server.items[href][1] == theirs
+
+
 def test_member_alarms_survive_a_later_update() -> None:
     server, records = synced({"o0": "open"})
     calendar = copy_at(server, "o0")
