@@ -92,7 +92,7 @@ from plugin.services.member_view import (
 from plugin.services.ports import KeyedJob, MemberLink, Store, Tx, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
-from plugin.sync.gestures import Gesture
+from plugin.sync.gestures import Gesture, MemberCopy
 from plugin.sync.planner import (
     Action,
     Create,
@@ -113,6 +113,7 @@ from plugin.sync.planner import (
     plan_after_fetch,
     plan_view_sync,
     read_member_copies,
+    tombstone,
 )
 from plugin.sync.render import RenderInput, attendee_address, event_uid, render_event
 
@@ -799,7 +800,10 @@ async def _sync(
         )
         intents += readings.intents
         fetched_uids = {record.uid for record, _, _ in readings.copies}
-    applied = await _apply_intents(store, gathered, view, intents, now=now) if intents else None
+    applied = None
+    if intents:
+        seen = _answers_seen(records, intents, readings)
+        applied = await _apply_intents(store, gathered, view, intents, now=now, seen=seen)
     if applied is not None:
         # The domain's answer goes into the copies: a won claim reads [Dig] at once, a lost
         # one is reset to [Anna]/NEEDS-ACTION in this same run, and so does every other copy
@@ -1391,12 +1395,42 @@ class _Applied:
     generation: int
 
 
+def _answers_seen(
+    records: Mapping[str, SyncRecord], intents: Sequence[Intent], readings: Readings
+) -> list[SyncRecord]:
+    """The records of the copies whose answers this run read, as it read them: a changed
+    PARTSTAT (and the copy's ETag), a deleted copy as a tombstone. Saved with the answers'
+    effects, so that a run that fails after them (the server went down before the copies
+    were written back) never reads the same answers again: replayed later, an old "yes" would
+    undo what the member did meanwhile through another channel (a release by link)."""
+    answered = {i.uid for i in intents if isinstance(i, MemberGesture)}
+    seen = [
+        replace(
+            record,
+            etag=fetched.etag,
+            partstat=copy.partstat or record.partstat,
+            member_alarms=copy.has_alarms,
+            inputs="",  # what the copy holds now is not a render of any inputs: never reused
+        )
+        for record, fetched, copy in readings.copies
+        if record.uid in answered and isinstance(copy, MemberCopy)
+    ]
+    deleted = {i.uid for i in intents if isinstance(i, MemberDeleted)}
+    return seen + [tombstone(records[uid]) for uid in sorted(deleted) if uid in records]
+
+
 async def _apply_intents(
-    store: Store, gathered: _Gathered, view: View, intents: Sequence[Intent], *, now: datetime
+    store: Store,
+    gathered: _Gathered,
+    view: View,
+    intents: Sequence[Intent],
+    *,
+    now: datetime,
+    seen: Sequence[SyncRecord] = (),
 ) -> _Applied | None:
     """Apply the owner's gestures as that member through channel `caldav`, in one
-    transaction; when a claim came or went, the circle's other views are queued for a sync.
-    Returns what changed (None: nothing)."""
+    transaction, and keep the records of the answers `seen` in it; when a claim came or went,
+    the circle's other views are queued for a sync. Returns what changed (None: nothing)."""
     suffix = f"@{_domain(view)}"
     claims_changed = False
     decided: dict[str, OccurrenceRecord] = {}  # each occurrence as its last decision left it
@@ -1445,6 +1479,8 @@ async def _apply_intents(
             decision = result.decision
             if decision.add_claim is not None or decision.remove_claim_of is not None:
                 claims_changed = True
+        for record in seen:
+            await tx.save_view_record(view.tenant_id, view.member_id, view.citizen_id, record)
         if not decided:
             return None
         # This run renders the answer, and records the generation it read after this;

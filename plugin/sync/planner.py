@@ -103,6 +103,7 @@ __all__ = [
     "plan_after_fetch",
     "plan_view_sync",
     "read_member_copies",
+    "tombstone",
 ]
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def plan_view_sync(
             else:
                 intents.append(MemberDeleted(uid))
                 changed = item.material != record.material and not item.cancelled
-                actions.append(_create(item) if changed else Remember(_tombstone(record)))
+                actions.append(_create(item) if changed else Remember(tombstone(record)))
         elif item is None:
             if held and uid in leaving:
                 fetch.append(record.href)  # its alarms go to its successor
@@ -344,7 +345,7 @@ def plan_view_sync(
     return Plan(tuple(actions), Fetch(tuple(fetch)), tuple(intents))
 
 
-def _tombstone(record: SyncRecord) -> SyncRecord:
+def tombstone(record: SyncRecord) -> SyncRecord:
     """`record` once the member's copy is gone from its href: no href, no ETag."""
     return SyncRecord(
         record.uid,
@@ -438,7 +439,7 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
     for record, fetched, copy in readings.copies:
         item = desired.get(record.uid)
         if _replaced(copy):
-            actions.append(Remember(_tombstone(record)) if item is not None else Forget(record.uid))
+            actions.append(Remember(tombstone(record)) if item is not None else Forget(record.uid))
         elif item is None:
             actions.append(Delete(record.uid, fetched.href, fetched.etag))
         elif isinstance(copy, BadMemberData):

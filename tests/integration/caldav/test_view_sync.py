@@ -15,7 +15,7 @@ import httpx
 import pytest
 from icalendar import Calendar
 
-from adapters.caldav.port import Forbidden, NotFound
+from adapters.caldav.port import CalendarUnavailable, Forbidden, NotFound
 from plugin.services.ingest import apply_batch
 from plugin.sync.fingerprint import prop_values
 from plugin.web.app import decode_entry
@@ -432,6 +432,56 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
     # The dead run: one read, its copies as recorded (it renders the claim from that read,
     # patched). The next run's read is not as recorded: the claim bumped the generation.
     assert reads.recorded[:2] == [True, False], reads.recorded
+
+
+async def test_a_run_that_failed_after_her_answer_never_reads_it_again(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """Anna accepts in her calendar; the run claims, then fails before it writes her copy (her
+    server went away). Meanwhile she releases through her claim link. The job's next run must
+    not read her old "yes" as new and claim again: the claim's transaction kept the answer it
+    read (before, the retry claimed the task back from under the release)."""
+    from plugin.services import view_sync
+    from plugin.services.claiming import Ask, decide
+
+    died: list[str] = []
+    real_apply = view_sync._apply
+
+    async def dying_apply(
+        store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
+    ) -> Any:
+        if view.member_id == "m-anna" and armed and not died:
+            died.append(view.member_id)
+            async with store.transaction() as tx:  # her release through the link, meanwhile
+                occurrence = (await tx.get_occurrences("north", "t-1"))[0].occurrence.id
+                await decide(
+                    tx, "north", occurrence, "m-anna", Ask.RELEASE, channel="link",
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+            raise CalendarUnavailable("her calendar server went away")
+        return await real_apply(store, client, path, view, *rest, **kwargs)
+
+    armed = False
+    monkeypatch.setattr(view_sync, "_apply", dying_apply)
+    anna, _, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app:
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        armed = True
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+
+        async def released_and_written() -> bool | None:
+            task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+            if task["occurrences"][0]["claims"]:
+                return None
+            found = await anna_app.fetch(ANNA_VIEW, [href])
+            return True if b"NEEDS-ACTION" in found[href][1] else None
+
+        await eventually(released_and_written, within=10)  # the retry wrote it back
+        await asyncio.sleep(0.5)  # and nothing after it claims again
+    assert died == ["m-anna"]
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    assert task["occurrences"][0]["claims"] == []
+    assert task["occurrences"][0]["status"] == "open"
 
 
 async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
