@@ -33,23 +33,23 @@ from plugin.web.state import state_of
 def routes() -> list[BaseRoute]:
     return [
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
-        Route("/circles/{citizen_id}", get_circle, methods=["GET"], name="circle"),
-        Route("/tasks/{task_id}", get_task, methods=["GET"], name="task"),
+        Route("/circles/{citizen_id:id}", get_circle, methods=["GET"], name="circle"),
+        Route("/tasks/{task_id:id}", get_task, methods=["GET"], name="task"),
         Route(
-            "/members/{member_id}/calendar-credentials",
+            "/members/{member_id:id}/calendar-credentials",
             issue_calendar_credentials,
             methods=["POST"],
             name="calendar_credentials",
         ),
         Route(
-            "/members/{member_id}/links/renew",
+            "/members/{member_id:id}/links/renew",
             renew_member_links,
             methods=["POST"],
             name="renew_links",
         ),
         Route("/relief-requests", create_relief_request, methods=["POST"], name="relief_requests"),
         Route(
-            "/occurrences/{occurrence_id}/assign",
+            "/occurrences/{occurrence_id:id}/assign",
             assign,
             methods=["POST"],
             name="assign_occurrence",

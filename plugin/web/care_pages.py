@@ -15,6 +15,7 @@ the origin; `care_action` checks the form token).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ from plugin.services.relief import ReliefOutcome, ReliefRefusal
 from plugin.services.setup import SetupPage
 from plugin.web.body import first_value
 from plugin.web.link_pages import language_of
+from plugin.web.relief_api import MAX_YEAR, MIN_YEAR
 from plugin.web.setup_pages import setup_page_html
 from plugin.web.state import state_of
 
@@ -175,6 +177,9 @@ def _first(form: dict[str, list[str]], name: str) -> str:
     return next(iter(form.get(name, [])), "").strip()
 
 
+_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::[0-5][0-9])?")
+
+
 def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
     """The values of the capacity form, or the keys of the mistakes (`bad_*`)."""
     errors: list[str] = []
@@ -191,7 +196,7 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
                 errors.append("bad_hours")
     raw = first_value(form, "tasks_per_week")
     if raw:
-        if raw.isdigit() and int(raw) <= 1000:
+        if raw.isascii() and raw.isdigit() and int(raw) <= 1000:
             tasks = int(raw)
         else:
             errors.append("bad_tasks")
@@ -200,13 +205,15 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
         day, start, end = (first_value(form, f"{k}_{n}") for k in ("day", "from", "to"))
         if not (start or end):
             continue
-        try:
-            window = AvailabilityWindow(
-                int(day), time.fromisoformat(start), time.fromisoformat(end)
-            )
-        except ValueError:
+        # A browser's time input sends HH:MM (HH:MM:SS with a step); nothing else is a time of
+        # day here (`time.fromisoformat` takes "09:00+01:00", which no local time compares to).
+        times = [_TIME.fullmatch(value) for value in (start, end)]
+        if not (day.isascii() and day.isdigit()) or None in times:
             errors.append("bad_window")
             continue
+        window = AvailabilityWindow(
+            int(day), *(time(int(m[1]), int(m[2])) for m in times if m is not None)
+        )
         if not 1 <= window.weekday <= 7 or window.end <= window.start:
             errors.append("bad_window")
             continue
@@ -466,6 +473,8 @@ async def care_action(
     try:
         first = date.fromisoformat(first_value(form, "relief_from"))
         last = date.fromisoformat(first_value(form, "relief_to"))
+        if not MIN_YEAR <= first.year <= last.year <= MAX_YEAR:
+            raise ValueError("out of range")
     except ValueError:
         return await care_page(
             request, page, token, now=now, headers=headers, alert=problem(["bad_period"]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugin.web.schemas import HOST_ID_PATTERN
+from plugin.web.schemas import HOST_ID_PATTERN, PathIdConvertor
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH_ERRORS = {"401": _PROBLEM, "404": _PROBLEM}
@@ -18,7 +18,7 @@ def _id_param(name: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": HOST_ID_PATTERN},
+        "schema": {"type": "string", "pattern": f"^{PathIdConvertor.regex}$"},
     }
 
 

@@ -33,6 +33,7 @@ from plugin.web.state import state_of
 __all__ = ["ReliefBody", "create_relief_request", "parse_moment", "parse_relief_body"]
 
 MAX_BYTES = 4096
+MIN_YEAR, MAX_YEAR = 1900, 9000  # far beyond any relief period; keeps date arithmetic in range
 FIELDS = ("citizen_id", "member_id", "start", "end")
 
 _REFUSALS = {
@@ -91,8 +92,12 @@ def parse_moment(value: str, zone: ZoneInfo, *, end: bool) -> datetime:
     the next day (a date as `end` means "through that day")."""
     if "T" in value or " " in value:
         moment = datetime.fromisoformat(value)
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise ValueError("out of range")
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
     day = date.fromisoformat(value)
+    if not MIN_YEAR <= day.year <= MAX_YEAR:  # a day later, or in UTC, must still be a date
+        raise ValueError("out of range")
     if end:
         day += timedelta(days=1)
     return datetime.combine(day, time(0), tzinfo=zone)

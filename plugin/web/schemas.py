@@ -47,6 +47,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from starlette.convertors import Convertor, register_url_convertor
 
 from plugin.domain.model import (
     CATEGORIES,
@@ -200,12 +201,34 @@ def _http_url(value: str) -> str:
 HOST_ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$"
 HOST_ID = re.compile(HOST_ID_PATTERN)
 Id = Annotated[str, StringConstraints(pattern=HOST_ID_PATTERN)]
+
+
+class PathIdConvertor(Convertor[str]):
+    """`{name:id}` in a route: an id of the host's, or one carecal made of them (an occurrence
+    id is `<task id>_<YYYYMMDDTHHMM>`). Anything else in the path (a NUL byte, which
+    PostgreSQL cannot even compare) is no route: 404 before the store is asked."""
+
+    name = "id"
+    regex = "[A-Za-z0-9._:-]{1,255}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor(PathIdConvertor.name, PathIdConvertor())
 # Stored as a 64-bit integer.
 Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
 Details = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_text)]
 Location = Annotated[str, StringConstraints(max_length=500), AfterValidator(_single_line)]
-Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"),
+    AfterValidator(_single_line),
+]
 # BCP 47, as far as the tables hold it (`locale` columns: 16 characters).
 Locale = Annotated[
     str, StringConstraints(max_length=16, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$")
@@ -216,7 +239,9 @@ LocalDateTime = Annotated[datetime, AfterValidator(_naive)]
 HourMinute = Annotated[time, BeforeValidator(_hour_minute)]
 # A member's calendar home: its path and carecal's collection and object names in it must fit
 # the tables' 1 024 characters (`view_state.collection`, `view_records.href`).
-Url = Annotated[str, StringConstraints(max_length=700), AfterValidator(_http_url)]
+Url = Annotated[
+    str, StringConstraints(max_length=700), AfterValidator(_single_line), AfterValidator(_http_url)
+]
 
 
 class _Strict(BaseModel):

@@ -36,6 +36,7 @@ from plugin.web.body import first_value, read_form
 from plugin.web.link_pages import LANGUAGES
 from plugin.web.links import _accepted_language, _address, _same_origin
 from plugin.web.ratelimit import Rate, RateLimiter
+from plugin.web.schemas import PathIdConvertor
 from plugin.web.staff_auth import (
     Session,
     check_bearer,
@@ -92,7 +93,12 @@ def routes(limits: StaffLimits | None = None) -> list[BaseRoute]:
             "/staff",
             routes=[
                 Route("/", index, methods=["GET"], name="staff_index"),
-                Route("/circles/{citizen_id}", circle, methods=["GET"], name="staff_circle"),
+                Route(
+                    f"/circles/{{citizen_id:{PathIdConvertor.name}}}",
+                    circle,
+                    methods=["GET"],
+                    name="staff_circle",
+                ),
                 Route("/login", login, methods=["GET", "POST"], name="staff_login"),
                 Route("/logout", logout, methods=["POST"], name="staff_logout"),
             ],

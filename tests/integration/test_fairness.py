@@ -327,6 +327,19 @@ async def test_the_member_sets_capacity_and_asks_relief_on_their_setup_page(
         bad = await anna.post(setup, data=form | {"hours_per_week": "-3", "to_0": "08:00"},
                               headers=SAME_ORIGIN)  # fmt: skip
         assert bad.status_code == 422 and 'role="alert"' in bad.text
+        # Times with an offset (stored, they broke the feed of everyone in the circle: no
+        # local time compares to them), digits that are not ASCII: refused, nothing breaks.
+        for odd in (
+            {"from_0": "09:00+01:00", "to_0": "12:00+01:00"},
+            {"from_0": "09:00+01:00"},
+            {"tasks_per_week": "\N{SUPERSCRIPT TWO}"},
+            {"day_0": "\N{ARABIC-INDIC DIGIT THREE}"},
+        ):
+            refused = await anna.post(setup, data=form | odd, headers=SAME_ORIGIN)
+            assert refused.status_code == 422 and 'role="alert"' in refused.text, odd
+        assert (await anna.get(feed)).status_code == 200
+        seconds = form | {"from_0": "09:00:00", "to_0": "12:00:00"}  # a time input with a step
+        assert (await anna.post(setup, data=seconds, headers=SAME_ORIGIN)).status_code == 200
 
         # The host resends the circle (Bo renamed): Anna's own setting stays.
         renamed = dict(BO, name="Bo B.")
@@ -349,6 +362,8 @@ async def test_the_member_sets_capacity_and_asks_relief_on_their_setup_page(
         await claim(anna, held["t-shop_20270309T1000"]["url"])
         relief = {"action": "relief", "citizen_id": "c-123", "relief_from": "2027-03-08",
                   "relief_to": "2027-03-14", "form_token": form_token(after)}  # fmt: skip
+        far = relief | {"relief_to": "9999-12-31"}  # a day after it is no date at all
+        assert (await anna.post(setup, data=far, headers=SAME_ORIGIN)).status_code == 422
         done = await anna.post(setup, data=relief, headers=SAME_ORIGIN)
         assert done.status_code == 200, done.text
         assert "1 af dine opgaver er givet videre" in done.text
@@ -391,4 +406,10 @@ async def test_relief_requests_through_the_api_are_checked(app: Any) -> None:
             "/api/v1/relief-requests", json=body | {"start": "soon", "x": 1}, headers=auth()
         )
         assert invalid.status_code == 422
+        far = await host.post(
+            "/api/v1/relief-requests", json=body | {"end": "9999-12-31"}, headers=auth()
+        )
+        assert far.status_code == 422 and far.json()["errors"] == [
+            {"loc": ["end"], "msg": "an ISO 8601 date or date-time is required"}
+        ]
         assert invalid.headers["content-type"] == "application/problem+json"

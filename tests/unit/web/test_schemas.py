@@ -358,6 +358,9 @@ def test_error_count_is_bounded() -> None:
         (CIRCLE, "data.members.0.calendar", "google", ["data", "members", 0, "calendar"]),
         (CIRCLE, "data.members.0.calendar", "external", ["data", "members", 0]),
         (CIRCLE, "data.members.0.email", "anna", ["data", "members", 0, "email"]),
+        # (PostgreSQL cannot store a NUL: the event, accepted, would fail to apply)
+        (CIRCLE, "data.members.0.email", "an\x00na@example.org", ["data", "members", 0, "email"]),
+        (CIRCLE, "data.members.0.email", "an\x1bna@example.org", ["data", "members", 0, "email"]),
         (CIRCLE, "data.members.0.paused_until", "soon", ["data", "members", 0, "paused_until"]),
         (
             CIRCLE,
@@ -412,6 +415,8 @@ def test_external_credentials_only_with_an_external_calendar() -> None:
         "file:///etc/passwd",
         "https://dav.example.org/cal/../",
         "https://x.example/%2e/",
+        "https://cal.example.org/dav/a\x00b/",
+        "https://cal.example.org/dav/a\nb/",
         too_long,
     ]:
         bad_url = dict(external, url=url)
