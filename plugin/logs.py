@@ -54,9 +54,17 @@ class TextFormatter(logging.Formatter):
         return line.rstrip()
 
 
+def _not_routine_root_record(record: logging.LogRecord) -> bool:
+    """Drops what libraries log straight to the root logger below WARNING: caldav logs a whole
+    answer it cannot parse there at INFO (a member's server decides what that holds, and how
+    much of it). carecal's own loggers all have names."""
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_not_routine_root_record)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -77,6 +77,7 @@ PURGE_INTERVAL = timedelta(hours=1)  # how often finished work is swept (`purge_
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
 UNHANDLED_RETRY = timedelta(minutes=10)
+JOB_DEADLINE_SHARE = 0.8  # of `worker.lease_seconds`: the longest a job may run
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,8 +515,13 @@ class Worker:
             )
             self.metrics.jobs_processed.labels(job.kind, "unhandled").inc()
             return
+        # A job ends well within its lease: past the lease another worker (or this one) would
+        # take the same job again while it still runs, and a calendar server that answers a
+        # byte at a time would in the end hold every slot. Cut short, it fails and is retried.
+        deadline = self.settings.worker.lease_seconds * JOB_DEADLINE_SHARE
         try:
-            await handler(job, JobContext(self.store, self.settings, now, self.calendars))
+            async with asyncio.timeout(deadline):
+                await handler(job, JobContext(self.store, self.settings, now, self.calendars))
         except Exception as exc:
             if self._stopping.is_set() and isinstance(exc, CalendarUnavailable):
                 # Shutting down: uvicorn has closed the listener the embedded calendar server

@@ -14,6 +14,8 @@ from plugin.services.calendars import Account, CalendarAccess
 # A member's own server gets few connections from carecal: it syncs one view at a time.
 ACCOUNT_CONNECTIONS = 2
 ACCOUNT_TIMEOUT_SECONDS = 15.0
+# A whole request to a member's server; a run makes a few, well within a job's lease.
+ACCOUNT_DEADLINE_SECONDS = 30.0
 
 
 @asynccontextmanager
@@ -27,6 +29,7 @@ async def open_account(account: Account) -> AsyncIterator[CalDAVClient]:
         server="generic",
         max_connections=ACCOUNT_CONNECTIONS,
         timeout_seconds=ACCOUNT_TIMEOUT_SECONDS,
+        deadline_seconds=ACCOUNT_DEADLINE_SECONDS,
     )
     async with CalDAVClient(settings) as client:
         yield client

@@ -31,6 +31,7 @@ requests), or let the adapter build and own one. Its pool is bounded (`pool_bloc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ ICALENDAR = "text/calendar; charset=utf-8"
 # Servers answer a depth-1 sync-collection in one go unless they choose to truncate (507);
 # we never send DAV:limit (Xandikos drops the rest), and stop following truncations here.
 MAX_SYNC_PAGES = 100
+# A collection's markers are short (a URL, a hash, a commit id); one longer than this is not
+# kept (`view_state`'s columns hold 1 024) and not trusted: the collection is read without it.
+MAX_MARKER = 1024
 
 
 class _GetCTag(BaseElement):
@@ -91,22 +95,43 @@ class CalDAVSettings:
     password: str | None = None
     server: str = "generic"  # a key of quirks.QUIRKS
     max_connections: int = 8
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # between two reads of an answer
+    deadline_seconds: float = 60.0  # for a whole request, however it trickles
 
 
 Hook = Callable[..., Any]
 
 
+class _Session(niquests.AsyncSession):
+    """Never follows a redirect: a server that sends carecal elsewhere is answered with an
+    error, not followed (a member's server could point it at the municipality's internal
+    network, past the check of the account's own address). And a whole request ends within
+    `deadline_seconds`: the transport's timeout is between two reads, which a server sending
+    a byte now and then never trips."""
+
+    deadline_seconds: float = 60.0
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["allow_redirects"] = False
+        async with asyncio.timeout(self.deadline_seconds):
+            return await super().request(*args, **kwargs)
+
+
 def new_session(
-    max_connections: int, *, hooks: Mapping[str, Sequence[Hook]] | None = None
+    max_connections: int,
+    *,
+    hooks: Mapping[str, Sequence[Hook]] | None = None,
+    deadline_seconds: float = 60.0,
 ) -> niquests.AsyncSession:
     """An HTTP session whose pool never opens more than `max_connections` connections: with
-    `pool_block` a request waits for a free connection instead of opening one more."""
-    session = niquests.AsyncSession(
+    `pool_block` a request waits for a free connection instead of opening one more. It follows
+    no redirect, and ends every request within `deadline_seconds` (`_Session`)."""
+    session = _Session(
         pool_connections=1,
         pool_maxsize=max_connections,
         hooks=cast(Any, {event: list(fns) for event, fns in (hooks or {}).items()}),
     )
+    session.deadline_seconds = deadline_seconds
     for prefix in ("http://", "https://"):
         session.mount(
             prefix,
@@ -151,7 +176,9 @@ class CalDAVClient:
         )
         self._owns_session = session is None
         # caldav's own session is unused until the first request; swap ours in before it.
-        self._dav.session = session or new_session(settings.max_connections)
+        self._dav.session = session or new_session(
+            settings.max_connections, deadline_seconds=settings.deadline_seconds
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -280,6 +307,12 @@ class CalDAVClient:
             token = result.sync_token
             if not result.truncated:
                 break
+        else:
+            # Still truncated after MAX_SYNC_PAGES pages: not a delta to act on. The caller
+            # lists every ETag instead, as for a token the server refused.
+            raise InvalidSyncToken(f"sync-collection {path}: no end after {MAX_SYNC_PAGES} pages")
+        if len(token) > MAX_MARKER:
+            raise InvalidSyncToken(f"sync-collection {path}: a sync token of {len(token)} chars")
         return Delta(
             new_token=token,
             changed=tuple((href, etag) for href, etag in changes.items() if etag is not None),
@@ -404,10 +437,15 @@ def _probe_of(props: Mapping[str, Any]) -> Probe:
     token, ctag = props.get(dav.SyncToken.tag), props.get(GETCTAG)
     name = props.get(dav.DisplayName.tag)
     return Probe(
-        sync_token=token if isinstance(token, str) else None,
-        ctag=ctag if isinstance(ctag, str) else None,
-        display_name=name if isinstance(name, str) else None,
+        sync_token=_marker(token),
+        ctag=_marker(ctag),
+        display_name=_marker(name),
     )
+
+
+def _marker(value: object) -> str | None:
+    """A marker as the server sent it; None for none, or one too long to keep (MAX_MARKER)."""
+    return value if isinstance(value, str) and len(value) <= MAX_MARKER else None
 
 
 def _propfind_results(response: DAVResponse, path: str) -> list[Any]:
@@ -478,6 +516,8 @@ def _translated(href: str) -> Iterator[None]:
         ) from exc
     except caldav_error.DAVError as exc:
         raise CalendarError(f"{href}: {exc}", href=href) from exc
+    except TimeoutError as exc:  # `_Session`'s deadline
+        raise CalendarUnavailable(f"{href}: no whole answer in time", href=href) from exc
     except niquests.exceptions.RequestException as exc:
         # Connection refused/reset, DNS, TLS, connect and read timeouts.
         raise CalendarUnavailable(f"{href}: {exc}", href=href) from exc

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.store.sql import SqlStore
-from adapters.store.tables import inbox, outbox
+from adapters.store.tables import inbox, jobs, outbox
 from plugin.config import Settings
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars
 from plugin.services.ports import InboxItem, Job
-from plugin.worker import Handler, JobContext, Worker, backoff
+from plugin.worker import JOB_DEADLINE_SHARE, Handler, JobContext, Worker, backoff
 from tests.integration.support import FIXED_NOW, Clock
 
 
@@ -261,6 +261,35 @@ async def test_failing_job_is_retried_later_then_fails_for_good(
     counts = await store.job_counts()
     assert counts.get("failed", 0) == 1
     assert counts.get("queued", 0) == 0
+
+
+async def test_a_job_ends_within_its_lease_however_long_it_would_take(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """A job still running when its lease runs out would be leased again, and run twice at
+    once (a member's server answering a byte at a time did that until it held every slot).
+    It is cut short well within its lease, and retried like any failure."""
+    short = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"lease_seconds": 0.5})}
+    )
+    await enqueue(store, "test.slow", 1)
+    started = 0
+
+    async def slow(job: Job, ctx: JobContext) -> None:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(30)
+
+    worker = Worker(store, short, metrics=Metrics(), clock=clock, handlers={"test.slow": slow})
+    began = time.monotonic()
+    await worker.run_once()
+    assert time.monotonic() - began < 0.5 * JOB_DEADLINE_SHARE + 1
+    assert started == 1
+    async with store.engine.connect() as connection:
+        row = (
+            await connection.execute(select(jobs.c.status, jobs.c.attempts, jobs.c.last_error))
+        ).one()
+    assert tuple(row) == ("queued", 1, "TimeoutError")  # back in the queue, retried later
 
 
 async def test_a_job_without_a_handler_waits_in_the_queue(
