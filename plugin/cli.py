@@ -221,18 +221,26 @@ def serve(settings: Settings) -> None:
         # explicitly (`carecal migrate`) so that several instances never race to do it.
         auto_migrate=settings.database.url.startswith("sqlite"),
     )
-    config = uvicorn.Config(
+    tune_gc()
+    uvicorn.Server(server_config(settings, app)).run()
+
+
+def server_config(settings: Settings, app: Any) -> Any:
+    """How `carecal serve` runs `app` under uvicorn (a `uvicorn.Config`)."""
+    import uvicorn
+
+    return uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=False,
+        # Only the proxies the operator names are believed (`server.trusted_proxies`).
+        proxy_headers=bool(settings.server.trusted_proxies),
+        forwarded_allow_ips=settings.server.trusted_proxies or None,
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_seconds),
     )
-    tune_gc()
-    uvicorn.Server(config).run()
 
 
 async def run_worker(settings: Settings) -> None:

@@ -13,6 +13,7 @@ Secrets are `SecretStr`: they never print, and `describe()` masks them.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -60,6 +61,17 @@ class ServerSettings(_Section):
     # are kept); a `webhook-id` seen again after that is recorded as new. Longer than the host
     # retries a delivery (Standard Webhooks senders give up within about a day).
     keep_applied_webhooks_days: float = Field(7.0, gt=0)
+    # The reverse proxies (addresses or networks) whose X-Forwarded-For names the client: the
+    # claim, setup and staff pages limit requests per client address, which behind a proxy is
+    # otherwise the proxy's, so one client would use up everyone's share (staff logins too).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _ids_outlive_tolerance(self) -> ServerSettings:
