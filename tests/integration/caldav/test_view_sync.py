@@ -18,7 +18,7 @@ from icalendar import Calendar
 from adapters.caldav.port import CalendarUnavailable, Forbidden, NotFound
 from plugin.services.ingest import apply_batch
 from plugin.sync.fingerprint import prop_values
-from plugin.web.app import decode_entry
+from plugin.web.app import decode_entry, open_store
 from tests.integration.caldav.support import (
     CPH,
     Served,
@@ -482,6 +482,58 @@ async def test_a_run_that_failed_after_her_answer_never_reads_it_again(
     task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
     assert task["occurrences"][0]["claims"] == []
     assert task["occurrences"][0]["status"] == "open"
+
+
+async def test_a_run_that_failed_after_her_deletion_never_reads_it_again(
+    served: Served, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    """The same for a deleted copy (a pass): Anna holds the task and deletes her copy; the
+    run releases it, then fails before it records anything else; meanwhile she takes it again
+    through her claim link. The retry must not read the old deletion again and release it."""
+    from plugin.services import view_sync
+    from plugin.services.claiming import Ask, decide
+
+    died: list[str] = []
+    real_apply = view_sync._apply
+
+    async def dying_apply(
+        store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
+    ) -> Any:
+        if view.member_id == "m-anna" and armed and not died:
+            died.append(view.member_id)
+            async with store.transaction() as tx:  # her claim through the link, meanwhile
+                occurrence = (await tx.get_occurrences("north", "t-1"))[0].occurrence.id
+                await decide(
+                    tx, "north", occurrence, "m-anna", Ask.CLAIM, channel="link",
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+            raise CalendarUnavailable("her calendar server went away")
+        return await real_apply(store, client, path, view, *rest, **kwargs)
+
+    armed = False
+    monkeypatch.setattr(view_sync, "_apply", dying_apply)
+    anna, _, _ = await anna_and_bo_with_one_task(http)
+    async with calendar_app(served, anna) as anna_app:
+        href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
+        await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
+        href, etag, _, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
+        armed = True
+        await anna_app.delete(href, etag)
+
+        store = await open_store(served.settings, migrate=False)
+        try:
+
+            async def retried() -> bool | None:  # the failed run's retry, after its backoff
+                counts = await store.job_counts()
+                return True if died and counts["queued"] == counts["running"] == 0 else None
+
+            await eventually(retried, within=10)
+        finally:
+            await store.close()
+    assert died == ["m-anna"]
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    claims = task["occurrences"][0]["claims"]
+    assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "link")]
 
 
 async def test_a_host_change_between_the_read_and_the_claim_is_in_the_same_run(
