@@ -870,7 +870,7 @@ class MemoryStore:
         async with self._lock:
             jobs = self._state.jobs
             busy = {
-                (job.tenant_id, job.kind, job.key)
+                (job.tenant_id, job.key)
                 for job in jobs.values()
                 if job.status == "running"
                 and job.key is not None
@@ -895,9 +895,9 @@ class MemoryStore:
                 if len(leased) == limit:
                     break
                 if job.key is not None:
-                    if (job.tenant_id, job.kind, job.key) in busy:
-                        continue  # its key is running now: it waits for that run to end
-                    busy.add((job.tenant_id, job.kind, job.key))
+                    if (job.tenant_id, job.key) in busy:
+                        continue  # its key is running now (any kind): it waits for that run
+                    busy.add((job.tenant_id, job.key))
                 jobs[job.id] = replace(
                     job,
                     status="running",

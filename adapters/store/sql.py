@@ -270,8 +270,10 @@ class SqlStore:
             and_(jobs.c.status == "queued", jobs.c.run_at <= now),
             and_(jobs.c.status == "running", jobs.c.lease_until <= now),
         )
-        # A keyed job whose key another worker is running now waits for that run to end:
-        # two syncs of one view never run at once (they would plan from the same records).
+        # A keyed job whose key another worker is running now waits for that run to end, of
+        # whatever kind: two syncs of one view never run at once (they would plan from the same
+        # records), nor its sync and its withdrawal (the sync would write into the collection
+        # the withdrawal deletes).
         running = jobs.alias("running")
         busy = (
             select(running.c.id)
@@ -279,7 +281,6 @@ class SqlStore:
                 running.c.status == "running",
                 running.c.lease_until > now,
                 running.c.tenant_id == jobs.c.tenant_id,
-                running.c.kind == jobs.c.kind,
                 running.c.key == jobs.c.key,
             )
             .exists()
@@ -635,12 +636,12 @@ def _utcnow() -> datetime:
 def _one_per_key(rows: Iterable[Any]) -> list[int]:
     """The picked jobs' ids, the first of each key only (a queued job and an expired run of
     the same key can both be due)."""
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str]] = set()
     ids: list[int] = []
     for row in rows:
         if row.key is not None:
-            if (row.tenant_id, row.kind, row.key) in seen:
+            if (row.tenant_id, row.key) in seen:
                 continue
-            seen.add((row.tenant_id, row.kind, row.key))
+            seen.add((row.tenant_id, row.key))
         ids.append(row.id)
     return ids

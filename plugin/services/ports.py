@@ -630,7 +630,8 @@ class Store(Protocol):
         self, worker: str, *, now: datetime, limit: int, lease_seconds: float
     ) -> list[Job]:
         """Lease due jobs: queued ones with run_at <= now, and running ones whose lease
-        expired. FOR UPDATE SKIP LOCKED on PostgreSQL; the single writer on SQLite."""
+        expired; a keyed job not while a job of its key (of any kind) runs. FOR UPDATE SKIP
+        LOCKED on PostgreSQL; the single writer on SQLite."""
         ...
 
     async def finish_job(self, job_id: int, worker: str) -> None: ...

@@ -764,44 +764,44 @@ async def test_enqueue_dedupes_queued_jobs_by_key(store: Store) -> None:
         ("deliver", None, NOW),
         ("deliver", None, NOW),
     )
-    assert (await store.job_counts())["queued"] == 5
+    assert (await store.job_counts())["queued"] == 5  # deduplicated per kind and key
     leased = await store.lease_jobs("w", now=NOW, limit=10, lease_seconds=60)
-    assert len(leased) == 5
+    assert len(leased) == 4  # one job of a key at a time: view-1's other kind waits
     view1 = next(j for j in leased if (j.kind, j.key) == ("sync", "view-1"))
     assert view1.run_at == NOW and view1.attempts == 0 and view1.payload == {"key": "view-1"}
     # A running job does not absorb new work: the change may have come after it read.
     await enqueue(store, ("sync", "view-1", NOW))
-    assert await store.job_counts() == {"queued": 1, "running": 5, "done": 0, "failed": 0}
+    assert await store.job_counts() == {"queued": 2, "running": 4, "done": 0, "failed": 0}
 
 
 async def test_a_key_being_run_is_not_leased_again_until_that_run_ends(store: Store) -> None:
-    """Two syncs of one view never run at once: the job queued for a view while its sync
-    runs waits for that run (finished, failed or its lease expired); other keys, kinds and
-    unkeyed jobs do not wait."""
+    """Two jobs of one view never run at once: a sync or a withdrawal queued for a view while
+    its sync runs waits for that run (finished, failed or its lease expired), and they run one
+    after the other; other keys and unkeyed jobs do not wait."""
     await enqueue(store, ("sync", "view-1", NOW))
     [running] = await store.lease_jobs("w1", now=NOW, limit=10, lease_seconds=30)
     await enqueue(
         store,
         ("sync", "view-1", NOW),
         ("sync", "view-2", NOW),
-        ("escalate", "view-1", NOW),
+        ("withdraw", "view-1", NOW),
         ("deliver", None, NOW),
     )
     others = await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30)
-    assert sorted((j.kind, j.key) for j in others) == [
-        ("deliver", None),
-        ("escalate", "view-1"),
-        ("sync", "view-2"),
-    ]
+    assert sorted((j.kind, j.key) for j in others) == [("deliver", None), ("sync", "view-2")]
     assert await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30) == []
     await store.finish_job(running.id, "w1")
     [waited] = await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30)
     assert (waited.kind, waited.key) == ("sync", "view-1") and waited.id != running.id
+    assert await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30) == []
+    await store.finish_job(waited.id, "w2")
+    [withdrawal] = await store.lease_jobs("w2", now=NOW, limit=10, lease_seconds=30)
+    assert (withdrawal.kind, withdrawal.key) == ("withdraw", "view-1")
     # A run whose lease expired is taken again, and only one job of its key at a time.
     await enqueue(store, ("sync", "view-1", NOW))
     later = NOW + timedelta(seconds=31)
     again = await store.lease_jobs("w3", now=later, limit=10, lease_seconds=30)
-    assert [j.id for j in again if (j.kind, j.key) == ("sync", "view-1")] == [waited.id]
+    assert [j.id for j in again if j.key == "view-1"] == [withdrawal.id]
     assert await store.lease_jobs("w3", now=later, limit=10, lease_seconds=30) == []
     assert (await store.job_counts())["queued"] == 1
 
