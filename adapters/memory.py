@@ -465,6 +465,9 @@ class MemoryTx:
     async def get_task(self, tenant_id: str, task_id: str) -> Task | None:
         return self._s.tasks.get((tenant_id, task_id))
 
+    async def lock_task(self, tenant_id: str, task_id: str) -> Task | None:
+        return self._s.tasks.get((tenant_id, task_id))  # one transaction at a time
+
     async def save_task(self, task: Task) -> None:
         self._s.tasks[task.tenant_id, task.id] = task
 

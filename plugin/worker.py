@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from plugin.config import Settings
-from plugin.domain.model import Delivery
+from plugin.domain.model import Delivery, TaskStatus
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable, Probe
 from plugin.services.calendars import Calendars, MissingCalendar, View
@@ -99,8 +99,14 @@ async def extend_horizons(store: Store, settings: Settings, *, now: datetime) ->
     for tenant in settings.tenants:
         async with store.reading() as tx:
             recurring = await tx.list_recurring_tasks(tenant.id)
-        for task in recurring:
+        for listed in recurring:
             async with store.transaction() as tx:
+                # The task as it is now, and no one else writing it until this commits: the
+                # host may have changed or cancelled it since the list was read (another
+                # instance's applier), and expanding the listed version would undo that.
+                task = await tx.lock_task(tenant.id, listed.id)
+                if task is None or task.status is not TaskStatus.ACTIVE or task.recurrence is None:
+                    continue
                 # New occurrences enter the members' calendars (deduplicated per view); a
                 # task whose horizon brought none queues nothing.
                 if await materialise(tx, task, now=now, horizon=horizon):

@@ -607,6 +607,12 @@ class SqlTx:
         ).one_or_none()
         return None if row is None else task_from_row(row)
 
+    async def lock_task(self, tenant_id: str, task_id: str) -> Task | None:
+        row = (
+            await self._c.execute(self._q.lock_task, {"p_tenant": tenant_id, "p_task": task_id})
+        ).one_or_none()
+        return None if row is None else task_from_row(row)
+
     async def save_task(self, task: Task) -> None:
         await self._c.execute(
             self._q.upsert_task, {"tenant_id": task.tenant_id, "id": task.id} | task_values(task)

@@ -204,6 +204,7 @@ class Statements:
     forget_retired_calendar: Any
     # tasks and occurrences
     get_task: Any
+    lock_task: Any
     upsert_task: Any
     list_tasks: Any
     list_recurring_tasks: Any
@@ -488,6 +489,10 @@ def statements(dialect_name: str) -> Statements:
             memberships.c.citizen_id == bindparam("p_citizen", type_=String),
         ),
         get_task=select(tasks).where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id),
+        # (SQLite renders no FOR UPDATE: its transactions hold the single write lock.)
+        lock_task=select(tasks)
+        .where(tasks.c.tenant_id == TENANT, tasks.c.id == task_id)
+        .with_for_update(),
         upsert_task=_upsert(dialect, tasks, ["tenant_id", "id"], TASK_COLUMNS),
         list_tasks=select(tasks)
         .where(tasks.c.tenant_id == TENANT, tasks.c.citizen_id == bindparam("p_citizen"))

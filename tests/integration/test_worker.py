@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import cast
@@ -19,7 +20,7 @@ from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars
 from plugin.services.ports import InboxItem, Job
-from plugin.worker import JOB_DEADLINE_SHARE, Handler, JobContext, Worker, backoff
+from plugin.worker import JOB_DEADLINE_SHARE, Handler, JobContext, Worker, backoff, extend_horizons
 from tests.integration.support import FIXED_NOW, Clock
 
 
@@ -351,6 +352,64 @@ async def test_recurring_tasks_grow_with_the_horizon_as_time_passes(
     # The past stays: the first occurrences keep their ids, and nothing was cancelled.
     assert [r.occurrence.id for r in after[:8]] == [r.occurrence.id for r in before]
     assert not any(r.occurrence.cancelled for r in after)
+
+
+async def test_the_horizon_roll_never_undoes_what_the_host_changed_meanwhile(
+    store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roll lists the recurring tasks, then expands each in a transaction of its own.
+    When the host moved one in between (another instance's applier), expanding the listed
+    version put every occurrence back at the old time; a cancelled one must stay cancelled."""
+    from datetime import datetime
+
+    from adapters.store.sql_tx import SqlTx
+    from plugin.domain.model import Task, TaskStatus
+    from plugin.services.ingest import materialise
+
+    weekly = Task(
+        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
+        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
+        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
+    )  # fmt: skip
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_task(weekly)
+        await materialise(tx, weekly, now=clock.now, horizon=horizon)
+    listed = SqlTx.list_recurring_tasks
+
+    changes = [
+        replace(weekly, version=2, start=datetime(2027, 3, 2, 14), end=datetime(2027, 3, 2, 15)),
+        replace(weekly, version=3, status=TaskStatus.CANCELLED),
+    ]
+
+    async def then_changed(self: SqlTx, tenant_id: str) -> list[Task]:
+        found = await listed(self, tenant_id)
+        if tenant_id != "north":
+            return found
+
+        async def change() -> None:  # as the applier does, in a transaction of its own
+            async with store.transaction() as other:
+                task = changes.pop(0)
+                await other.save_task(task)
+                await materialise(other, task, now=clock.now, horizon=horizon)
+
+        await asyncio.create_task(change())
+        return found
+
+    monkeypatch.setattr(SqlTx, "list_recurring_tasks", then_changed)
+    clock.now += timedelta(weeks=4)
+    await extend_horizons(store, settings, now=clock.now)
+    async with store.transaction() as tx:
+        found = await tx.get_occurrences("north", "t-weekly")
+    coming = [r.occurrence for r in found if r.occurrence.start >= clock.now]
+    live = [o.id for o in coming if not o.cancelled]  # (the past stays as it was)
+    assert len(live) == 8 and all(o.endswith("T1400") for o in live), live
+    clock.now += timedelta(weeks=4)
+    await extend_horizons(store, settings, now=clock.now)
+    async with store.transaction() as tx:
+        found = await tx.get_occurrences("north", "t-weekly")
+    assert [r.occurrence.id for r in found if not r.occurrence.cancelled] == []
 
 
 async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
