@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, select
@@ -410,6 +410,68 @@ async def test_the_horizon_roll_never_undoes_what_the_host_changed_meanwhile(
     async with store.transaction() as tx:
         found = await tx.get_occurrences("north", "t-weekly")
     assert [r.occurrence.id for r in found if not r.occurrence.cancelled] == []
+
+
+async def test_the_roll_and_the_applier_writing_one_task_at_once_both_succeed(
+    store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two instances on PostgreSQL: one rolls the horizon of a weekly task (its new
+    occurrences inserted, not yet committed) while the other applies the host's edit of the
+    same task. The applier waits for the roll's lock on the task and then finds its
+    occurrences; before, it inserted the same ids and failed with a Conflict (the webhook
+    marked failed)."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single writer: the two never run at once")
+    from datetime import datetime
+
+    from plugin import worker as worker_module
+    from plugin.domain.model import Task
+    from plugin.services.ingest import materialise
+    from plugin.web.app import open_store
+
+    weekly = Task(
+        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
+        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
+        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
+    )  # fmt: skip
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_task(weekly)
+        await materialise(tx, weekly, now=clock.now, horizon=horizon)
+    later = clock.now + timedelta(weeks=4)
+    rolled, go = asyncio.Event(), asyncio.Event()
+
+    async def roll_and_hold(tx: Any, task: Task, **kwargs: Any) -> bool:
+        changed = await materialise(tx, task, **kwargs)
+        rolled.set()
+        await go.wait()  # the transaction stays open, its new occurrences not committed
+        return changed
+
+    monkeypatch.setattr(worker_module, "materialise", roll_and_hold)
+    other = await open_store(settings, migrate=False)  # the other instance
+    try:
+        roll = asyncio.create_task(extend_horizons(store, settings, now=later))
+        await asyncio.wait_for(rolled.wait(), timeout=10)
+
+        async def apply_edit() -> None:
+            edited = replace(weekly, version=2, details="Netto, not Føtex")
+            async with other.transaction() as tx:
+                await tx.save_task(edited)
+                await materialise(tx, edited, now=later, horizon=horizon)
+
+        edit = asyncio.create_task(apply_edit())
+        await asyncio.sleep(0.3)
+        assert not edit.done()  # waiting for the roll's lock on the task
+        go.set()
+        await asyncio.wait_for(asyncio.gather(roll, edit), timeout=10)
+    finally:
+        await other.close()
+    async with store.transaction() as tx:
+        found = await tx.get_occurrences("north", "t-weekly")
+        task = await tx.get_task("north", "t-weekly")
+    assert task is not None and task.version == 2
+    assert len([r for r in found if not r.occurrence.cancelled]) == 12
 
 
 async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
