@@ -15,12 +15,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.store.sql import create_engine, translate_errors
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock key held while migrating: instances started at once migrate one
+# after the other (the later ones find the schema at head), instead of racing to create the
+# same tables and failing.
+MIGRATION_LOCK = 0x63617265_6D696772  # "caremigr"
 
 
 def alembic_config() -> Config:
@@ -49,6 +54,10 @@ async def upgrade(url: str | AsyncEngine, revision: str = "head") -> None:
     try:
         with translate_errors():
             async with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
                 await connection.run_sync(run)
     finally:
         if isinstance(url, str):

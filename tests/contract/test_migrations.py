@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from pathlib import Path
@@ -59,6 +60,32 @@ async def test_postgres_migrations_match_tables() -> None:
         await _assert_migrations_match_tables(engine, engine)
     finally:
         await engine.dispose()
+        async with admin.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.mark.postgres
+async def test_instances_migrating_at_once_wait_for_each_other() -> None:
+    """Three instances started at once on an empty database: one migrates, the others wait
+    and find the schema at head (before, two failed on the tables the first was creating)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(POSTGRES_SKIP)
+    schema = f"carecal_migrate_{secrets.token_hex(6)}"
+    admin = create_engine(url)
+    engines = [
+        create_engine(url, connect_args={"server_settings": {"search_path": schema}})
+        for _ in range(3)
+    ]
+    try:
+        async with admin.begin() as connection:
+            await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await asyncio.wait_for(asyncio.gather(*(upgrade(e) for e in engines)), timeout=60)
+        assert all([await is_up_to_date(engine) for engine in engines])
+    finally:
+        for engine in engines:
+            await engine.dispose()
         async with admin.begin() as connection:
             await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await admin.dispose()
