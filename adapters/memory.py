@@ -54,6 +54,7 @@ from plugin.services.ports import (
     StoreUnavailable,
     ViewPeek,
     ViewState,
+    recorded_at,
 )
 from plugin.sync.planner import SyncRecord
 
@@ -746,7 +747,7 @@ class MemoryTx:
             type=event_type,
             data=dict(data),
             ordering_key=ordering_key,
-            created_at=now,
+            created_at=recorded_at(now),
         )
         return event_id
 

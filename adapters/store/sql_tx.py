@@ -62,6 +62,7 @@ from plugin.services.ports import (
     StoreUnavailable,
     ViewPeek,
     ViewState,
+    recorded_at,
 )
 from plugin.sync.planner import SyncRecord
 
@@ -979,7 +980,7 @@ class SqlTx:
                 "type": event_type,
                 "data": dict(data),
                 "ordering_key": ordering_key,
-                "created_at": now,
+                "created_at": recorded_at(now),
                 "attempts": 0,
             },
         )

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from plugin.domain.capacity import MemberSettings
@@ -716,3 +716,11 @@ class Store(Protocol):
         (`Tx.check_claim_deadline`), earliest deadline first. Visits and tasks without a
         deadline have none. One index range scan: cheap however large the history."""
         ...
+
+
+def recorded_at(now: datetime) -> datetime:
+    """When an outgoing event is recorded (`Tx.add_outbox`), which orders the events of one
+    task: its caller's `now`, or the clock's when that is later. Callers take `now` before they
+    wait for an occurrence's lock (a job at its start): a decision that waited would otherwise
+    be stamped before the one it waited for, and reach the host first."""
+    return max(now, datetime.now(UTC))

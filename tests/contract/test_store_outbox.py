@@ -47,6 +47,22 @@ async def test_lease_takes_the_heads_until_the_lease_ends(store: Store) -> None:
     ]
 
 
+async def test_events_go_out_in_the_order_they_were_recorded(store: Store) -> None:
+    """A request or a job takes its `now` before it waits for the occurrence's lock (a job
+    at its start): the claim recorded second, by a caller that took its `now` earlier and
+    waited, must still reach the host after the release recorded first (two instances, or a
+    job deciding seconds after it started: else the host hears of two holders of one slot)."""
+    clock = datetime.now(UTC)
+    [released] = await add(store, "t-a", at=clock - timedelta(seconds=1))
+    [claimed] = await add(store, "t-a", at=clock - timedelta(seconds=5))
+    later = clock + timedelta(minutes=1)
+    [first] = await store.lease_outbox(now=later, limit=10, lease_seconds=60)
+    assert first.id == released
+    await store.mark_outbox_delivered(released, now=later)
+    [second] = await store.lease_outbox(now=later, limit=10, lease_seconds=60)
+    assert second.id == claimed
+
+
 async def test_lease_respects_the_limit_oldest_first(store: Store) -> None:
     events = await add(store, "k1", "k2", None, "k3")
     first = await store.lease_outbox(now=NOW, limit=2, lease_seconds=60)
