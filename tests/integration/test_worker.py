@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -16,12 +16,20 @@ from sqlalchemy import func, select
 from adapters.store.sql import SqlStore
 from adapters.store.tables import inbox, jobs, outbox
 from plugin.config import Settings
+from plugin.domain.model import Task, TaskStatus
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable
 from plugin.services.calendars import Calendars
 from plugin.services.ports import InboxItem, Job
 from plugin.worker import JOB_DEADLINE_SHARE, Handler, JobContext, Worker, backoff, extend_horizons
 from tests.integration.support import FIXED_NOW, Clock
+
+# A weekly walk from Tuesday 2 March 2027, 10:00 in Copenhagen (the tests' clock: 1 March).
+WEEKLY = Task(
+    tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
+    category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
+    timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
+)  # fmt: skip
 
 
 async def enqueue(store: SqlStore, kind: str, n: int) -> None:
@@ -312,16 +320,9 @@ def test_backoff_grows_and_is_capped() -> None:
 async def test_recurring_tasks_grow_with_the_horizon_as_time_passes(
     store: SqlStore, settings: Settings, clock: Clock
 ) -> None:
-    from datetime import datetime
-
-    from plugin.domain.model import Task
     from plugin.services.ingest import materialise
 
-    weekly = Task(
-        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
-        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
-        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
-    )  # fmt: skip
+    weekly = WEEKLY
     once = Task(
         tenant_id="north", id="t-once", citizen_id="c-1", version=1, kind="task",
         category="walk", start=datetime(2027, 3, 3, 10), end=datetime(2027, 3, 3, 11),
@@ -360,17 +361,10 @@ async def test_the_horizon_roll_never_undoes_what_the_host_changed_meanwhile(
     """The roll lists the recurring tasks, then expands each in a transaction of its own.
     When the host moved one in between (another instance's applier), expanding the listed
     version put every occurrence back at the old time; a cancelled one must stay cancelled."""
-    from datetime import datetime
-
     from adapters.store.sql_tx import SqlTx
-    from plugin.domain.model import Task, TaskStatus
     from plugin.services.ingest import materialise
 
-    weekly = Task(
-        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
-        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
-        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
-    )  # fmt: skip
+    weekly = WEEKLY
     horizon = timedelta(weeks=settings.horizon_weeks)
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
@@ -422,18 +416,11 @@ async def test_the_roll_and_the_applier_writing_one_task_at_once_both_succeed(
     marked failed)."""
     if store.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has a single writer: the two never run at once")
-    from datetime import datetime
-
     from plugin import worker as worker_module
-    from plugin.domain.model import Task
     from plugin.services.ingest import materialise
     from plugin.web.app import open_store
 
-    weekly = Task(
-        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
-        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
-        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
-    )  # fmt: skip
+    weekly = WEEKLY
     horizon = timedelta(weeks=settings.horizon_weeks)
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
@@ -477,9 +464,7 @@ async def test_the_roll_and_the_applier_writing_one_task_at_once_both_succeed(
 async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
     store: SqlStore, settings: Settings, clock: Clock
 ) -> None:
-    from datetime import datetime
-
-    from plugin.domain.model import Circle, Citizen, Member, Task
+    from plugin.domain.model import Circle, Citizen, Member
 
     circle = Circle(
         Citizen("north", "c-1", "Fru Jensen"),
@@ -489,11 +474,7 @@ async def test_extending_the_horizon_queues_a_sync_of_the_hosted_views(
             Member("m-bo", "Bo", "relative", "full", calendar="feed"),
         ),
     )
-    weekly = Task(
-        tenant_id="north", id="t-weekly", citizen_id="c-1", version=1, kind="task",
-        category="walk", start=datetime(2027, 3, 2, 10), end=datetime(2027, 3, 2, 11),
-        timezone="Europe/Copenhagen", recurrence="FREQ=WEEKLY",
-    )  # fmt: skip
+    weekly = WEEKLY
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
         await tx.save_circle("north", circle, clock.now)

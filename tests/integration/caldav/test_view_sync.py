@@ -434,6 +434,34 @@ async def test_a_sync_stopped_between_the_claim_and_its_write_is_finished_by_the
     assert reads.recorded[:2] == [True, False], reads.recorded
 
 
+class DiesOnceAfterLink:
+    """`view_sync._apply` for Anna's view, armed: once, it does `ask` through her claim link
+    (what she did meanwhile, elsewhere) and fails as if her server went away, before her run
+    writes anything back or records its copies; otherwise the real one."""
+
+    def __init__(self, ask: Any) -> None:
+        from plugin.services import view_sync
+
+        self.ask, self.armed, self.died = ask, False, False
+        self._real = view_sync._apply
+
+    async def __call__(
+        self, store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
+    ) -> Any:
+        from plugin.services.claiming import decide
+
+        if view.member_id == "m-anna" and self.armed and not self.died:
+            self.died = True
+            async with store.transaction() as tx:
+                occurrence = (await tx.get_occurrences("north", "t-1"))[0].occurrence.id
+                await decide(
+                    tx, "north", occurrence, "m-anna", self.ask, channel="link",
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+            raise CalendarUnavailable("her calendar server went away")
+        return await self._real(store, client, path, view, *rest, **kwargs)
+
+
 async def test_a_run_that_failed_after_her_answer_never_reads_it_again(
     served: Served, http: httpx.AsyncClient, monkeypatch: Any
 ) -> None:
@@ -442,31 +470,14 @@ async def test_a_run_that_failed_after_her_answer_never_reads_it_again(
     not read her old "yes" as new and claim again: the claim's transaction kept the answer it
     read (before, the retry claimed the task back from under the release)."""
     from plugin.services import view_sync
-    from plugin.services.claiming import Ask, decide
+    from plugin.services.claiming import Ask
 
-    died: list[str] = []
-    real_apply = view_sync._apply
-
-    async def dying_apply(
-        store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
-    ) -> Any:
-        if view.member_id == "m-anna" and armed and not died:
-            died.append(view.member_id)
-            async with store.transaction() as tx:  # her release through the link, meanwhile
-                occurrence = (await tx.get_occurrences("north", "t-1"))[0].occurrence.id
-                await decide(
-                    tx, "north", occurrence, "m-anna", Ask.RELEASE, channel="link",
-                    now=datetime.now(UTC),
-                )  # fmt: skip
-            raise CalendarUnavailable("her calendar server went away")
-        return await real_apply(store, client, path, view, *rest, **kwargs)
-
-    armed = False
-    monkeypatch.setattr(view_sync, "_apply", dying_apply)
+    dying = DiesOnceAfterLink(Ask.RELEASE)  # her release through the link, meanwhile
+    monkeypatch.setattr(view_sync, "_apply", dying)
     anna, _, _ = await anna_and_bo_with_one_task(http)
     async with calendar_app(served, anna) as anna_app:
         href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
-        armed = True
+        dying.armed = True
         await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
 
         async def released_and_written() -> bool | None:
@@ -478,7 +489,7 @@ async def test_a_run_that_failed_after_her_answer_never_reads_it_again(
 
         await eventually(released_and_written, within=10)  # the retry wrote it back
         await asyncio.sleep(0.5)  # and nothing after it claims again
-    assert died == ["m-anna"]
+    assert dying.died
     task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
     assert task["occurrences"][0]["claims"] == []
     assert task["occurrences"][0]["status"] == "open"
@@ -491,33 +502,16 @@ async def test_a_run_that_failed_after_her_deletion_never_reads_it_again(
     run releases it, then fails before it records anything else; meanwhile she takes it again
     through her claim link. The retry must not read the old deletion again and release it."""
     from plugin.services import view_sync
-    from plugin.services.claiming import Ask, decide
+    from plugin.services.claiming import Ask
 
-    died: list[str] = []
-    real_apply = view_sync._apply
-
-    async def dying_apply(
-        store: Any, client: Any, path: str, view: Any, *rest: Any, **kwargs: Any
-    ) -> Any:
-        if view.member_id == "m-anna" and armed and not died:
-            died.append(view.member_id)
-            async with store.transaction() as tx:  # her claim through the link, meanwhile
-                occurrence = (await tx.get_occurrences("north", "t-1"))[0].occurrence.id
-                await decide(
-                    tx, "north", occurrence, "m-anna", Ask.CLAIM, channel="link",
-                    now=datetime.now(UTC),
-                )  # fmt: skip
-            raise CalendarUnavailable("her calendar server went away")
-        return await real_apply(store, client, path, view, *rest, **kwargs)
-
-    armed = False
-    monkeypatch.setattr(view_sync, "_apply", dying_apply)
+    dying = DiesOnceAfterLink(Ask.CLAIM)  # her claim through the link, meanwhile
+    monkeypatch.setattr(view_sync, "_apply", dying)
     anna, _, _ = await anna_and_bo_with_one_task(http)
     async with calendar_app(served, anna) as anna_app:
         href, etag, body, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Ledig] Indkøb"))
         await anna_app.update(href, with_partstat(body, "ACCEPTED"), etag)
         href, etag, _, _ = await eventually(copy_reading(anna_app, ANNA_VIEW, "[Dig] Indkøb"))
-        armed = True
+        dying.armed = True
         await anna_app.delete(href, etag)
 
         store = await open_store(served.settings, migrate=False)
@@ -525,12 +519,13 @@ async def test_a_run_that_failed_after_her_deletion_never_reads_it_again(
 
             async def retried() -> bool | None:  # the failed run's retry, after its backoff
                 counts = await store.job_counts()
-                return True if died and counts["queued"] == counts["running"] == 0 else None
+                idle = counts["queued"] == counts["running"] == 0
+                return True if dying.died and idle else None
 
             await eventually(retried, within=10)
         finally:
             await store.close()
-    assert died == ["m-anna"]
+    assert dying.died
     task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
     claims = task["occurrences"][0]["claims"]
     assert [(c["member_id"], c["channel"]) for c in claims] == [("m-anna", "link")]
