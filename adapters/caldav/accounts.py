@@ -16,6 +16,9 @@ ACCOUNT_CONNECTIONS = 2
 ACCOUNT_TIMEOUT_SECONDS = 15.0
 # A whole request to a member's server; a run makes a few, well within a job's lease.
 ACCOUNT_DEADLINE_SECONDS = 30.0
+# The most of one answer read from a member's server: its collection holds one circle's copies
+# (a 5 000-copy listing is ~2 MB), and an answer is held whole, its XML tree ~10x larger.
+ACCOUNT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 @asynccontextmanager
@@ -30,6 +33,7 @@ async def open_account(account: Account) -> AsyncIterator[CalDAVClient]:
         max_connections=ACCOUNT_CONNECTIONS,
         timeout_seconds=ACCOUNT_TIMEOUT_SECONDS,
         deadline_seconds=ACCOUNT_DEADLINE_SECONDS,
+        max_answer_bytes=ACCOUNT_MAX_ANSWER_BYTES,
     )
     async with CalDAVClient(settings) as client:
         yield client

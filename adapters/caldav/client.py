@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -82,6 +83,22 @@ MAX_SYNC_PAGES = 100
 MAX_MARKER = 1024
 
 
+# The most of one answer a client reads (decoded), unless its settings say less (a member's own
+# server: adapters.caldav.accounts). The municipality's server lists every view in one PROPFIND
+# of its home (~400 bytes a view).
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+# Hrefs asked for in one calendar-multiget: 50 copies at view_sync's largest readable (256 KiB)
+# come to 12.5 MiB, within what is read of a member's own server.
+FETCH_BATCH = 50
+
+log = logging.getLogger(__name__)
+
+
+class _TooLarge(CalendarUnavailable):
+    """The server's answer ran past what carecal reads: to every caller but `fetch` (which
+    asks again for less) a server that failed, tried again later."""
+
+
 class _GetCTag(BaseElement):
     tag = GETCTAG
 
@@ -97,24 +114,54 @@ class CalDAVSettings:
     max_connections: int = 8
     timeout_seconds: float = 10.0  # between two reads of an answer
     deadline_seconds: float = 60.0  # for a whole request, however it trickles
+    max_answer_bytes: int = MAX_ANSWER_BYTES  # the most of one answer read (decoded)
 
 
 Hook = Callable[..., Any]
 
 
+class AnswerTooLarge(niquests.exceptions.RequestException):
+    """A server's answer ran past `_Session.max_answer_bytes`; it was not read further."""
+
+
 class _Session(niquests.AsyncSession):
     """Never follows a redirect: a server that sends carecal elsewhere is answered with an
     error, not followed (a member's server could point it at the municipality's internal
-    network, past the check of the account's own address). And a whole request ends within
+    network, past the check of the account's own address). A whole request ends within
     `deadline_seconds`: the transport's timeout is between two reads, which a server sending
-    a byte now and then never trips."""
+    a byte now and then never trips. And an answer is read up to `max_answer_bytes`
+    (decoded), no further: caldav and lxml hold a whole answer, and then its tree, about ten
+    times its size, so one member's server sending without end would take the memory every
+    tenant's syncs live in."""
 
     deadline_seconds: float = 60.0
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
     async def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["allow_redirects"] = False
+        kwargs["stream"] = True
         async with asyncio.timeout(self.deadline_seconds):
-            return await super().request(*args, **kwargs)
+            response = await super().request(*args, **kwargs)
+            if isinstance(response, niquests.AsyncResponse):
+                await _read_within(response, self.max_answer_bytes)
+        return response
+
+
+async def _read_within(response: niquests.AsyncResponse, limit: int) -> None:
+    """Read a streamed answer's body whole, or raise `AnswerTooLarge` past `limit` bytes (the
+    connection is then closed, not reused). The answer is left as a read one: caldav takes
+    its `content` as a plain attribute, as on a session that does not stream."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in await response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            await response.close()
+            raise AnswerTooLarge(f"answer over {limit} bytes")
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+    response._content_consumed = True
+    cast(Any, response).__class__ = niquests.Response  # what a session that does not stream answers
 
 
 def new_session(
@@ -122,16 +169,19 @@ def new_session(
     *,
     hooks: Mapping[str, Sequence[Hook]] | None = None,
     deadline_seconds: float = 60.0,
+    max_answer_bytes: int = MAX_ANSWER_BYTES,
 ) -> niquests.AsyncSession:
     """An HTTP session whose pool never opens more than `max_connections` connections: with
     `pool_block` a request waits for a free connection instead of opening one more. It follows
-    no redirect, and ends every request within `deadline_seconds` (`_Session`)."""
+    no redirect, ends every request within `deadline_seconds` and reads no answer past
+    `max_answer_bytes` (`_Session`)."""
     session = _Session(
         pool_connections=1,
         pool_maxsize=max_connections,
         hooks=cast(Any, {event: list(fns) for event, fns in (hooks or {}).items()}),
     )
     session.deadline_seconds = deadline_seconds
+    session.max_answer_bytes = max_answer_bytes
     for prefix in ("http://", "https://"):
         session.mount(
             prefix,
@@ -177,7 +227,9 @@ class CalDAVClient:
         self._owns_session = session is None
         # caldav's own session is unused until the first request; swap ours in before it.
         self._dav.session = session or new_session(
-            settings.max_connections, deadline_seconds=settings.deadline_seconds
+            settings.max_connections,
+            deadline_seconds=settings.deadline_seconds,
+            max_answer_bytes=settings.max_answer_bytes,
         )
 
     async def __aenter__(self) -> Self:
@@ -334,14 +386,30 @@ class CalDAVClient:
         return found
 
     async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """The objects at `hrefs` that are there, in multigets of at most `FETCH_BATCH`
+        hrefs. A multiget whose answer is too large to read is asked again in halves; an
+        object too large alone is left out (logged), as one gone since it was listed."""
         path = collection_path(path)
         wanted = list(dict.fromkeys(canonical_href(h) for h in hrefs))
-        if not wanted:
-            return {}
+        found: dict[str, tuple[str, bytes]] = {}
+        batches = [wanted[i : i + FETCH_BATCH] for i in range(0, len(wanted), FETCH_BATCH)]
+        while batches:
+            batch = batches.pop()
+            try:
+                found.update(await self._multiget(path, batch))
+            except _TooLarge:
+                if len(batch) == 1:
+                    log.warning("object too large to read; left out", extra={"href": batch[0]})
+                else:
+                    half = len(batch) // 2
+                    batches += [batch[:half], batch[half:]]
+        return found
+
+    async def _multiget(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         body = _tree(
             cdav.CalendarMultiGet(),
             _tree(dav.Prop(), dav.GetEtag(), cdav.CalendarData()),
-            *(dav.Href(value=href) for href in wanted),
+            *(dav.Href(value=href) for href in hrefs),
         )
         with _translated(path):
             response = await self._dav.report(self._url(path), _xml(body), depth=1)
@@ -516,6 +584,8 @@ def _translated(href: str) -> Iterator[None]:
         ) from exc
     except caldav_error.DAVError as exc:
         raise CalendarError(f"{href}: {exc}", href=href) from exc
+    except AnswerTooLarge as exc:
+        raise _TooLarge(f"{href}: {exc}", href=href) from exc
     except TimeoutError as exc:  # `_Session`'s deadline
         raise CalendarUnavailable(f"{href}: no whole answer in time", href=href) from exc
     except niquests.exceptions.RequestException as exc:

@@ -332,6 +332,41 @@ async def test_fetch_gets_many_objects_in_one_multiget(
         assert vevent(body)["UID"] == uids[href]
 
 
+async def test_fetch_asks_again_in_halves_for_an_answer_too_large_to_read(
+    server: Server, collection: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A multiget whose answer runs past what the client reads is asked again in halves; an
+    object too large alone is left out (and logged), the rest are all fetched."""
+    limit = 150_000
+    requests_seen = Requests()
+    session = new_session(2, hooks=requests_seen.hooks(), max_answer_bytes=limit)
+    settings = dataclasses.replace(server.settings, max_answer_bytes=limit)
+    async with CalDAVClient(settings, session=session) as client:
+        hrefs = []
+        for name, size in (("a", 40_000), ("b", 40_000), ("c", 40_000), ("d", 40_000),
+                           ("big", 2 * limit)):  # fmt: skip
+            await client.create(collection, f"{name}.ics", padded(uid(), size))
+            hrefs.append(object_href(collection, f"{name}.ics"))
+        listed = await client.list_etags(collection)
+
+        requests_seen.clear()
+        fetched = await client.fetch(collection, hrefs)
+    await session.close()
+
+    assert sorted(fetched) == sorted(hrefs[:4])
+    assert all(fetched[href][0] == listed[href] for href in fetched)
+    # [a b c d big] > [c d big] > [d big] > [big] too large; [a b], [c], [d] answered
+    assert [m for m, _, _ in requests_seen.sent] == ["REPORT"] * 7
+    assert any(r.message == "object too large to read; left out" for r in caplog.records)
+
+
+def padded(the_uid: str, size: int) -> bytes:
+    """An event of about `size` bytes: a long description, folded as RFC 5545 says."""
+    text = icalendar.Calendar.from_ical(event(the_uid))
+    text.walk("VEVENT")[0].add("DESCRIPTION", "x" * size)
+    return bytes(text.to_ical())
+
+
 async def test_fetch_of_nothing_sends_nothing(
     client: CalDAVClient, collection: str, requests_seen: Requests
 ) -> None:

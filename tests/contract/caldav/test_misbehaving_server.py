@@ -5,6 +5,7 @@ answered with a port error, in bounded time, and sends carecal nowhere else."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from adapters.caldav.accounts import open_account
+from adapters.caldav.accounts import ACCOUNT_MAX_ANSWER_BYTES, open_account
 from adapters.caldav.client import MAX_MARKER, MAX_SYNC_PAGES, CalDAVClient, CalDAVSettings
 from adapters.caldav.port import CalendarError, CalendarUnavailable, InvalidSyncToken
 from plugin.logs import configure
@@ -131,6 +132,43 @@ async def test_an_answer_that_trickles_ends_at_the_deadline() -> None:
             with pytest.raises(CalendarUnavailable):
                 await client.probe(VIEW)
             assert time.monotonic() - started < 4
+
+
+async def test_an_answer_without_end_is_read_no_further_than_the_limit() -> None:
+    """A member's server sending a gigabyte is cut off at what carecal reads of one answer
+    (`ACCOUNT_MAX_ANSWER_BYTES`): caldav would hold it whole, and its XML tree ten times
+    that, in the memory every tenant's syncs share."""
+    sent = 0
+
+    async def endless(method: str, path: str, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        writer.write(b"HTTP/1.1 207 Multi-Status\r\nContent-Length: 1000000000\r\n\r\n")
+        chunk = b"<D:x/>" * 10_000
+        while sent < 1_000_000_000:
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+
+    async with server(endless) as (url, _):
+        async with open_account(Account(url + HOME, "anna", "app-pw")) as client:
+            with pytest.raises(CalendarUnavailable, match="answer over"):
+                await client.probe(VIEW)
+    assert ACCOUNT_MAX_ANSWER_BYTES <= sent < 2 * ACCOUNT_MAX_ANSWER_BYTES + 8 * 2**20
+
+
+async def test_a_compressed_answer_is_limited_by_what_it_unpacks_to() -> None:
+    """64 KiB of gzip that unpack to 64 MiB: what is counted is what would be held."""
+    bomb = gzip.compress(b" " * 64 * 2**20)
+
+    async def packed(method: str, path: str, writer: asyncio.StreamWriter) -> None:
+        reply(writer, "207 Multi-Status", bomb, Content_Encoding="gzip")
+
+    async with server(packed) as (url, _):
+        settings = CalDAVSettings(url, "anna", "pw", max_answer_bytes=2**20)
+        async with CalDAVClient(settings) as client:
+            with pytest.raises(CalendarUnavailable, match="answer over"):
+                await client.probe(VIEW)
+    assert len(bomb) < 2**20
 
 
 async def test_a_delta_that_never_ends_is_no_delta() -> None:
