@@ -31,6 +31,7 @@ from plugin.domain.versions import accept_version
 from plugin.services.calendar_access import revoke_calendar_credential
 from plugin.services.calendars import view_job_key
 from plugin.services.capacity import settle_member_settings
+from plugin.services.claiming import Ask, decide
 from plugin.services.commands import (
     AssignVisit,
     CancelTask,
@@ -240,9 +241,40 @@ class _Applier:
         if stored is not None and not accept_version(stored.version, task.version):
             return False
         await self.tx.save_task(task)
+        if stored is not None and stored.citizen_id != task.citizen_id:
+            await self.moved(task, stored.citizen_id)
         await materialise(self.tx, task, now=self.now, horizon=self.horizon)
         await self.fan_out(task.citizen_id)
         return True
+
+    async def moved(self, task: Task, left: str) -> None:
+        """The host moved a task to another citizen (a correction: it was entered for the
+        wrong one). The circle it left loses it from its calendars in one cycle, as every
+        change; and a claim on an occurrence yet to start, held by someone who is not in
+        the new circle, is released (channel "host", `task.released` to the host): its
+        holder no longer sees the task to give it up, and the new circle would see it taken
+        by nobody it knows."""
+        log.warning(
+            "task moved to another citizen",
+            extra={"tenant": self.tenant_id, "task_id": task.id},
+        )
+        circle = await self.tx.get_circle(self.tenant_id, task.citizen_id)
+        for record in await self.tx.get_occurrences(self.tenant_id, task.id):
+            if record.occurrence.cancelled or record.occurrence.start <= self.now:
+                continue
+            for claim in record.claims:
+                if circle is None or circle.member(claim.member_id) is None:
+                    await decide(
+                        self.tx,
+                        self.tenant_id,
+                        record.occurrence.id,
+                        claim.member_id,
+                        Ask.RELEASE,
+                        channel="host",
+                        now=self.now,
+                        task=task,
+                    )
+        await self.fan_out(left)
 
     async def cancel_task(self, command: CancelTask) -> bool:
         stored = await self.tx.get_task(self.tenant_id, command.task_id)

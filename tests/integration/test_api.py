@@ -8,11 +8,15 @@ import httpx
 from starlette.routing import Mount
 
 from adapters.store.sql import SqlStore
+from plugin.services.calendars import view_job_key
+from plugin.services.claiming import Ask, decide
+from plugin.services.view_sync import JOB_VIEW_SYNC
 from plugin.web.app import create_app
 from tests.integration.support import (
     NORTH_TOKEN,
     SOUTH_SECRET,
     SOUTH_TOKEN,
+    Clock,
     auth,
     circle_event,
     make_settings,
@@ -117,6 +121,54 @@ async def test_visit_is_held_by_its_staff_member(client: httpx.AsyncClient) -> N
     assert [c["member_id"] for c in occurrence["claims"]] == ["m-sara"]
     assert occurrence["claims"][0]["channel"] == "staff"
     assert occurrence["free_slots"] == 0
+
+
+async def test_a_task_moved_to_another_citizen_leaves_the_first_circle(
+    client: httpx.AsyncClient, store: SqlStore, clock: Clock
+) -> None:
+    """The host corrects a task entered for the wrong citizen: the circle it left has its
+    calendars synced (so the task leaves them in one cycle), and a claim held by someone
+    outside the new circle is released, the host told, while one inside it stays."""
+    other = [
+        {"id": "m-bo", "name": "Bo", "role": "relative", "visibility": "full",
+         "locale": "en", "calendar": "hosted"},
+        {"id": "m-dora", "name": "Dora", "role": "relative", "visibility": "full",
+         "locale": "da", "calendar": "hosted"},
+    ]  # fmt: skip
+    await post_event(client, circle_event())
+    await post_event(client, circle_event(citizen_id="c-456", members=other))
+    await post_event(client, task_event())
+    first, second = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()["occurrences"][
+        :2
+    ]
+    async with store.transaction() as tx:
+        await decide(tx, "north", first["id"], "m-anna", Ask.CLAIM, channel="link", now=clock.now)
+        await decide(tx, "north", second["id"], "m-bo", Ask.CLAIM, channel="link", now=clock.now)
+    for job in await store.lease_jobs("w", now=clock.now, limit=100, lease_seconds=60):
+        await store.finish_job(job.id, "w")
+    while delivered := await store.due_outbox(now=clock.now, limit=100):  # the claims'
+        for event in delivered:
+            await store.mark_outbox_delivered(event.id, now=clock.now)
+
+    moved = task_event(version=2, citizen_id="c-456")
+    assert (await post_event(client, moved)).status_code == 202
+
+    task = (await client.get("/api/v1/tasks/t-1", headers=auth())).json()
+    assert task["citizen_id"] == "c-456"
+    claims = {o["id"]: [c["member_id"] for c in o["claims"]] for o in task["occurrences"]}
+    assert claims[first["id"]] == [] and claims[second["id"]] == ["m-bo"]
+    events = await store.due_outbox(now=clock.now, limit=100)
+    assert [(e.type, e.data["member_id"], e.data["channel"]) for e in events] == [
+        ("task.released", "m-anna", "host")
+    ]
+    jobs = await store.lease_jobs("w", now=clock.now, limit=100, lease_seconds=60)
+    synced = {job.key for job in jobs if job.kind == JOB_VIEW_SYNC}
+    # Anna's and Sara's views of the circle it left, Bo's and Dora's of the one it joined
+    assert synced == {
+        view_job_key(citizen, member)
+        for citizen, member in [("c-123", "m-anna"), ("c-123", "m-sara"),
+                                ("c-456", "m-bo"), ("c-456", "m-dora")]
+    }  # fmt: skip
 
 
 async def test_another_tenants_data_is_404_not_403(client: httpx.AsyncClient) -> None:
