@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -1055,14 +1056,25 @@ class MemoryStore:
             self._state.outbox[event_id] = replace(event, attempts=event.attempts + 1)
 
     async def lease_outbox(
-        self, *, now: datetime, limit: int, lease_seconds: float
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_tenant: int | None = None,
+        held: Mapping[str, int] | None = None,
     ) -> list[OutboxEvent]:
         async with self._lock:
             until = now + timedelta(seconds=lease_seconds)
-            leased = [
-                replace(event, next_attempt_at=until)
-                for event in await self.due_outbox(now=now, limit=limit)
-            ]
+            taken: Counter[str] = Counter(held or {})
+            leased: list[OutboxEvent] = []
+            for event in await self.due_outbox(now=now, limit=len(self._state.outbox)):
+                if len(leased) == limit:
+                    break
+                if per_tenant is not None and taken[event.tenant_id] >= per_tenant:
+                    continue
+                taken[event.tenant_id] += 1
+                leased.append(replace(event, next_attempt_at=until))
             for event in leased:
                 self._state.outbox[event.id] = event
             return leased

@@ -261,7 +261,9 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack:
             service = await stack.enter_async_context(municipal_calendar(settings.calendar))
-            host_events = await stack.enter_async_context(open_event_sender(settings.outbox))
+            host_events = await stack.enter_async_context(
+                open_event_sender(settings.outbox, hosts=len(settings.tenants))
+            )
             resolver = await stack.enter_async_context(open_calendars(settings, service))
             worker = Worker(
                 store,

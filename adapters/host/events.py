@@ -57,20 +57,23 @@ class HttpEventSender:
             raise HostRejected(status)
 
 
-def make_client(settings: OutboxSettings) -> httpx.AsyncClient:
-    """A client whose pool holds exactly `concurrency` connections, each request bounded by
-    `timeout_seconds` (connect, write, read and waiting for a pooled connection)."""
+def make_client(settings: OutboxSettings, *, hosts: int = 1) -> httpx.AsyncClient:
+    """A client whose pool holds `concurrency` connections for each of `hosts` (the tenants:
+    delivery sends at most `concurrency` requests per tenant at once, and one tenant's host
+    that never answers must not hold the connections another's requests wait for), each
+    request bounded by `timeout_seconds` (connect, write, read and waiting for a pooled
+    connection)."""
+    connections = settings.concurrency * max(1, hosts)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-        ),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         follow_redirects=False,
     )
 
 
 @contextlib.asynccontextmanager
-async def open_event_sender(settings: OutboxSettings) -> AsyncIterator[HttpEventSender]:
-    async with make_client(settings) as client:
+async def open_event_sender(
+    settings: OutboxSettings, *, hosts: int = 1
+) -> AsyncIterator[HttpEventSender]:
+    async with make_client(settings, hosts=hosts) as client:
         yield HttpEventSender(client)

@@ -35,7 +35,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy import and_, case, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
@@ -461,9 +461,15 @@ class SqlStore:
         return [_outbox_event(row) for row in rows]
 
     async def lease_outbox(
-        self, *, now: datetime, limit: int, lease_seconds: float
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_tenant: int | None = None,
+        held: Mapping[str, int] | None = None,
     ) -> list[OutboxEvent]:
-        pick = _due_outbox(now, limit)
+        pick = _due_outbox(now, limit, per_tenant=per_tenant, held=held or {})
         if not self._sqlite:
             pick = pick.with_for_update(of=outbox, skip_locked=True)
         until = now + timedelta(seconds=lease_seconds)
@@ -576,9 +582,16 @@ def _undelivered() -> tuple[Any, Any]:
     return outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None)
 
 
-def _due_outbox(now: datetime, limit: int) -> Any:
+def _due_outbox(
+    now: datetime,
+    limit: int,
+    *,
+    per_tenant: int | None = None,
+    held: Mapping[str, int] | None = None,
+) -> Any:
     """Undelivered, live events whose retry time has come, oldest first; of the events
-    sharing an ordering key only the oldest pending one is due (delivery keeps order)."""
+    sharing an ordering key only the oldest pending one is due (delivery keeps order). With
+    `per_tenant`, each tenant's oldest that many, less what is `held` of it."""
     earlier = outbox.alias("earlier")
     blocked = (
         select(earlier.c.id)
@@ -597,16 +610,30 @@ def _due_outbox(now: datetime, limit: int) -> Any:
         )
         .exists()
     )
-    return (
-        select(outbox)
-        .where(
-            *_undelivered(),
-            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-            or_(outbox.c.ordering_key.is_(None), ~blocked),
+    due = [
+        *_undelivered(),
+        or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+        or_(outbox.c.ordering_key.is_(None), ~blocked),
+    ]
+    if per_tenant is not None:
+        # In a subquery: PostgreSQL allows no window function beside FOR UPDATE.
+        ranked = (
+            select(
+                outbox.c.id,
+                outbox.c.tenant_id,
+                func.row_number()
+                .over(partition_by=outbox.c.tenant_id, order_by=(outbox.c.created_at, outbox.c.id))
+                .label("rank"),
+            )
+            .where(*due)
+            .subquery()
         )
-        .order_by(outbox.c.created_at, outbox.c.id)
-        .limit(limit)
-    )
+        allowed: Any = per_tenant
+        if held:
+            left = {tenant: per_tenant - n for tenant, n in held.items()}
+            allowed = case(left, value=ranked.c.tenant_id, else_=per_tenant)
+        due = [outbox.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= allowed))]
+    return select(outbox).where(*due).order_by(outbox.c.created_at, outbox.c.id).limit(limit)
 
 
 def _outbox_event(row: Any) -> OutboxEvent:

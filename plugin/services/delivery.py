@@ -1,17 +1,23 @@
 """Deliver the outbox to the hosts: every event, signed, at least once, in order per key.
 
-One round (`OutboxDelivery.deliver_due`):
+Each event:
 
-1. lease up to `outbox.batch_size` due events (`Store.lease_outbox`: at most the oldest
-   pending event of each ordering key, so a failing event holds back the later ones of its key
-   — its task — and nothing else);
-2. send them concurrently, at most `outbox.concurrency` at a time, each as
+1. is leased (`Store.lease_outbox`: at most the oldest pending event of each ordering key, so
+   a failing event holds back the later ones of its key — its task — and nothing else);
+2. is sent, at most `outbox.concurrency` requests in flight per tenant, as
    `{"type": ..., "tenant": ..., "data": {...}}` to the tenant's `host_events_url`, signed
    with `host_events_secret`, with the event id as the `webhook-id` (the same on every try);
-3. record each outcome in its own short transaction: a 2xx is delivered; anything else, a
+3. has its outcome recorded in its own short transaction: a 2xx is delivered; anything else, a
    refused connection or a timeout is retried after exponential backoff with full jitter, or
    becomes a dead letter once the event has been pending `outbox.dead_after_hours`
    (`plugin.domain.retries`). `carecal outbox replay` requeues dead letters.
+
+The worker's loop (`OutboxDelivery.run`) leases events as sends finish, never more than
+`outbox.batch_size` in hand and `outbox.concurrency` of one tenant at a time (plus what one
+lease adds). Tenants are kept apart: each has its own requests in flight, so a host that takes
+every request to its timeout (a firewall that drops) delays its own events, not another
+municipality's, and the loop never waits for a round's slowest send before leasing the next
+event. `deliver_due` is one round of the same steps (lease, send, record), for tests and tools.
 
 A tenant without `host_events_url` (or no longer configured) cannot receive anything: its
 events become dead letters at once with the reason "no host_events_url". They are kept, and
@@ -32,6 +38,7 @@ import asyncio
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -105,31 +112,103 @@ class OutboxDelivery:
         self.draw = draw
         cfg = settings.outbox
         self.policy = retry_policy(cfg)
-        self.lease_seconds = lease_seconds(cfg.batch_size, cfg.concurrency, cfg.timeout_seconds)
-        self._slots = asyncio.Semaphore(cfg.concurrency)
+        # Events in hand wait for their tenant's slots: up to two waves of timeouts in `run`
+        # (a tenant's share is twice its `concurrency`), a batch's in `deliver_due`.
+        self.lease_seconds = lease_seconds(
+            max(cfg.batch_size, 2 * cfg.concurrency), cfg.concurrency, cfg.timeout_seconds
+        )
+        self._slots: dict[str, asyncio.Semaphore] = {}  # requests in flight, per tenant
+        self._in_hand: Counter[str] = Counter()  # leased and not yet recorded, per tenant
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until `stopping` is set; sends in flight then finish, the rest go back."""
+        """Deliver until `stopping` is set (module docstring). At most `batch_size` events in
+        hand and twice `concurrency` of one tenant: half in flight, half next. The loop leases
+        every `poll_seconds`, and sooner when more is due: once a tenant whose share it filled
+        has half of it free again, or half of a full hand is. When `stopping` is set, the
+        sends in flight finish and the events not yet sent go back."""
         log.info("outbox delivery started")
-        while not stopping.is_set():
-            try:
-                done = await self.deliver_due(stopping)
-                busy = done.leased >= self.settings.outbox.batch_size
-            except StoreError:
-                log.exception("outbox delivery cannot reach the store; retrying")
-                busy = False
-            except Exception:
-                # A bug in one round must not silently end delivery for the process' lifetime.
-                log.exception("outbox delivery round failed; retrying")
-                busy = False
-            if not busy:
-                try:
-                    await asyncio.wait_for(
-                        stopping.wait(), timeout=self.settings.outbox.poll_seconds
+        cfg = self.settings.outbox
+        share = 2 * cfg.concurrency
+        in_hand: set[asyncio.Task[tuple[OutboxEvent, Outcome]]] = set()
+        stopped = asyncio.ensure_future(stopping.wait())
+        clock = asyncio.get_running_loop().time
+        try:
+            while not stopping.is_set():
+                room = cfg.batch_size - len(in_hand)
+                filled: set[str] = set()  # tenants that may have more due
+                if room > 0:
+                    held = dict(self._in_hand)
+                    events = await self._lease(room, share, held)
+                    for event in events:
+                        self._in_hand[event.tenant_id] += 1  # before the next lease
+                        in_hand.add(asyncio.create_task(self._hand(event, stopping)))
+                    if len(events) == room:
+                        continue
+                    filled = {t for t, n in self._in_hand.items() if n >= share}
+                deadline = clock() + cfg.poll_seconds
+                while (
+                    not stopping.is_set()
+                    and clock() < deadline
+                    and not self._room_again(room == 0, len(in_hand), filled)
+                ):
+                    await asyncio.wait(
+                        {stopped, *in_hand},
+                        timeout=deadline - clock(),
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
-                except TimeoutError:
-                    pass
+                    in_hand = {task for task in in_hand if not task.done()}
+        finally:
+            stopped.cancel()
+            if in_hand:
+                finished = await asyncio.gather(*in_hand)
+                returned = [e.id for e, outcome in finished if outcome is Outcome.RETURNED]
+                await self._safely_release(returned)
         log.info("outbox delivery stopped")
+
+    def _room_again(self, was_full: bool, in_hand: int, filled: set[str]) -> bool:
+        """Lease before `poll_seconds` are up: half of a full hand is free, or half the share
+        of a tenant whose share the last lease filled (it may have more due)."""
+        cfg = self.settings.outbox
+        if was_full:
+            return in_hand <= cfg.batch_size // 2
+        return any(self._in_hand.get(tenant, 0) <= cfg.concurrency for tenant in filled)
+
+    async def _lease(self, room: int, share: int, held: dict[str, int]) -> list[OutboxEvent]:
+        try:
+            return await self.store.lease_outbox(
+                now=self.clock(),
+                limit=room,
+                lease_seconds=self.lease_seconds,
+                per_tenant=share,
+                held=held,
+            )
+        except StoreError:
+            log.exception("outbox delivery cannot reach the store; retrying")
+        except Exception:
+            # A bug in one lease must not silently end delivery for the process' lifetime.
+            log.exception("outbox delivery could not lease events; retrying")
+        return []
+
+    async def _hand(
+        self, event: OutboxEvent, stopping: asyncio.Event
+    ) -> tuple[OutboxEvent, Outcome]:
+        try:
+            return event, await self._deliver(event, stopping)
+        except Exception:
+            log.exception("event delivery failed", extra=_fields(event))
+            return event, Outcome.UNRECORDED  # its lease ends, and it is sent again
+        finally:
+            self._in_hand[event.tenant_id] -= 1
+            if not self._in_hand[event.tenant_id]:
+                del self._in_hand[event.tenant_id]
+
+    async def _safely_release(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        try:
+            await self.store.release_outbox(event_ids, now=self.clock())
+        except StoreError:
+            log.exception("cannot give leased events back; their leases will end")
 
     async def deliver_due(self, stopping: asyncio.Event | None = None) -> Round:
         """One round: lease, send concurrently, record. Raises StoreError only if the lease
@@ -151,7 +230,12 @@ class OutboxDelivery:
         if tenant is None or not tenant.host_events_url or tenant.host_events_secret is None:
             # Kept as a dead letter for `carecal outbox replay` once a URL is configured.
             return await self._safely(event, self._mark_dead(event, NO_URL, "no_url"))
-        async with self._slots:
+        slots = self._slots.get(event.tenant_id)
+        if slots is None:
+            slots = self._slots[event.tenant_id] = asyncio.Semaphore(
+                self.settings.outbox.concurrency
+            )
+        async with slots:
             if stopping is not None and stopping.is_set():
                 return Outcome.RETURNED
             now = self.clock()

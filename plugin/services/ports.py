@@ -675,12 +675,21 @@ class Store(Protocol):
         ...
 
     async def lease_outbox(
-        self, *, now: datetime, limit: int, lease_seconds: float
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_tenant: int | None = None,
+        held: Mapping[str, int] | None = None,
     ) -> list[OutboxEvent]:
         """Take what `due_outbox` would return: each event's next attempt moves to
         `now + lease_seconds`, so other workers pass it by while this one sends it (FOR UPDATE
         SKIP LOCKED on PostgreSQL, the single writer on SQLite). Events of a key behind a
-        leased one stay blocked; an event whose sender died is due again when its lease ends."""
+        leased one stay blocked; an event whose sender died is due again when its lease ends.
+        With `per_tenant`: of each tenant, its oldest due events up to `per_tenant` less what
+        the caller `held` of it already; one tenant's backlog never fills a lease while
+        another's events wait."""
         ...
 
     async def release_outbox(self, event_ids: Sequence[str], *, now: datetime) -> None:

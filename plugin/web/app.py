@@ -196,7 +196,7 @@ def create_app(
                     # unwinds in reverse), so a job in hand can finish its writes; likewise
                     # the HTTP client that delivers events to the hosts.
                     host_events = await stack.enter_async_context(
-                        open_event_sender(settings.outbox)
+                        open_event_sender(settings.outbox, hosts=len(settings.tenants))
                     )
                     resolver = await stack.enter_async_context(open_calendars(settings, service))
                     worker = Worker(

@@ -70,6 +70,22 @@ async def test_lease_respects_the_limit_oldest_first(store: Store) -> None:
     assert [e.id for e in first] == events[:2] and [e.id for e in second] == events[2:]
 
 
+async def test_a_lease_takes_few_of_one_tenant_less_what_is_held(store: Store) -> None:
+    """One tenant's backlog (its host is down) never fills a lease while another's waits."""
+    slow = await add(store, "s1", "s2", "s3", "s4", tenant_id="slow")
+    late = NOW + timedelta(seconds=1)
+    [north] = await add(store, "n1", tenant_id="north", at=late)
+    south = await add(store, "t1", "t2", tenant_id="south", at=late)
+    leased = await store.lease_outbox(now=late, limit=3, lease_seconds=60, per_tenant=2)
+    assert [e.id for e in leased] == [*slow[:2], north]  # oldest first, two of "slow"
+    # The caller holds slow's two and north's one: of three each, one more of slow
+    held = {"slow": 2, "north": 1, "south": 3}
+    again = await store.lease_outbox(now=late, limit=10, lease_seconds=60, per_tenant=3, held=held)
+    assert [e.id for e in again] == [slow[2]]
+    rest = await store.lease_outbox(now=late, limit=10, lease_seconds=60, per_tenant=1)
+    assert [e.id for e in rest] == [slow[3], south[0]]
+
+
 async def test_concurrent_workers_never_lease_the_same_event(backend: Backend) -> None:
     created = await add(backend.store, *(f"t-{n}" for n in range(40)))
     stores = [backend.store, *[await backend.another() for _ in range(3)]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from adapters.host.events import HttpEventSender
+from adapters.host.events import HttpEventSender, make_client
 from adapters.host.signing import verify
 from adapters.memory import MemoryStore
 from plugin.config import Settings, validate_settings
@@ -240,3 +241,122 @@ async def test_requests_in_flight_are_bounded_by_concurrency() -> None:
     worker = OutboxDelivery(store, sender, settings(concurrency=3), metrics=Metrics(), clock=clock)
     assert (await worker.deliver_due()).count(Outcome.DELIVERED) == 12
     assert peak == 3
+
+
+async def test_a_host_that_never_answers_holds_up_no_other_tenant() -> None:
+    """Tenant "slow"'s host takes every request to its timeout (a firewall that drops): its
+    events wait, and another municipality's go out at once, including one recorded while
+    slow's requests hang. Over real TCP, with the sender's own client and timeout."""
+    answered: list[float] = []
+
+    async def hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.closing(writer), contextlib.suppress(ConnectionError):
+            await reader.read()  # never answers; the client gives up at its timeout
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with (
+            contextlib.closing(writer),
+            contextlib.suppress(asyncio.IncompleteReadError, ConnectionError),
+        ):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                answered.append(asyncio.get_running_loop().time())
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+
+    slow_server = await asyncio.start_server(hangs, "127.0.0.1", 0)
+    north_server = await asyncio.start_server(answers, "127.0.0.1", 0)
+    urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}/events"
+            for s in (slow_server, north_server)]  # fmt: skip
+    config = validate_settings(
+        {
+            "outbox": {"concurrency": 2, "timeout_seconds": 2, "poll_seconds": 0.1},
+            "tenants": [
+                {"id": tenant, "webhook_secret": HOOK, "api_token": f"{tenant}-api-token-0123",
+                 "host_events_url": url, "host_events_secret": SECRET}
+                for tenant, url in zip(("slow", "north"), urls, strict=True)
+            ],
+        }
+    )  # fmt: skip
+    store, clock = MemoryStore(), Clock()
+    await add(store, *(("slow", "task.claimed", f"s-{n}") for n in range(10)))
+    [first] = await add(store, ("north", "task.claimed", "n-1"))
+    async with make_client(config.outbox, hosts=2) as client:
+        worker = OutboxDelivery(
+            store, HttpEventSender(client), config, metrics=Metrics(), clock=clock
+        )
+        stopping = asyncio.Event()
+        started = asyncio.get_running_loop().time()
+        running = asyncio.create_task(worker.run(stopping))
+        await asyncio.sleep(0.5)
+        [second] = await add(store, ("north", "task.claimed", "n-2"))
+        recorded = asyncio.get_running_loop().time()
+        for _ in range(40):
+            if second not in pending(store):
+                break
+            await asyncio.sleep(0.05)
+        stopping.set()
+        await running
+    for server in (slow_server, north_server):
+        server.close()
+        await server.wait_closed()
+    assert first not in pending(store) and second not in pending(store)
+    assert answered[0] - started < 0.5  # not after slow's requests time out (2 s each)
+    assert answered[1] - recorded < 0.5
+    # slow's: two at a time timed out, retried later; none delivered, none lost
+    slow = [e for e in pending(store).values() if e.tenant_id == "slow"]
+    assert len(slow) == 10 and max(e.attempts for e in slow) == 1
+
+
+async def test_the_loop_stops_after_its_sends_in_flight_and_leaves_the_rest_due() -> None:
+    store, clock = MemoryStore(), Clock()
+    ids = await add(store, *(("north", "task.claimed", f"t-{n}") for n in range(5)))
+    sent: list[str] = []
+
+    async def slow_host(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        sent.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(slow_host)))
+    config = settings(concurrency=2, poll_seconds=0.05)
+    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=clock)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(worker.run(stopping))
+    await asyncio.sleep(0.1)  # two in flight (its two slots), two in hand waiting for one
+    stopping.set()
+    await asyncio.wait_for(running, timeout=1)
+    assert sent == ids[:2]  # the sends in flight finished, and were recorded
+    assert sorted(pending(store)) == sorted(ids[2:])
+    due = await store.due_outbox(now=clock.now, limit=10)
+    assert sorted(e.id for e in due) == sorted(ids[2:]) and {e.attempts for e in due} == {0}
+
+
+async def test_the_loop_leases_again_as_a_tenants_share_frees_not_each_poll() -> None:
+    """One tenant's backlog goes out at its host's pace: the loop leases again as soon as
+    half its share (twice `concurrency`) is free, not once per `poll_seconds`."""
+    store, clock = MemoryStore(), Clock()
+    ids = await add(store, *(("north", "task.claimed", f"t-{n}") for n in range(60)))
+
+    async def host(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)
+        return httpx.Response(200)
+
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(host)))
+    config = settings(concurrency=4, poll_seconds=5)
+    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=clock)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(worker.run(stopping))
+    for _ in range(100):
+        if not pending(store):
+            break
+        await asyncio.sleep(0.02)
+    stopping.set()
+    await asyncio.wait_for(running, timeout=1)
+    assert pending(store) == {} and len(ids) == 60  # 8 at a time: a poll each, 40 s
