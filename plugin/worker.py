@@ -8,8 +8,10 @@ of its leased batch to the queue.
 Job kinds and their handlers:
 
     view.sync         sync one member's calendar view of one circle (`services.view_sync`)
-    member.withdraw   delete a removed member's calendar collection of that circle (or the
-                      one in a calendar they left: hosted, or their own account)
+    member.withdraw   delete a removed member's calendar collection of that circle
+    member.left_hosted, member.left_account
+                      delete the collection in a calendar they left (hosted, or their own
+                      account); a kind each, so that none is folded into another's job
 
 Both need the calendar resolver (`calendars`, given by the composition root: a client for
 the server of hosted views, and a way to log in to members' own accounts); a worker without
@@ -53,7 +55,12 @@ from plugin.services.calendar_port import CalendarUnavailable, Probe
 from plugin.services.calendars import Calendars, MissingCalendar, View
 from plugin.services.delivery import OutboxDelivery
 from plugin.services.escalation import escalate_unfilled
-from plugin.services.ingest import JOB_MEMBER_WITHDRAW, materialise
+from plugin.services.ingest import (
+    JOB_LEFT_ACCOUNT,
+    JOB_LEFT_HOSTED,
+    JOB_MEMBER_WITHDRAW,
+    materialise,
+)
 from plugin.services.ports import EventSender, Job, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
@@ -218,12 +225,17 @@ async def handle_view_sync(job: Job, ctx: JobContext) -> None:
 
 
 async def handle_member_withdraw(job: Job, ctx: JobContext) -> None:
+    """A removal (`member.withdraw`), or the copy in a calendar the member left. A
+    `member.withdraw` job with a payload "was" (queued before the kinds were apart) says
+    which calendar they left."""
     member_id, citizen_id = job.payload.get("member_id"), job.payload.get("citizen_id")
     if not isinstance(member_id, str) or not isinstance(citizen_id, str):
-        log.warning("member.withdraw job names no view", extra={"job_id": job.id})
+        log.warning("withdraw job names no view", extra={"job_id": job.id, "kind": job.kind})
         return
     view = View(job.tenant_id, member_id, citizen_id)
-    was = job.payload.get("was")
+    was = {JOB_LEFT_HOSTED: "hosted", JOB_LEFT_ACCOUNT: "external"}.get(
+        job.kind, job.payload.get("was")
+    )
     last_try = job.attempts + 1 >= ctx.settings.worker.max_attempts
     if was == "external":
         await withdraw_retired(ctx.store, _calendars(ctx), view, last_try=last_try)
@@ -236,6 +248,8 @@ DEFAULT_HANDLERS: Mapping[str, Handler] = {}
 CALENDAR_HANDLERS: Mapping[str, Handler] = {
     JOB_VIEW_SYNC: handle_view_sync,
     JOB_MEMBER_WITHDRAW: handle_member_withdraw,
+    JOB_LEFT_HOSTED: handle_member_withdraw,
+    JOB_LEFT_ACCOUNT: handle_member_withdraw,
 }
 
 

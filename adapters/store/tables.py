@@ -456,7 +456,7 @@ view_generations = Table(
 
 # A member's own CalDAV account that no longer holds their view of a circle (they left
 # `external` delivery, or gave another account): kept, the password encrypted as in
-# `memberships`, only until carecal has deleted its collection there (`member.withdraw`).
+# `memberships`, only until carecal has deleted its collection there (`member.left_account`).
 # `account` is a digest of the URL and the username (`retired_account_key`).
 retired_calendars = Table(
     "retired_calendars",

@@ -47,8 +47,13 @@ from plugin.services.view_sync import enqueue_view_syncs
 
 log = logging.getLogger(__name__)
 
-# Job kinds written here; the worker owns their handlers.
-JOB_MEMBER_WITHDRAW = "member.withdraw"
+# Job kinds written here; the worker owns their handlers. One kind per reason: a job queued
+# for a view (its key) while one of its kind waits is folded into that one, payload and all,
+# so two reasons sharing a kind would lose one (a removal folded into an earlier "left their
+# account" job only cleaned the old account, and the member's copies stayed).
+JOB_MEMBER_WITHDRAW = "member.withdraw"  # removed from the circle: their copy goes
+JOB_LEFT_HOSTED = "member.left_hosted"  # no longer hosted: the hosted copy goes
+JOB_LEFT_ACCOUNT = "member.left_account"  # off their own account: the copy kept there goes
 
 
 class Outcome(StrEnum):
@@ -191,10 +196,10 @@ class _Applier:
             after = circle.member(member_id)
             if before is None or after is None:
                 continue
-            was: str | None = None
+            kind: str | None = None
             left = _left_account(before, after)
             if before.calendar == "hosted" and after.calendar != "hosted":
-                was = "hosted"  # their copy on the hosted server goes
+                kind = JOB_LEFT_HOSTED  # their copy on the hosted server goes
             elif left is not None:
                 # Their own account no longer holds their view (another delivery, or another
                 # account): its collection goes. The account is kept, its password encrypted,
@@ -202,13 +207,13 @@ class _Applier:
                 await self.tx.retire_calendar(
                     self.tenant_id, circle.citizen.id, member_id, left, now=self.now
                 )
-                was = "external"
-            if was is not None:
+                kind = JOB_LEFT_ACCOUNT
+            if kind is not None:
                 # The new delivery starts afresh.
                 await self.tx.enqueue_job(
                     self.tenant_id,
-                    JOB_MEMBER_WITHDRAW,
-                    {"citizen_id": circle.citizen.id, "member_id": member_id, "was": was},
+                    kind,
+                    {"citizen_id": circle.citizen.id, "member_id": member_id},
                     run_at=self.now,
                     key=view_job_key(circle.citizen.id, member_id),
                 )

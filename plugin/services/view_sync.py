@@ -251,7 +251,8 @@ async def sync_view(
     likely_idle: bool = False,
 ) -> SyncOutcome:
     """One run for one view. A member no longer in the circle, or with a feed, is left alone
-    (their collection goes with the `member.withdraw` job). A member's own server that refuses
+    (their collection goes with the `member.withdraw` job; one in a calendar they left, with
+    `member.left_hosted` or `member.left_account`). A member's own server that refuses
     carecal (a non-public address, a wrong password) is logged and skipped until the next
     poll; a server that is down raises CalendarUnavailable, and the job is retried later.
     `probe`: the collection's markers as a poll just read them (`poll_round`), instead of

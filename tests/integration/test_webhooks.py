@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -344,6 +345,44 @@ async def test_circle_update_removes_absent_members_and_queues_withdrawal(
     jobs = await store.lease_jobs("test", now=FIXED_NOW, limit=50, lease_seconds=60)
     withdrawals = [j.payload for j in jobs if j.kind == "member.withdraw"]
     assert withdrawals == [{"citizen_id": "c-123", "member_id": "m-bo"}]
+
+
+async def test_a_removal_is_never_folded_into_a_waiting_cleanup_of_a_left_calendar(
+    client: httpx.AsyncClient, store: SqlStore
+) -> None:
+    """Anna moves to another account of her own (the old one's copy is to go, its job
+    waiting), then is removed: the removal is a job of its own. Folded into the waiting one
+    (one kind, one key), it only cleaned the old account: her copies in the new one stayed,
+    and so did her password."""
+
+    def anna(url: str) -> dict[str, Any]:
+        return {"id": "m-anna", "name": "Anna", "role": "relative", "visibility": "full",
+                "calendar": "external",
+                "external": {"url": url, "username": "anna", "password": "app-pw"}}  # fmt: skip
+
+    bo = {"id": "m-bo", "name": "Bo", "role": "relative", "visibility": "full",
+          "calendar": "feed"}  # fmt: skip
+    for version, members in enumerate(
+        [
+            [anna("https://old.example.org/anna/"), bo],
+            [anna("https://new.example.net/a/"), bo],
+            [bo],
+        ],
+        start=1,
+    ):
+        assert (await post_event(client, circle_event(version, members))).status_code == 202
+    await client.get("/api/v1/circles/c-123", headers=auth())  # applied
+    jobs = []  # one job of a key at a time
+    while leased := await store.lease_jobs("test", now=FIXED_NOW, limit=50, lease_seconds=60):
+        for job in leased:
+            await store.finish_job(job.id, "test")
+        jobs += leased
+    withdrawals = sorted((j.kind, j.key, dict(j.payload)) for j in jobs if j.kind != "view.sync")
+    payload = {"citizen_id": "c-123", "member_id": "m-anna"}
+    assert withdrawals == [
+        ("member.left_account", "c-123:m-anna", payload),
+        ("member.withdraw", "c-123:m-anna", payload),
+    ]
 
 
 async def test_circle_and_task_changes_queue_a_sync_of_each_hosted_view(
