@@ -78,7 +78,8 @@ def create_engine(
 ) -> AsyncEngine:
     """An AsyncEngine set up for carecal: on SQLite, WAL, foreign keys and BEGIN IMMEDIATE."""
     url = make_url(url)
-    options: dict[str, Any] = {"connect_args": dict(connect_args or {})}
+    # Never the bound values in an error's text: they are care data (translate_errors).
+    options: dict[str, Any] = {"connect_args": dict(connect_args or {}), "hide_parameters": True}
     if not _is_sqlite(url):
         options["pool_size"] = pool_size
         options["pool_pre_ping"] = True

@@ -77,19 +77,30 @@ __all__ = [
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn driver exceptions into the store's errors, once, at the adapter boundary."""
+    """Turn driver exceptions into the store's errors, once, at the adapter boundary.
+
+    The store's error says what the driver said, never the statement's parameters, and is
+    chained to the driver's exception, not SQLAlchemy's: that one's text ends in
+    "[parameters: …]", the values bound (a task's details, a member's e-mail, a webhook's
+    body with a member's own calendar password), and store errors are logged with their
+    chain. The engine hides them as well (`create_engine`)."""
     try:
         yield
     except exc.IntegrityError as error:
-        raise Conflict(str(error.orig)) from error
-    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
-        raise StoreUnavailable(str(error)) from error
+        raise Conflict(_said(error)) from error.orig
     except exc.DBAPIError as error:
-        if error.connection_invalidated:
-            raise StoreUnavailable(str(error)) from error
-        raise StoreError(str(error)) from error
+        unavailable = isinstance(error, exc.OperationalError | exc.InterfaceError)
+        kind = StoreUnavailable if unavailable or error.connection_invalidated else StoreError
+        raise kind(_said(error)) from error.orig
+    except (exc.TimeoutError, OSError) as error:
+        raise StoreUnavailable(str(error)) from error
     except exc.SQLAlchemyError as error:
-        raise StoreError(str(error)) from error
+        raise StoreError(type(error).__name__) from None
+
+
+def _said(error: exc.DBAPIError) -> str:
+    """What the driver said, without the statement and its parameters."""
+    return f"{type(error.orig).__name__}: {error.orig}"
 
 
 def new_event_id(now: datetime, seq: Iterator[int]) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from adapters.host.signing import sign
 from adapters.memory import MemoryStore
 from adapters.store.sql import SqlStore
+from plugin.logs import JsonFormatter
 from plugin.web.app import create_app
 from tests.integration.support import (
     FIXED_NOW,
@@ -442,3 +443,58 @@ async def test_the_direct_webhook_path_keeps_the_routes_contract(
         assert missing.headers["content-type"] == PROBLEM
     unknown = await client.post("/webhooks/nowhere", content=body, headers=headers)
     assert unknown.status_code == 404 and unknown.json()["title"] == "Unknown tenant"
+
+
+async def test_a_failure_to_apply_logs_no_care_data(
+    client: httpx.AsyncClient, store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses a task (a trigger stands in for a statement timeout, a failover,
+    a full disk): the entry is marked failed and logged with its error, and the log holds
+    neither the task's details nor anything else the statement bound."""
+    details = "Insulin kl. 8; demens, må ikke være alene"
+    async with store.engine.begin() as connection:
+        if store.engine.dialect.name == "sqlite":
+            await connection.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON tasks "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+            ))  # fmt: skip
+        else:
+            await connection.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the database'; END $$"
+            ))  # fmt: skip
+            await connection.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON tasks "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ))  # fmt: skip
+    caplog.set_level(logging.INFO)
+    assert (await post_event(client, circle_event())).status_code == 202
+    assert (await post_event(client, task_event(details=details))).status_code == 202
+    assert (await client.get("/api/v1/tasks/t-1", headers=auth())).status_code == 404
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.name == "plugin.services.ingest"]
+    [failed] = [line for line in lines if "could not be applied" in line]
+    assert "refused by the database" in failed
+    assert "Insulin" not in failed and "shopping" not in failed and "Netto" not in failed
+
+
+def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
+    """PostgreSQL binds a webhook's body as bytes: a connection lost while recording it put
+    the body (a member's own calendar password, the citizen's name) into the error's text."""
+    from sqlalchemy import exc as sa_exc
+
+    from adapters.store.sql_tx import translate_errors
+    from plugin.services.ports import StoreUnavailable
+
+    body = b'{"data": {"citizen": {"display_name": "Fru Jensen"}, "password": "hunter2"}}'
+    error = sa_exc.OperationalError(
+        "INSERT INTO inbox (body) VALUES ($1::BYTEA)",
+        (body,),
+        ConnectionError("connection was closed in the middle of operation"),
+    )
+    with pytest.raises(StoreUnavailable) as caught:
+        with translate_errors():
+            raise error
+    chain = f"{caught.value} {caught.value.__cause__!r} {caught.value.__context__!r}"
+    assert "connection was closed" in str(caught.value)
+    assert "hunter2" not in chain and "Fru Jensen" not in chain
