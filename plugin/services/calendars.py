@@ -38,7 +38,12 @@ from urllib.parse import quote, urlsplit
 from plugin.config import Settings
 from plugin.domain.model import Delivery, ExternalCalendar, Member
 from plugin.services.calendar_access import caldav_username
-from plugin.services.calendar_port import CalendarClient, CalendarUnavailable, collection_path
+from plugin.services.calendar_port import (
+    CalendarClient,
+    CalendarError,
+    CalendarUnavailable,
+    collection_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -393,4 +398,21 @@ class Calendars:
             Account(account.url, account.username, account.password)
         ) as client:
             collection = external_collection(account.url, view.citizen_id)
-            yield Target(client, collection, True, account_server(account.url, account.username))
+            try:
+                yield Target(
+                    client, collection, True, account_server(account.url, account.username)
+                )
+            except CalendarError as exc:
+                raise _unnamed(exc) from None
+
+
+def _unnamed(exc: CalendarError) -> CalendarError:
+    """`exc` as it leaves a member's own account for the job's log: its kind and status, not
+    its text, which names the account's path and server (often the member's e-mail address:
+    Nextcloud's and SOGo's paths), nor the HTTP library's error chained to it."""
+    status = f" (HTTP {exc.status})" if exc.status is not None else ""
+    return type(exc)(
+        f"{type(exc).__name__}{status} from the member's own calendar server",
+        status=exc.status,
+        preconditions=exc.preconditions,
+    )

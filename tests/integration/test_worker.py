@@ -658,3 +658,45 @@ async def history(store: SqlStore) -> dict[str, int | None]:
         webhooks = (await connection.execute(select(func.count()).select_from(inbox))).scalar()
         events = (await connection.execute(select(func.count()).select_from(outbox))).scalar()
     return {"done": (await store.job_counts())["done"], "webhooks": webhooks, "events": events}
+
+
+async def test_a_members_own_server_down_is_logged_without_naming_her_account(
+    settings: Settings, store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Her own server refuses connections: the sync job fails and is logged, saying what
+    failed, but neither her account's path (here her e-mail address, as Nextcloud's paths
+    have it) nor its server: the error's text and the HTTP library's chained to it did."""
+    import logging
+    import socket
+
+    from adapters.caldav.accounts import open_account
+    from plugin.domain.model import Circle, Citizen, ExternalCalendar, Member
+    from plugin.logs import JsonFormatter
+    from plugin.services.calendars import View
+    from plugin.services.view_sync import view_sync_job
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends
+    url = f"http://127.0.0.1:{port}/remote.php/dav/calendars/anna.hansen@example.org/"
+    tenants = [t.model_copy(update={"allow_private_calendar_urls": True}) for t in settings.tenants]
+    settings = settings.model_copy(update={"tenants": tenants})
+    anna = Member("m-anna", "Anna", "relative", "full", calendar="external",
+                  external=ExternalCalendar(url, "anna.hansen@example.org", "app-pw"))  # fmt: skip
+    view = View("north", "m-anna", "c-123")
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        circle = Circle(Citizen("north", "c-123", "Fru Jensen"), 1, (anna,))
+        await tx.save_circle("north", circle, FIXED_NOW)
+        await tx.enqueue_keyed_jobs(
+            "north", "view.sync", [view_sync_job(view, now=FIXED_NOW, reason="changed")]
+        )
+    calendars = Calendars(settings, service=None, open_account=open_account)
+    worker = Worker(store, settings, metrics=Metrics(), clock=Clock(FIXED_NOW), calendars=calendars)
+    caplog.set_level(logging.INFO)
+    [job] = await store.lease_jobs(worker.name, now=FIXED_NOW, limit=5, lease_seconds=60)
+    await worker._execute(job)
+    formatter = JsonFormatter()
+    [line] = [formatter.format(r) for r in caplog.records if r.getMessage() == "job failed"]
+    assert "CalendarUnavailable from the member's own calendar server" in line
+    assert "anna.hansen" not in line and str(port) not in line
