@@ -7,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -314,6 +314,25 @@ async def test_a_host_that_never_answers_holds_up_no_other_tenant() -> None:
     assert len(slow) == 10 and max(e.attempts for e in slow) == 1
 
 
+@contextlib.asynccontextmanager
+async def looping(
+    store: MemoryStore,
+    host: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    config: Settings,
+    clock: Clock,
+) -> AsyncIterator[OutboxDelivery]:
+    """`OutboxDelivery.run` going, `host` answering; stopped (within a second) at the end."""
+    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(host)))
+    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=clock)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(worker.run(stopping))
+    try:
+        yield worker
+    finally:
+        stopping.set()
+        await asyncio.wait_for(running, timeout=1)
+
+
 async def test_the_loop_stops_after_its_sends_in_flight_and_leaves_the_rest_due() -> None:
     store, clock = MemoryStore(), Clock()
     ids = await add(store, *(("north", "task.claimed", f"t-{n}") for n in range(5)))
@@ -324,14 +343,8 @@ async def test_the_loop_stops_after_its_sends_in_flight_and_leaves_the_rest_due(
         sent.append(request.headers["webhook-id"])
         return httpx.Response(200)
 
-    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(slow_host)))
-    config = settings(concurrency=2, poll_seconds=0.05)
-    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=clock)
-    stopping = asyncio.Event()
-    running = asyncio.create_task(worker.run(stopping))
-    await asyncio.sleep(0.1)  # two in flight (its two slots), two in hand waiting for one
-    stopping.set()
-    await asyncio.wait_for(running, timeout=1)
+    async with looping(store, slow_host, settings(concurrency=2, poll_seconds=0.05), clock):
+        await asyncio.sleep(0.1)  # two in flight (its two slots), two in hand waiting for one
     assert sent == ids[:2]  # the sends in flight finished, and were recorded
     assert sorted(pending(store)) == sorted(ids[2:])
     due = await store.due_outbox(now=clock.now, limit=10)
@@ -348,15 +361,9 @@ async def test_the_loop_leases_again_as_a_tenants_share_frees_not_each_poll() ->
         await asyncio.sleep(0.01)
         return httpx.Response(200)
 
-    sender = HttpEventSender(httpx.AsyncClient(transport=httpx.MockTransport(host)))
-    config = settings(concurrency=4, poll_seconds=5)
-    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=clock)
-    stopping = asyncio.Event()
-    running = asyncio.create_task(worker.run(stopping))
-    for _ in range(100):
-        if not pending(store):
-            break
-        await asyncio.sleep(0.02)
-    stopping.set()
-    await asyncio.wait_for(running, timeout=1)
+    async with looping(store, host, settings(concurrency=4, poll_seconds=5), clock):
+        for _ in range(100):
+            if not pending(store):
+                break
+            await asyncio.sleep(0.02)
     assert pending(store) == {} and len(ids) == 60  # 8 at a time: a poll each, 40 s
