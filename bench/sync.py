@@ -344,7 +344,7 @@ async def plan_first_sync(store: Store, settings: Settings, view: View, now: dat
     desired = view_sync._desired(gathered, settings, view, now=now)
     plan = plan_view_sync(desired, {}, {})
     creates = tuple(a for a in plan.actions if isinstance(a, Create))
-    name = view_sync.collection_name(gathered.circle)
+    name = view_sync.collection_name(gathered.circle, gathered.member)
     inputs = view_sync._view_inputs(desired)
     path = collection_of(settings, view)
     return Planned(view, path, name, creates, inputs, gathered.generation)

@@ -121,7 +121,7 @@ log = logging.getLogger(__name__)
 
 JOB_VIEW_SYNC = "view.sync"
 MAX_MEMBER_BYTES = 256 * 1024  # a member's copy larger than this is not read, just replaced
-COLLECTION_SUFFIX = "omsorg"
+COLLECTION_SUFFIXES = {"da": "omsorg", "en": "care"}
 SYNCED_DELIVERIES: tuple[Delivery, ...] = ("hosted", "external")
 POLL_RESULTS = ("due", "idle", "down", "unanswered")  # what `poll_round` finds of a view
 # A view's routine sync (a new day, nothing else changed) waits up to this long, each view
@@ -133,9 +133,12 @@ ROUTINE_SPREAD = timedelta(minutes=10)
 PREFETCH_BODIES = 16
 
 
-def collection_name(circle: Circle) -> str:
-    """DESIGN.md's "Fru Jensen \N{EN DASH} omsorg"."""
-    return f"{circle.citizen.display_name} \N{EN DASH} {COLLECTION_SUFFIX}"
+def collection_name(circle: Circle, member: Member) -> str:
+    """DESIGN.md's "Fru Jensen \N{EN DASH} omsorg", in the member's language ("Fru Jensen
+    \N{EN DASH} care" in English, as their feed, claim pages and setup page name it)."""
+    language = (member.locale or "da").split("-")[0].split("_")[0].lower()
+    suffix = COLLECTION_SUFFIXES.get(language, COLLECTION_SUFFIXES["da"])
+    return f"{circle.citizen.display_name} \N{EN DASH} {suffix}"
 
 
 def view_of_job(tenant_id: str, payload: Mapping[str, Any]) -> View | None:
@@ -753,7 +756,7 @@ async def _sync(
         await _forget_view(store, view)
         gathered = replace(gathered, records={}, state=None, recorded=False)
         probe = None
-    name = collection_name(gathered.circle)
+    name = collection_name(gathered.circle, gathered.member)
     remote_state = await _read_remote(client, path, name, gathered, probe, prefetched)
     # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
     # (plugin.services.relief_calendar); released claims are rendered in this same run.

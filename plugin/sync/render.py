@@ -100,7 +100,11 @@ _WORDS: dict[str, dict[str, str]] = {
         "unassigned": "Ikke tildelt",
         "someone": "en anden",
         "place": "Sted",
-        "link": "Tag opgaven, giv den fra dig eller sig nej tak",
+        # The claim link's line: true whatever its page offers the member now (to claim,
+        # release or pass, or nothing), and the same in every state, as the description is
+        # part of what makes a change material (a copy the member deleted is not re-created
+        # for another member's claim).
+        "link": "Se opgaven",
     },
     "en": {
         "open": "Open",
@@ -120,7 +124,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "unassigned": "Unassigned",
         "someone": "someone else",
         "place": "Place",
-        "link": "Claim, release or pass",
+        "link": "See the task",
     },
 }
 

@@ -35,7 +35,8 @@ from plugin.services.member_care import (
 from plugin.services.relief import ReliefOutcome, ReliefRefusal
 from plugin.services.setup import SetupPage
 from plugin.web.body import first_value
-from plugin.web.link_pages import language_of
+from plugin.web.link_pages import day_text, language_of
+from plugin.web.load_chart import hours_text
 from plugin.web.relief_api import MAX_YEAR, MIN_YEAR
 from plugin.web.setup_pages import setup_page_html
 from plugin.web.state import state_of
@@ -61,10 +62,12 @@ _WORDS: dict[str, dict[str, str]] = {
             "eller nej til hver opgave."
         ),
         "for": "Omsorg for {name}",
-        "load": ("I de fire uger fra {start} har du {hours} timer og {tasks} opgaver."),
+        "load": "I de fire uger fra {start} har du {hours} og {tasks}.",
         "limit": " Din grænse er {limit} på fire uger.",
-        "limit_hours": "{hours} timer",
-        "limit_tasks": "{tasks} opgaver",
+        "hour_one": "{n} time",
+        "hour_many": "{n} timer",
+        "task_one": "{n} opgave",
+        "task_many": "{n} opgaver",
         "limit_and": " og ",
         "over": " Det er mere, end du har sagt, du kan klare.",
         "hours": "Timer om ugen",
@@ -118,10 +121,12 @@ _WORDS: dict[str, dict[str, str]] = {
             "or no to every task yourself."
         ),
         "for": "Care for {name}",
-        "load": "In the four weeks from {start} you hold {hours} hours and {tasks} tasks.",
+        "load": "In the four weeks from {start} you hold {hours} and {tasks}.",
         "limit": " Your limit is {limit} in four weeks.",
-        "limit_hours": "{hours} hours",
-        "limit_tasks": "{tasks} tasks",
+        "hour_one": "{n} hour",
+        "hour_many": "{n} hours",
+        "task_one": "{n} task",
+        "task_many": "{n} tasks",
         "limit_and": " and ",
         "over": " That is more than you said you can manage.",
         "hours": "Hours per week",
@@ -235,27 +240,44 @@ def parse_capacity_form(form: dict[str, list[str]]) -> CareValues | list[str]:
 
 
 def _number(value: float) -> str:
+    """A form field's value: a decimal point, as `<input type="number">` takes it."""
     return f"{value:g}"
 
 
+def _count(words: dict[str, str], unit: str, n: float, language: str) -> str:
+    """ "1 time", "1,5 timer", "3 opgaver"; "1 hour", "2 tasks"."""
+    text = hours_text(n, language) if unit == "hour" else str(n)
+    return words[f"{unit}_one" if n == 1 else f"{unit}_many"].format(n=text)
+
+
 def _source(view: CircleCareView, field: CareField, words: dict[str, str]) -> str:
-    return words["own"] if field in view.own else words["host"]
+    """Whose value the field holds: the member's own, or the municipality's; nothing for
+    an empty field nobody set (the municipality gave none)."""
+    if field in view.own:
+        return words["own"]
+    member = view.member
+    given = {
+        "capacity": member.capacity.hours_per_week is not None
+        or member.capacity.tasks_per_week is not None,
+        "availability": bool(member.availability),
+        "paused_until": member.paused_until is not None,
+    }
+    return words["host"] if given[field] else ""
 
 
 def _load_text(view: CircleCareView, language: str, words: dict[str, str]) -> str:
     standing = view.standing
     start = standing.window.start
-    start_text = (
-        f"{start.day}. {start.month}. {start.year}" if language == "da" else f"{start:%d %B %Y}"
-    )
     text = words["load"].format(
-        start=start_text, hours=_number(round(standing.load.hours, 1)), tasks=standing.load.tasks
+        start=day_text(start, language),
+        hours=_count(words, "hour", round(standing.load.hours, 1), language),
+        tasks=_count(words, "task", standing.load.tasks, language),
     )
     limits = []
     if standing.capacity_hours is not None:
-        limits.append(words["limit_hours"].format(hours=_number(standing.capacity_hours)))
+        limits.append(_count(words, "hour", standing.capacity_hours, language))
     if standing.capacity_tasks is not None:
-        limits.append(words["limit_tasks"].format(tasks=standing.capacity_tasks))
+        limits.append(_count(words, "task", standing.capacity_tasks, language))
     if limits:
         text += words["limit"].format(limit=words["limit_and"].join(limits))
     if standing.over:
@@ -314,7 +336,8 @@ def _capacity_form(
         f'<p>\n<label for="{prefix}-tasks">{escape(words["tasks"])}</label><br>\n'
         f'<input type="number" id="{prefix}-tasks" name="tasks_per_week" min="0" max="1000" '
         f'step="1" inputmode="numeric" value="{tasks}" aria-describedby="{prefix}-tasks-hint">'
-        f'\n<br><span id="{prefix}-tasks-hint">{escape(words["empty_no_limit"])}</span>\n</p>\n'
+        f'\n<br><span id="{prefix}-tasks-hint">{escape(words["empty_no_limit"])} '
+        f"{escape(_source(view, 'capacity', words))}</span>\n</p>\n"
         f'<fieldset aria-describedby="{prefix}-when-hint">\n'
         f"<legend>{escape(words['when_l'])}</legend>\n"
         f'<p id="{prefix}-when-hint">{escape(words["when_hint"])} '

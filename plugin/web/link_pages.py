@@ -13,7 +13,7 @@ visibility.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
@@ -189,6 +189,14 @@ def language_of(locale: str | None) -> str:
     """ "da", "da-DK", "en_GB" … → "da" or "en"; anything else → "da" (the default)."""
     language = (locale or "").split("-")[0].split("_")[0].lower()
     return language if language in LANGUAGES else "da"
+
+
+def day_text(moment: date, language: str) -> str:
+    """`day_text(date(2026, 11, 30), "da")` is "30. november 2026" ("30 November 2026")."""
+    month = _MONTHS[language][moment.month - 1]
+    if language == "da":
+        return f"{moment.day}. {month} {moment.year}"
+    return f"{moment.day} {month} {moment.year}"
 
 
 def _date(moment: datetime, language: str) -> str:

@@ -118,6 +118,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "within": "Inden for kapacitet",
         "no_capacity": "ikke angivet",
         "hours_tasks": "{hours} t, {tasks} opg.",
+        "hours_task": "{hours} t, {tasks} opg.",
         "relief_h": "Anmodninger om aflastning",
         "relief_caption": "Åbne anmodninger om aflastning",
         "relief_none": "Ingen åbne anmodninger.",
@@ -188,6 +189,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "within": "Within capacity",
         "no_capacity": "not given",
         "hours_tasks": "{hours} h, {tasks} tasks",
+        "hours_task": "{hours} h, {tasks} task",
         "relief_h": "Relief requests",
         "relief_caption": "Open relief requests",
         "relief_none": "No open requests.",
@@ -442,7 +444,8 @@ def _attention_table(data: DashboardData, language: str, zone: ZoneInfo) -> str:
 
 def _load_cell(load: Load, words: dict[str, str], language: str) -> str:
     hours = hours_text(load.hours, language)
-    return escape(words["hours_tasks"].format(hours=hours, tasks=load.tasks))
+    phrase = words["hours_task" if load.tasks == 1 else "hours_tasks"]
+    return escape(phrase.format(hours=hours, tasks=load.tasks))
 
 
 def _capacity(load: MemberLoad, words: dict[str, str], language: str) -> str:
@@ -451,7 +454,7 @@ def _capacity(load: MemberLoad, words: dict[str, str], language: str) -> str:
         unit = "t" if language == "da" else "h"
         parts.append(f"{hours_text(load.capacity_hours, language)} {unit}")
     if load.capacity_tasks is not None:
-        tasks = "opg." if language == "da" else "tasks"
+        tasks = "opg." if language == "da" else "task" if load.capacity_tasks == 1 else "tasks"
         parts.append(f"{load.capacity_tasks} {tasks}")
     return escape(", ".join(parts) if parts else words["no_capacity"])
 

@@ -308,6 +308,10 @@ async def test_the_member_sets_capacity_and_asks_relief_on_their_setup_page(
         assert 'name="hours_per_week"' in text and 'value="2"' in text
         assert '<label for="c0-hours">Timer om ugen</label>' in text
         assert "Fra kommunen." in text
+        assert (
+            "I de fire uger fra 1. marts 2027 har du 0 timer og 0 opgaver. "
+            "Din grænse er 8 timer og 4 opgaver på fire uger."
+        ) in text
         token = form_token(text)
 
         # Anna says 1.5 hours a week, no task limit, Tuesday mornings only.
@@ -318,6 +322,12 @@ async def test_the_member_sets_capacity_and_asks_relief_on_their_setup_page(
         assert saved.status_code == 200, saved.text
         assert 'role="status">Gemt.' in saved.text
         assert 'value="1.5"' in saved.text and "Sat af dig." in saved.text
+        assert "Din grænse er 6 timer på fire uger." in saved.text
+        # Nobody gave a pause: not "from the municipality"
+        assert (
+            '<span id="c0-pause-hint">Vi foreslår dig ingen opgaver til og med den dag. '
+            "Tomt: ingen pause. </span>" in saved.text
+        )
         # Forged or cross-site posts change nothing.
         forged = await anna.post(setup, data=form | {"form_token": "x"}, headers=SAME_ORIGIN)
         assert forged.status_code == 403

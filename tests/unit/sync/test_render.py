@@ -215,8 +215,17 @@ def test_details_only_at_full_visibility() -> None:
     assert DETAILS in full and LOCATION in full and LINK in full
     limited_body = render_bytes(render_input(BO, claim_link="https://x/c/tok-bo"))
     limited = str(vevent(Calendar.from_ical(limited_body))["DESCRIPTION"])
-    assert limited == "Claim, release or pass: https://x/c/tok-bo"
+    assert limited == "See the task: https://x/c/tok-bo"
     assert b"Netto" not in limited_body and b"fridge" not in limited_body
+
+
+def test_the_links_line_is_true_whatever_its_page_offers() -> None:
+    """An open task, one's own, one taken by others: one line, which never makes a change
+    material (a copy the member deleted is re-created only when the task changes)."""
+    for member, line in ((ANNA, "Se opgaven"), (BO, "See the task")):
+        for holders in ((), (member.id,), ("m-cy", "m-sara")):
+            description = str(vevent(render(member, record(holders=holders)))["DESCRIPTION"])
+            assert description.splitlines()[-1].startswith(f"{line}: "), description
 
 
 def test_no_other_members_contact_data_in_any_view() -> None:
