@@ -95,8 +95,15 @@ carecal demo — tenant {tenant.id!r}, citizen {DEMO_CITIZEN!r} (Fru Jensen: Ann
   curl -H 'Authorization: Bearer {token}' {base}/api/v1/circles/{DEMO_CITIZEN}
   curl -H 'Authorization: Bearer {token}' {base}/api/v1/tasks/demo-shopping
 
+Anna's calendar in your calendar app (Thunderbird, DAVx5, Apple Calendar): this answers its
+CalDAV URL, username and password (shown once), her setup page and her feed:
+
+  curl -X POST -H 'Authorization: Bearer {token}' \\
+       {base}/api/v1/members/m-anna/calendar-credentials
+
 Webhooks go to {base}/webhooks/{tenant.id} (Standard Webhooks; secret in config/carecal.toml).
 Staff dashboard: {base}/staff/ (tenant {tenant.id!r}, staff_password in config/carecal.toml).
+The demo keeps its data in var/ between runs; `rm -rf var` starts afresh.
 """,
         file=sys.stderr,
     )

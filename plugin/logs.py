@@ -72,6 +72,10 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request with its full URL at INFO; a host_events_url may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The embedded Radicale says every request, login and setting at INFO: carecal's own
+    # access log already has each request (by route), so below DEBUG only its warnings.
+    debugging = logging.getLevelName(level) == logging.DEBUG
+    logging.getLogger("radicale").setLevel(logging.DEBUG if debugging else logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
