@@ -633,7 +633,10 @@ def _due_outbox(
         if held:
             left = {tenant: per_tenant - n for tenant, n in held.items()}
             allowed = case(left, value=ranked.c.tenant_id, else_=per_tenant)
-        due = [outbox.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= allowed))]
+        # The conditions stay on the outer query too: a row another worker leased while
+        # this one waited for its lock is checked again there (FOR UPDATE re-reads the row),
+        # not only against the subquery's older snapshot, which would lease it twice.
+        due = [*due, outbox.c.id.in_(select(ranked.c.id).where(ranked.c.rank <= allowed))]
     return select(outbox).where(*due).order_by(outbox.c.created_at, outbox.c.id).limit(limit)
 
 

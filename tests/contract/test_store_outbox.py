@@ -4,11 +4,16 @@ PostgreSQL (see conftest): leases, release, replay, counts, claim deadlines."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+from sqlalchemy import text
+
+from adapters.store.sql import SqlStore
 from plugin.domain.model import Occurrence, Task, TaskStatus
-from plugin.services.ports import DueDeadline, Store
+from plugin.services.ports import DueDeadline, OutboxEvent, Store
 from tests.contract.support import Backend
 
 T = "demo"
@@ -84,6 +89,45 @@ async def test_a_lease_takes_few_of_one_tenant_less_what_is_held(store: Store) -
     assert [e.id for e in again] == [slow[2]]
     rest = await store.lease_outbox(now=late, limit=10, lease_seconds=60, per_tenant=1)
     assert [e.id for e in rest] == [slow[3], south[0]]
+
+
+async def test_a_lease_with_shares_never_takes_what_another_worker_just_took(
+    backend: Backend,
+) -> None:
+    """PostgreSQL: the second lease waits for the first's row locks, then re-reads the rows;
+    checked only against its subquery's older snapshot, it leased them again (each event
+    sent twice). A backlog of 2 000 makes the lease slow enough for the two to overlap."""
+    store = backend.store
+    if not isinstance(store, SqlStore) or backend.name != "postgres":
+        pytest.skip("PostgreSQL's row locks and snapshots")
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("bulk")
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO outbox (id, tenant_id, type, data, ordering_key, created_at, attempts)"
+                " SELECT 'b-' || lpad(g::text, 7, '0'), 'bulk', 'task.claimed', '{}',"
+                " 'k-' || g::text, CAST(:at AS timestamptz) + g * interval '1 millisecond', 0"
+                " FROM generate_series(1, 2000) AS g"
+            ),
+            {"at": NOW},
+        )
+        await connection.execute(text("ANALYZE outbox"))
+    other = await backend.another()
+    later = NOW + timedelta(hours=1)
+    lease = {"now": later, "limit": 16, "lease_seconds": 600, "per_tenant": 16, "held": {}}
+    started = time.monotonic()
+    await store.release_outbox([e.id for e in await store.lease_outbox(**lease)], now=NOW)
+    took = time.monotonic() - started
+
+    async def late(delay: float) -> list[OutboxEvent]:
+        await asyncio.sleep(delay)
+        return await other.lease_outbox(**lease)
+
+    for share in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8):
+        first, second = await asyncio.gather(store.lease_outbox(**lease), late(took * share))
+        assert not {e.id for e in first} & {e.id for e in second}, share
+        await store.release_outbox([e.id for e in (*first, *second)], now=NOW)
 
 
 async def test_concurrent_workers_never_lease_the_same_event(backend: Backend) -> None:
