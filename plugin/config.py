@@ -278,7 +278,7 @@ class OutboxSettings(_Section):
     """Delivery of events to each tenant's `host_events_url` (`plugin.services.delivery`)."""
 
     poll_seconds: float = Field(1.0, gt=0)  # how often an idle worker looks for due events
-    batch_size: int = Field(100, ge=1, le=1000)  # events in hand at most (leased, not yet recorded)
+    batch_size: int = Field(100, ge=1, le=1000)  # events leased at once at most
     concurrency: int = Field(8, ge=1, le=64)  # requests in flight per tenant (and its connections)
     timeout_seconds: float = Field(10.0, gt=0, le=300)  # per request: connect, send, answer
     backoff_base_seconds: float = Field(1.0, gt=0)  # first retry within this, then doubling

@@ -12,12 +12,13 @@ Each event:
    becomes a dead letter once the event has been pending `outbox.dead_after_hours`
    (`plugin.domain.retries`). `carecal outbox replay` requeues dead letters.
 
-The worker's loop (`OutboxDelivery.run`) leases events as sends finish, never more than
-`outbox.batch_size` in hand and `outbox.concurrency` of one tenant at a time (plus what one
-lease adds). Tenants are kept apart: each has its own requests in flight, so a host that takes
-every request to its timeout (a firewall that drops) delays its own events, not another
-municipality's, and the loop never waits for a round's slowest send before leasing the next
-event. `deliver_due` is one round of the same steps (lease, send, record), for tests and tools.
+The worker's loop (`OutboxDelivery.run`) leases events as sends finish, at most
+`outbox.batch_size` at a time and twice `outbox.concurrency` of one tenant in hand. Tenants
+are kept apart: each has its own requests in flight and its own share of events in hand, so a
+host that takes every request to its timeout (a firewall that drops) delays its own events,
+not another municipality's, and the loop never waits for a round's slowest send before
+leasing the next event. `deliver_due` is one round of the same steps (lease, send, record),
+for tests and tools.
 
 A tenant without `host_events_url` (or no longer configured) cannot receive anything: its
 events become dead letters at once with the reason "no host_events_url". They are kept, and
@@ -121,35 +122,32 @@ class OutboxDelivery:
         self._in_hand: Counter[str] = Counter()  # leased and not yet recorded, per tenant
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until `stopping` is set (module docstring). At most `batch_size` events in
-        hand and twice `concurrency` of one tenant: half in flight, half next. The loop leases
-        every `poll_seconds`, and sooner when more is due: once a tenant whose share it filled
-        has half of it free again, or half of a full hand is. When `stopping` is set, the
-        sends in flight finish and the events not yet sent go back."""
+        """Deliver until `stopping` is set (module docstring). Each tenant holds at most twice
+        `concurrency` events (half in flight, half next), whatever the others hold: no
+        tenant's backlog fills what another's events wait for. The loop leases every
+        `poll_seconds`, and at once when more is due: when a lease was full, or a tenant
+        whose share it filled has half of it free again. When `stopping` is set, the sends in
+        flight finish, and events not yet sent are given back."""
         log.info("outbox delivery started")
         cfg = self.settings.outbox
         share = 2 * cfg.concurrency
-        in_hand: set[asyncio.Task[tuple[OutboxEvent, Outcome]]] = set()
+        in_hand: set[asyncio.Task[Outcome]] = set()
         stopped = asyncio.ensure_future(stopping.wait())
         clock = asyncio.get_running_loop().time
         try:
             while not stopping.is_set():
-                room = cfg.batch_size - len(in_hand)
-                filled: set[str] = set()  # tenants that may have more due
-                if room > 0:
-                    held = dict(self._in_hand)
-                    events = await self._lease(room, share, held)
-                    for event in events:
-                        self._in_hand[event.tenant_id] += 1  # before the next lease
-                        in_hand.add(asyncio.create_task(self._hand(event, stopping)))
-                    if len(events) == room:
-                        continue
-                    filled = {t for t, n in self._in_hand.items() if n >= share}
+                events = await self._lease(cfg.batch_size, share, dict(self._in_hand))
+                for event in events:
+                    self._in_hand[event.tenant_id] += 1  # before the next lease
+                    in_hand.add(asyncio.create_task(self._hand(event, stopping)))
+                if len(events) == cfg.batch_size:
+                    continue  # more may be due
+                filled = {tenant for tenant, n in self._in_hand.items() if n >= share}
                 deadline = clock() + cfg.poll_seconds
                 while (
                     not stopping.is_set()
                     and clock() < deadline
-                    and not self._room_again(room == 0, len(in_hand), filled)
+                    and not any(self._in_hand.get(t, 0) <= cfg.concurrency for t in filled)
                 ):
                     await asyncio.wait(
                         {stopped, *in_hand},
@@ -160,24 +158,14 @@ class OutboxDelivery:
         finally:
             stopped.cancel()
             if in_hand:
-                finished = await asyncio.gather(*in_hand)
-                returned = [e.id for e, outcome in finished if outcome is Outcome.RETURNED]
-                await self._safely_release(returned)
+                await asyncio.gather(*in_hand)
         log.info("outbox delivery stopped")
 
-    def _room_again(self, was_full: bool, in_hand: int, filled: set[str]) -> bool:
-        """Lease before `poll_seconds` are up: half of a full hand is free, or half the share
-        of a tenant whose share the last lease filled (it may have more due)."""
-        cfg = self.settings.outbox
-        if was_full:
-            return in_hand <= cfg.batch_size // 2
-        return any(self._in_hand.get(tenant, 0) <= cfg.concurrency for tenant in filled)
-
-    async def _lease(self, room: int, share: int, held: dict[str, int]) -> list[OutboxEvent]:
+    async def _lease(self, limit: int, share: int, held: dict[str, int]) -> list[OutboxEvent]:
         try:
             return await self.store.lease_outbox(
                 now=self.clock(),
-                limit=room,
+                limit=limit,
                 lease_seconds=self.lease_seconds,
                 per_tenant=share,
                 held=held,
@@ -189,14 +177,16 @@ class OutboxDelivery:
             log.exception("outbox delivery could not lease events; retrying")
         return []
 
-    async def _hand(
-        self, event: OutboxEvent, stopping: asyncio.Event
-    ) -> tuple[OutboxEvent, Outcome]:
+    async def _hand(self, event: OutboxEvent, stopping: asyncio.Event) -> Outcome:
+        """One event in hand, sent and recorded; given back when `stopping` came first."""
         try:
-            return event, await self._deliver(event, stopping)
+            outcome = await self._deliver(event, stopping)
+            if outcome is Outcome.RETURNED:
+                await self._safely_release([event.id])
+            return outcome
         except Exception:
             log.exception("event delivery failed", extra=_fields(event))
-            return event, Outcome.UNRECORDED  # its lease ends, and it is sent again
+            return Outcome.UNRECORDED  # its lease ends, and it is sent again
         finally:
             self._in_hand[event.tenant_id] -= 1
             if not self._in_hand[event.tenant_id]:

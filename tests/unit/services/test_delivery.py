@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.host.events import HttpEventSender, make_client
 from adapters.host.signing import verify
@@ -19,7 +20,7 @@ from adapters.memory import MemoryStore
 from plugin.config import Settings, validate_settings
 from plugin.metrics import Metrics
 from plugin.services.delivery import OutboxDelivery, Outcome, event_body
-from plugin.services.ports import OutboxEvent
+from plugin.services.ports import HostUnreachable, OutboxEvent
 
 NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 SECRET = "whsec_" + base64.b64encode(b"north-events-key-0123456789abcde").decode()
@@ -367,3 +368,83 @@ async def test_the_loop_leases_again_as_a_tenants_share_frees_not_each_poll() ->
                 break
             await asyncio.sleep(0.02)
     assert pending(store) == {} and len(ids) == 60  # 8 at a time: a poll each, 40 s
+
+
+class Hosts:
+    """`EventSender` for tenants whose hosts answer `slow` (every request takes `delay`
+    and fails, as a timeout) or at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.delivered: dict[str, float] = {}
+
+    async def send(
+        self, url: str, secret: str, event_id: str, body: bytes, *, timestamp: int
+    ) -> None:
+        if "slow" in url:
+            await asyncio.sleep(self.delay)
+            raise HostUnreachable("ReadTimeout")
+        self.delivered[event_id] = asyncio.get_running_loop().time()
+
+
+@pytest.mark.parametrize(("slow_tenants", "concurrency"), [(1, 50), (7, 8)])
+async def test_no_number_of_slow_hosts_fills_what_another_tenant_waits_for(
+    slow_tenants: int, concurrency: int
+) -> None:
+    """Slow hosts with backlogs older than north's event: each holds its own share, and
+    north's event goes out at once (their backlogs filled the batch before: north's waited
+    for them to drain, 1.4 s here, backlog / concurrency x timeout in life)."""
+    names = [f"slow{n}" for n in range(slow_tenants)]
+    config = validate_settings(
+        {
+            "outbox": {"batch_size": 100, "concurrency": concurrency, "poll_seconds": 0.05},
+            "tenants": [
+                {"id": t, "webhook_secret": HOOK, "api_token": f"{t}-api-token-0123456",
+                 "host_events_url": f"https://{t}.example/events", "host_events_secret": SECRET}
+                for t in [*names, "north"]
+            ],
+        }
+    )  # fmt: skip
+    store, clock = MemoryStore(), Clock()
+    for t in names:
+        await add(store, *((t, "task.claimed", f"{t}-k{n}") for n in range(8 * concurrency)))
+    [north] = await add(store, ("north", "task.claimed", "n-1"))
+    hosts = Hosts(delay=0.2)
+    worker = OutboxDelivery(store, hosts, config, metrics=Metrics(), clock=clock)
+    stopping = asyncio.Event()
+    started = asyncio.get_running_loop().time()
+    running = asyncio.create_task(worker.run(stopping))
+    for _ in range(200):
+        if north in hosts.delivered:
+            break
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await asyncio.wait_for(running, 5)
+    assert hosts.delivered.get(north, float("inf")) - started < 0.1
+
+
+async def test_an_event_whose_slot_comes_as_the_loop_stops_is_given_back() -> None:
+    """One slot: A in flight, B waiting for it. The loop stops as A's answer comes; B gets
+    the slot, sends nothing, and is due again at once (not after its lease)."""
+    store, clock = MemoryStore(), Clock()
+    a, b = await add(store, ("north", "task.claimed", "t-1"), ("north", "task.claimed", "t-2"))
+    stopping = asyncio.Event()
+    sent: list[str] = []
+
+    class AnswersAsItStops:
+        async def send(
+            self, url: str, secret: str, event_id: str, body: bytes, *, timestamp: int
+        ) -> None:
+            sent.append(event_id)
+            await stopping.wait()
+
+    config = settings(concurrency=1, poll_seconds=5)
+    worker = OutboxDelivery(store, AnswersAsItStops(), config, metrics=Metrics(), clock=clock)
+    running = asyncio.create_task(worker.run(stopping))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sent == [a]
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+    assert sent == [a] and list(pending(store)) == [b]
+    assert [e.id for e in await store.due_outbox(now=clock.now, limit=10)] == [b]
