@@ -258,11 +258,15 @@ class _Applier:
         change; and a claim on an occurrence yet to start, held by someone who is not in
         the new circle, is released (channel "host", `task.released` to the host): its
         holder no longer sees the task to give it up, and the new circle would see it taken
-        by nobody it knows."""
+        by nobody it knows. A visit is held by whom the host assigns it to, wherever it
+        moves (`materialise`), and its holder is not released."""
         log.warning(
             "task moved to another citizen",
             extra={"tenant": self.tenant_id, "task_id": task.id},
         )
+        await self.fan_out(left)
+        if task.kind == "visit":
+            return
         circle = await self.tx.get_circle(self.tenant_id, task.citizen_id)
         for record in await self.tx.get_occurrences(self.tenant_id, task.id):
             if record.occurrence.cancelled or record.occurrence.start <= self.now:
@@ -279,7 +283,6 @@ class _Applier:
                         now=self.now,
                         task=task,
                     )
-        await self.fan_out(left)
 
     async def cancel_task(self, command: CancelTask) -> bool:
         stored = await self.tx.get_task(self.tenant_id, command.task_id)

@@ -171,6 +171,28 @@ async def test_a_task_moved_to_another_citizen_leaves_the_first_circle(
     }  # fmt: skip
 
 
+async def test_a_visit_moved_to_another_citizen_stays_with_its_staff_member(
+    client: httpx.AsyncClient, store: SqlStore, clock: Clock
+) -> None:
+    """Sara is in the first circle only: the visit stays hers, and the host is not told she
+    released it (it was: released, then held again without a word)."""
+    bo = {"id": "m-bo", "name": "Bo", "role": "relative", "visibility": "full",
+          "locale": "en", "calendar": "hosted"}  # fmt: skip
+    await post_event(client, circle_event())
+    await post_event(client, circle_event(citizen_id="c-456", members=[bo]))
+    for version, citizen in ((1, "c-123"), (2, "c-456")):
+        visit = {"type": "visit.assigned", "data": {
+            "id": "v-9", "citizen_id": citizen, "version": version,
+            "staff_member_id": "m-sara", "category": "visit",
+            "start": "2027-03-24T09:00:00", "end": "2027-03-24T09:30:00",
+            "timezone": "Europe/Copenhagen"}}  # fmt: skip
+        assert (await post_event(client, visit)).status_code == 202
+    task = (await client.get("/api/v1/tasks/v-9", headers=auth())).json()
+    assert task["citizen_id"] == "c-456"
+    assert [c["member_id"] for c in task["occurrences"][0]["claims"]] == ["m-sara"]
+    assert await store.due_outbox(now=clock.now, limit=100) == []
+
+
 async def test_another_tenants_data_is_404_not_403(client: httpx.AsyncClient) -> None:
     await post_event(client, circle_event())
     await post_event(client, task_event())
