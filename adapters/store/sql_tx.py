@@ -8,6 +8,7 @@ params dict; rows of the same kind are written with one executemany.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -87,20 +88,30 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except exc.IntegrityError as error:
-        raise Conflict(_said(error)) from error.orig
+        raise Conflict(_said(error)) from None
     except exc.DBAPIError as error:
         unavailable = isinstance(error, exc.OperationalError | exc.InterfaceError)
         kind = StoreUnavailable if unavailable or error.connection_invalidated else StoreError
-        raise kind(_said(error)) from error.orig
+        raise kind(_said(error)) from None
     except (exc.TimeoutError, OSError) as error:
         raise StoreUnavailable(str(error)) from error
     except exc.SQLAlchemyError as error:
         raise StoreError(type(error).__name__) from None
 
 
+# asyncpg names an argument it could not encode with its value: "invalid input for query
+# argument $3: 'Insulin …' (…)".
+_ARGUMENT = re.compile(r"(query argument \$\d+):.*", re.DOTALL)
+
+
 def _said(error: exc.DBAPIError) -> str:
-    """What the driver said, without the statement and its parameters."""
-    return f"{type(error.orig).__name__}: {error.orig}"
+    """What the driver said, its first line: PostgreSQL's DETAIL, on the lines after it,
+    holds the refused row's values ("Failing row contains (…)") or a key's; and never the
+    statement or its parameters. The driver's exception is not chained for the same reason
+    (store errors are logged with their chain)."""
+    said = str(error.orig).strip().splitlines()
+    first = _ARGUMENT.sub(r"\1", said[0]) if said else ""
+    return f"{type(error.orig).__name__}: {first}"
 
 
 def new_event_id(now: datetime, seq: Iterator[int]) -> str:

@@ -448,9 +448,10 @@ async def test_the_direct_webhook_path_keeps_the_routes_contract(
 async def test_a_failure_to_apply_logs_no_care_data(
     client: httpx.AsyncClient, store: SqlStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The database refuses a task (a trigger stands in for a statement timeout, a failover,
-    a full disk): the entry is marked failed and logged with its error, and the log holds
-    neither the task's details nor anything else the statement bound."""
+    """The database refuses a task (a trigger or a constraint stands in for a statement
+    timeout, a failover, a full disk, a bug): the entry is marked failed and logged with its
+    error, and the log holds neither the task's details nor anything else the statement
+    bound, nor what PostgreSQL says the refused row held."""
     details = "Insulin kl. 8; demens, må ikke være alene"
     async with store.engine.begin() as connection:
         if store.engine.dialect.name == "sqlite":
@@ -459,14 +460,10 @@ async def test_a_failure_to_apply_logs_no_care_data(
                 "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
             ))  # fmt: skip
         else:
-            await connection.execute(text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'refused by the database'; END $$"
-            ))  # fmt: skip
-            await connection.execute(text(
-                "CREATE TRIGGER refuse BEFORE INSERT ON tasks "
-                "FOR EACH ROW EXECUTE FUNCTION refuse()"
-            ))  # fmt: skip
+            # PostgreSQL says what a refused row held ("Failing row contains (…)")
+            await connection.execute(
+                text("ALTER TABLE tasks ADD CONSTRAINT refuse CHECK (people_needed < 0) NOT VALID")
+            )
     caplog.set_level(logging.INFO)
     assert (await post_event(client, circle_event())).status_code == 202
     assert (await post_event(client, task_event(details=details))).status_code == 202
@@ -474,17 +471,18 @@ async def test_a_failure_to_apply_logs_no_care_data(
     formatter = JsonFormatter()
     lines = [formatter.format(r) for r in caplog.records if r.name == "plugin.services.ingest"]
     [failed] = [line for line in lines if "could not be applied" in line]
-    assert "refused by the database" in failed
+    assert "refused by the database" in failed or "violates check constraint" in failed
     assert "Insulin" not in failed and "shopping" not in failed and "Netto" not in failed
 
 
 def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
     """PostgreSQL binds a webhook's body as bytes: a connection lost while recording it put
     the body (a member's own calendar password, the citizen's name) into the error's text."""
+    from asyncpg.exceptions import CheckViolationError
     from sqlalchemy import exc as sa_exc
 
     from adapters.store.sql_tx import translate_errors
-    from plugin.services.ports import StoreUnavailable
+    from plugin.services.ports import Conflict, StoreUnavailable
 
     body = b'{"data": {"citizen": {"display_name": "Fru Jensen"}, "password": "hunter2"}}'
     error = sa_exc.OperationalError(
@@ -498,3 +496,16 @@ def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
     chain = f"{caught.value} {caught.value.__cause__!r} {caught.value.__context__!r}"
     assert "connection was closed" in str(caught.value)
     assert "hunter2" not in chain and "Fru Jensen" not in chain
+    assert caught.value.__suppress_context__  # a log's traceback shows no chain either
+
+    # asyncpg's text of a refused row ends in PostgreSQL's DETAIL: the row's values
+    refused = CheckViolationError('new row for relation "tasks" violates check constraint')
+    refused.detail = "Failing row contains (north, t-1, Insulin kl. 8)"
+    assert "Insulin" in str(refused)
+    with pytest.raises(Conflict) as conflict:
+        with translate_errors():
+            raise sa_exc.IntegrityError("INSERT INTO tasks …", ("Insulin kl. 8",), refused)
+    assert str(conflict.value) == (
+        'CheckViolationError: new row for relation "tasks" violates check constraint'
+    )
+    assert conflict.value.__suppress_context__
