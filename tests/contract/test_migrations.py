@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from pathlib import Path
@@ -89,3 +90,46 @@ async def test_instances_migrating_at_once_wait_for_each_other() -> None:
         async with admin.begin() as connection:
             await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await admin.dispose()
+
+
+async def test_withdraw_jobs_queued_before_their_kinds_were_apart_take_their_kind(
+    tmp_path: Path,
+) -> None:
+    """0016: a waiting `member.withdraw` job with "was" becomes the kind that says it, so a
+    removal queued after the upgrade is not folded into it (and lost); a removal stays one,
+    and jobs done are left as they were."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/carecal.db"
+    engine = create_engine(url)
+    try:
+        await upgrade(url, "0015")
+        at = "2027-03-01 09:00:00.000000"
+        rows = [
+            (1, '{"citizen_id": "c", "member_id": "a", "was": "external"}', "queued"),
+            (2, '{"citizen_id": "c", "member_id": "b", "was": "hosted"}', "running"),
+            (3, '{"citizen_id": "c", "member_id": "d"}', "queued"),
+            (4, '{"citizen_id": "c", "member_id": "e", "was": "external"}', "done"),
+        ]
+        async with engine.begin() as connection:
+            await connection.execute(text(f"INSERT INTO tenants VALUES ('north', '{at}')"))
+            for job_id, payload, status in rows:
+                await connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, tenant_id, kind, key, payload, status, run_at,"
+                        " attempts, created_at, updated_at) VALUES (:id, 'north',"
+                        " 'member.withdraw', :key, :payload, :status, :at, 0, :at, :at)"
+                    ),
+                    {"id": job_id, "key": f"c:{job_id}", "payload": payload, "status": status,
+                     "at": at},
+                )  # fmt: skip
+        await upgrade(url)
+        async with engine.connect() as connection:
+            found = (await connection.execute(text("SELECT id, kind, payload FROM jobs"))).all()
+        kinds = {job_id: (kind, json.loads(payload)) for job_id, kind, payload in found}
+        assert kinds == {
+            1: ("member.left_account", {"citizen_id": "c", "member_id": "a"}),
+            2: ("member.left_hosted", {"citizen_id": "c", "member_id": "b"}),
+            3: ("member.withdraw", {"citizen_id": "c", "member_id": "d"}),
+            4: ("member.withdraw", {"citizen_id": "c", "member_id": "e", "was": "external"}),
+        }
+    finally:
+        await engine.dispose()
