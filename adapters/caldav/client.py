@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -90,8 +89,6 @@ MAX_ANSWER_BYTES = 256 * 1024 * 1024
 # Hrefs asked for in one calendar-multiget: 50 copies at view_sync's largest readable (256 KiB)
 # come to 12.5 MiB, within what is read of a member's own server.
 FETCH_BATCH = 50
-
-log = logging.getLogger(__name__)
 
 
 class _TooLarge(CalendarUnavailable):
@@ -388,7 +385,8 @@ class CalDAVClient:
     async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         """The objects at `hrefs` that are there, in multigets of at most `FETCH_BATCH`
         hrefs. A multiget whose answer is too large to read is asked again in halves; an
-        object too large alone is left out (logged), as one gone since it was listed."""
+        object too large alone raises CalendarUnavailable (the run fails and is tried again
+        later): left out, it would read as gone since it was listed, and its change as none."""
         path = collection_path(path)
         wanted = list(dict.fromkeys(canonical_href(h) for h in hrefs))
         found: dict[str, tuple[str, bytes]] = {}
@@ -399,10 +397,9 @@ class CalDAVClient:
                 found.update(await self._multiget(path, batch))
             except _TooLarge:
                 if len(batch) == 1:
-                    log.warning("object too large to read; left out", extra={"href": batch[0]})
-                else:
-                    half = len(batch) // 2
-                    batches += [batch[:half], batch[half:]]
+                    raise
+                half = len(batch) // 2
+                batches += [batch[:half], batch[half:]]
         return found
 
     async def _multiget(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
