@@ -148,6 +148,14 @@ async def _read_within(response: niquests.AsyncResponse, limit: int) -> None:
     """Read a streamed answer's body whole, or raise `AnswerTooLarge` past `limit` bytes (the
     connection is then closed, not reused). The answer is left as a read one: caldav takes
     its `content` as a plain attribute, as on a session that does not stream."""
+    length = response.headers.get("content-length", "")
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    if not encoded and length.isdigit() and int(length) <= limit:
+        # The common answer: its length said, nothing to unpack, nothing past that length
+        # is read. One read, as a session that does not stream makes it.
+        await response.content
+        cast(Any, response).__class__ = niquests.Response
+        return
     chunks: list[bytes] = []
     size = 0
     async for chunk in await response.iter_content(64 * 1024):
