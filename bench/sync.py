@@ -395,7 +395,13 @@ async def record_seeded(
             view.member_id,
             view.citizen_id,
             ViewState(
-                planned.path, probe.sync_token, None, now, planned.inputs, planned.generation
+                planned.path,
+                probe.sync_token,
+                None,
+                now,
+                planned.inputs,
+                planned.generation,
+                name=planned.name,
             ),
         )
 

@@ -530,6 +530,7 @@ class SqlTx:
             row.inputs,
             row.generation,
             row.server,
+            row.name,
         )
 
     async def save_view_state(
@@ -548,6 +549,7 @@ class SqlTx:
                 "inputs": state.inputs,
                 "generation": state.generation,
                 "server": state.server,
+                "name": state.name,
             },
         )
 
@@ -618,6 +620,7 @@ class SqlTx:
                 row.vs_inputs,
                 row.vs_generation,
                 row.vs_server,
+                row.vs_name,
             )
         member = member_from_row(tenant_id, row, self._cipher)
         return ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0))

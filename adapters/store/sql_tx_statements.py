@@ -88,6 +88,7 @@ VIEW_STATE_COLUMNS = (
     "inputs",
     "generation",
     "server",
+    "name",
 )
 
 
@@ -263,6 +264,7 @@ def statements(dialect_name: str) -> Statements:
             view_state.c.inputs.label("vs_inputs"),
             view_state.c.generation.label("vs_generation"),
             view_state.c.server.label("vs_server"),
+            view_state.c.name.label("vs_name"),
             view_generations.c.generation.label("current_generation"),
         )
         .select_from(

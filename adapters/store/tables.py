@@ -436,6 +436,8 @@ view_state = Table(
     Column("generation", Integer, nullable=False, server_default="0"),
     # A digest of the server and account the collection is in ("" for rows from before).
     Column("server", String(64), nullable=False, server_default=""),
+    # The display name carecal last gave the collection (NULL: not known).
+    Column("name", String(512), nullable=True),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
 

@@ -226,6 +226,11 @@ class ViewState:
     # since two accounts can hold a collection at the same path. "": not known (a state
     # stored before this was kept), compared by path alone.
     server: str = ""
+    # The display name carecal last gave the collection (None: not known, a state stored
+    # before this was kept). A name on the server other than this one is the member's own
+    # (they renamed the calendar in their app), and kept: carecal renames the collection
+    # only when the name it gives changes (the citizen's, or the member's language).
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

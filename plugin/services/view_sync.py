@@ -697,11 +697,14 @@ async def _read_remote(
         await client.ensure_collection(path, name)
         probe = await client.probe(path)
         return _Remote({}, probe.sync_token, probe.ctag, created=True)
-    if probe.display_name is not None and probe.display_name != name:
-        # The citizen's display name changed: so does the collection's (`collection_name`).
-        # Calendar apps pick the new name up at their next refresh.
-        await client.ensure_collection(path, name)
     state = gathered.state
+    given = state.name if state is not None else None
+    if probe.display_name is not None and probe.display_name != name and given != name:
+        # The name carecal gives changed (the citizen's display name, or the member's
+        # language: `collection_name`): so does the collection's, and calendar apps pick it
+        # up at their next refresh. A name of the member's own, while carecal's is still the
+        # one it gave (`ViewState.name`), is theirs: they renamed the calendar in their app.
+        await client.ensure_collection(path, name)
     known = {r.href: r.etag for r in gathered.records.values() if r.href is not None}
     # A record whose ETag is unknown (a write whose answer named none, or a create that met
     # its own object after a crash) can only be matched against a real listing.
@@ -884,6 +887,7 @@ async def _sync(
         inputs,
         gathered.generation,
         target.server,
+        name,
     )
     last = gathered.state
     if not actions and last is not None and state == replace(last, synced_at=now):

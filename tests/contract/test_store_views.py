@@ -69,7 +69,14 @@ STATE = ViewState("/dav/north~m-anna/c-123/", "http://radicale.org/ns/sync/1", N
 
 async def test_view_state_is_kept_replaced_and_deleted_with_the_view(store: Store) -> None:
     later = ViewState(
-        STATE.collection, "http://radicale.org/ns/sync/2", '"ctag"', NOW, "f" * 64, 3, "a1" * 16
+        STATE.collection,
+        "http://radicale.org/ns/sync/2",
+        '"ctag"',
+        NOW,
+        "f" * 64,
+        3,
+        "a1" * 16,
+        "Fru Jensen \N{EN DASH} omsorg",
     )
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
@@ -135,7 +142,7 @@ async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> 
     anna, bo, sara = ANNA, BO, SARA
     gone = Member(id="m-gone", name="Gone", role="network", visibility="full")
     citizen = Citizen(tenant_id="demo", id="c-1", display_name="Fru Jensen")
-    synced = replace(STATE, generation=1, inputs="f" * 64, server="b2" * 16)
+    synced = replace(STATE, generation=1, inputs="f" * 64, server="b2" * 16, name="Fru Jensen")
     async with store.transaction() as tx:
         await tx.ensure_tenant("demo")
         await tx.save_circle("demo", Circle(citizen, 1, (anna, bo, sara, gone)), NOW)

@@ -673,23 +673,10 @@ async def test_consent_changes_reach_the_copies_within_one_cycle(
 
         await eventually(without_details)
 
-        def named(collection: str, name: str) -> Callable[[], Awaitable[str | None]]:
-            async def display_name() -> str | None:
-                async with httpx.AsyncClient(base_url=municipal_dav) as raw:
-                    answer = await raw.request(
-                        "PROPFIND",
-                        collection,
-                        headers={"depth": "0", "content-type": "application/xml; charset=utf-8"},
-                        content=b'<propfind xmlns="DAV:"><prop><displayname/></prop></propfind>',
-                    )
-                return "renamed" if name in answer.text else None
-
-            return display_name
-
-        await eventually(named(view, "Fru Hansen \N{EN DASH} omsorg"))
+        await eventually(named(municipal_dav, view, "Fru Hansen \N{EN DASH} omsorg"))
         bo_view = f"{HOME}north~m-bo~{citizen}/"
         # in his language, as his feed and pages name it
-        await eventually(named(bo_view, "Fru Hansen \N{EN DASH} care"))
+        await eventually(named(municipal_dav, bo_view, "Fru Hansen \N{EN DASH} care"))
         assert await app.list_etags(bo_view)
         bo_feed = [
             member("m-anna", "Anna", visibility="limited"),
@@ -700,6 +687,49 @@ async def test_consent_changes_reach_the_copies_within_one_cycle(
         removed = circle_event(4, bo_feed[1:], citizen)
         assert (await post_event(http, removed)).status_code == 202
         await eventually(gone(app, view))
+
+
+def named(server: str, collection: str, name: str) -> Callable[[], Awaitable[str | None]]:
+    """Probe: "named" once `collection` on `server` has the display name `name`."""
+
+    async def display_name() -> str | None:
+        async with httpx.AsyncClient(base_url=server) as raw:
+            answer = await raw.request(
+                "PROPFIND",
+                collection,
+                headers={"depth": "0", "content-type": "application/xml; charset=utf-8"},
+                content=b'<propfind xmlns="DAV:"><prop><displayname/></prop></propfind>',
+            )
+        return "named" if f">{name}<" in answer.text else None
+
+    return display_name
+
+
+async def test_a_calendar_the_member_renamed_keeps_her_name_until_the_citizens_changes(
+    served: Served, http: httpx.AsyncClient, municipal_dav: str
+) -> None:
+    """Anna renames her calendar in her app ("Mor", a PROPPATCH as Apple Calendar sends it):
+    the task changes and her view is synced, and the name stays hers (it was renamed back at
+    every run); the citizen's name changes, and so does the calendar's."""
+    citizen = served.citizen_id
+    anna = [member("m-anna", "Anna")]
+    task_id = await one_task(http, citizen, anna)
+    view = f"{HOME}north~m-anna~{citizen}/"
+    async with app_on(municipal_dav) as app:
+        await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+        await app.ensure_collection(view, "Mor")
+        task = (await http.get(f"/api/v1/tasks/{task_id}", headers=auth())).json()
+        start = datetime.fromisoformat(task["start"]).replace(tzinfo=None)
+        walk = task_event(2, task_id, citizen_id=citizen, category="walk", people_needed=1,
+                          start=f"{start:%Y-%m-%dT%H:%M:%S}", recurrence=None,
+                          end=f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}")  # fmt: skip
+        assert (await post_event(http, walk)).status_code == 202
+        await eventually(copy_reading(app, view, "[Ledig] Gåtur"))
+        assert await named(municipal_dav, view, "Mor")() == "named"
+        renamed = circle_event(2, anna, citizen)
+        renamed["data"]["citizen"]["display_name"] = "Fru Hansen"
+        assert (await post_event(http, renamed)).status_code == 202
+        await eventually(named(municipal_dav, view, "Fru Hansen \N{EN DASH} omsorg"))
 
 
 async def test_a_calendar_account_the_member_leaves_loses_carecals_collection(
