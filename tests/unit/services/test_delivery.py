@@ -308,8 +308,9 @@ async def test_a_host_that_never_answers_holds_up_no_other_tenant() -> None:
         server.close()
         await server.wait_closed()
     assert first not in pending(store) and second not in pending(store)
-    assert answered[0] - started < 0.5  # not after slow's requests time out (2 s each)
-    assert answered[1] - recorded < 0.5
+    # Well before slow's first requests time out (2 s each; it waited for five waves of them)
+    assert answered[0] - started < 1.5
+    assert answered[1] - recorded < 1.5
     # slow's: two at a time timed out, retried later; none delivered, none lost
     slow = [e for e in pending(store).values() if e.tenant_id == "slow"]
     assert len(slow) == 10 and max(e.attempts for e in slow) == 1
@@ -393,7 +394,7 @@ async def test_no_number_of_slow_hosts_fills_what_another_tenant_waits_for(
 ) -> None:
     """Slow hosts with backlogs older than north's event: each holds its own share, and
     north's event goes out at once (their backlogs filled the batch before: north's waited
-    for them to drain, 1.4 s here, backlog / concurrency x timeout in life)."""
+    for them to drain, backlog / concurrency x timeout)."""
     names = [f"slow{n}" for n in range(slow_tenants)]
     config = validate_settings(
         {
@@ -409,7 +410,7 @@ async def test_no_number_of_slow_hosts_fills_what_another_tenant_waits_for(
     for t in names:
         await add(store, *((t, "task.claimed", f"{t}-k{n}") for n in range(8 * concurrency)))
     [north] = await add(store, ("north", "task.claimed", "n-1"))
-    hosts = Hosts(delay=0.2)
+    hosts = Hosts(delay=2.0)
     worker = OutboxDelivery(store, hosts, config, metrics=Metrics(), clock=clock)
     stopping = asyncio.Event()
     started = asyncio.get_running_loop().time()
@@ -420,7 +421,8 @@ async def test_no_number_of_slow_hosts_fills_what_another_tenant_waits_for(
         await asyncio.sleep(0.01)
     stopping.set()
     await asyncio.wait_for(running, 5)
-    assert hosts.delivered.get(north, float("inf")) - started < 0.1
+    # Before the first slow request ends (2 s)
+    assert hosts.delivered.get(north, float("inf")) - started < 1.5
 
 
 async def test_an_event_whose_slot_comes_as_the_loop_stops_is_given_back() -> None:
