@@ -150,7 +150,9 @@ async def _read_within(response: niquests.AsyncResponse, limit: int) -> None:
     its `content` as a plain attribute, as on a session that does not stream."""
     length = response.headers.get("content-length", "")
     encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-    if not encoded and length.isdigit() and int(length) <= limit:
+    # A length beside a chunked body is ignored by the transport: that body is streamed.
+    chunked = "transfer-encoding" in response.headers
+    if not encoded and not chunked and length.isdigit() and int(length) <= limit:
         # The common answer: its length said, nothing to unpack, nothing past that length
         # is read. One read, as a session that does not stream makes it.
         await response.content

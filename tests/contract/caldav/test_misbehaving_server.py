@@ -171,6 +171,27 @@ async def test_a_compressed_answer_is_limited_by_what_it_unpacks_to() -> None:
     assert len(bomb) < 2**20
 
 
+async def test_a_small_length_beside_a_chunked_body_is_not_believed() -> None:
+    """A length the transport ignores (the body is chunked, and carries 3 MB) does not let
+    the answer past the limit."""
+
+    async def lying(method: str, path: str, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 207 Multi-Status\r\nContent-Length: 100\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(30):
+            chunk = b"<D:x/>" * 16_666
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        writer.write(b"0\r\n\r\n")
+
+    async with server(lying) as (url, _):
+        settings = CalDAVSettings(url, "anna", "pw", max_answer_bytes=100_000)
+        async with CalDAVClient(settings) as client:
+            with pytest.raises(CalendarUnavailable, match="answer over"):
+                await client.probe(VIEW)
+
+
 async def test_a_delta_that_never_ends_is_no_delta() -> None:
     """A sync-collection REPORT that is always "truncated" would have been taken, after the
     last page, as the whole change; the caller now lists every ETag instead."""
