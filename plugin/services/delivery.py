@@ -136,6 +136,7 @@ class OutboxDelivery:
         clock = asyncio.get_running_loop().time
         try:
             while not stopping.is_set():
+                in_hand = {task for task in in_hand if not task.done()}
                 events = await self._lease(cfg.batch_size, share, dict(self._in_hand))
                 for event in events:
                     self._in_hand[event.tenant_id] += 1  # before the next lease

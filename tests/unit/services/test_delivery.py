@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -450,3 +451,57 @@ async def test_an_event_whose_slot_comes_as_the_loop_stops_is_given_back() -> No
     await asyncio.wait_for(running, 2)
     assert sent == [a] and list(pending(store)) == [b]
     assert [e.id for e in await store.due_outbox(now=clock.now, limit=10)] == [b]
+
+
+async def test_the_loop_lets_go_of_finished_sends_while_leases_come_back_full() -> None:
+    """Twenty tenants' backlog, every lease full: the loop kept every finished send's task
+    (2 500 here) until a lease came back short."""
+    tenants = [f"t{n}" for n in range(20)]
+    config = validate_settings(
+        {
+            "outbox": {"batch_size": 10, "concurrency": 2, "poll_seconds": 5},
+            "tenants": [
+                {"id": t, "webhook_secret": HOOK, "api_token": f"{t}-api-token-0123456",
+                 "host_events_url": f"https://{t}.example/events", "host_events_secret": SECRET}
+                for t in tenants
+            ],
+        }
+    )  # fmt: skip
+
+    class RoundTrip(MemoryStore):
+        async def lease_outbox(self, **kwargs: Any) -> list[OutboxEvent]:  # type: ignore[override]
+            for _ in range(5):
+                await asyncio.sleep(0)  # a lease takes a round trip, as a database's does
+            return await super().lease_outbox(**kwargs)
+
+    class Instant:
+        sent = 0
+
+        async def send(
+            self, url: str, secret: str, event_id: str, body: bytes, *, timestamp: int
+        ) -> None:
+            self.sent += 1
+
+    def finished_sends() -> int:
+        gc.collect()
+        return sum(
+            1
+            for o in gc.get_objects()
+            if isinstance(o, asyncio.Task) and o.done() and "_hand" in repr(o.get_coro())
+        )
+
+    store, sender = RoundTrip(), Instant()
+    async with store.transaction() as tx:
+        for n in range(1500):
+            await tx.add_outbox(tenants[n % 20], "task.claimed", {}, now=NOW, ordering_key=None)
+    worker = OutboxDelivery(store, sender, config, metrics=Metrics(), clock=Clock())
+    stopping = asyncio.Event()
+    running = asyncio.create_task(worker.run(stopping))
+    peak = 0
+    while sender.sent < 1200 and not running.done():
+        await asyncio.sleep(0)
+        if sender.sent % 100 == 0:
+            peak = max(peak, finished_sends())
+    stopping.set()
+    await asyncio.wait_for(running, 10)
+    assert peak <= 100  # a lease's worth, and each tenant's share (4 x 20)
