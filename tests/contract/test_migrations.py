@@ -108,6 +108,8 @@ async def test_withdraw_jobs_queued_before_their_kinds_were_apart_take_their_kin
             (2, '{"citizen_id": "c", "member_id": "b", "was": "hosted"}', "running"),
             (3, '{"citizen_id": "c", "member_id": "d"}', "queued"),
             (4, '{"citizen_id": "c", "member_id": "e", "was": "external"}', "done"),
+            # a job of the new kind already waits for the view of job 5: 5 folds into it
+            (5, '{"citizen_id": "c", "member_id": "f", "was": "hosted"}', "queued"),
         ]
         async with engine.begin() as connection:
             await connection.execute(text(f"INSERT INTO tenants VALUES ('north', '{at}')"))
@@ -121,6 +123,14 @@ async def test_withdraw_jobs_queued_before_their_kinds_were_apart_take_their_kin
                     {"id": job_id, "key": f"c:{job_id}", "payload": payload, "status": status,
                      "at": at},
                 )  # fmt: skip
+            await connection.execute(
+                text(
+                    "INSERT INTO jobs (id, tenant_id, kind, key, payload, status, run_at,"
+                    " attempts, created_at, updated_at) VALUES (6, 'north', 'member.left_hosted',"
+                    " 'c:5', :payload, 'queued', :at, 0, :at, :at)"
+                ),
+                {"payload": '{"citizen_id": "c", "member_id": "f"}', "at": at},
+            )
         await upgrade(url)
         async with engine.connect() as connection:
             found = (await connection.execute(text("SELECT id, kind, payload FROM jobs"))).all()
@@ -130,6 +140,7 @@ async def test_withdraw_jobs_queued_before_their_kinds_were_apart_take_their_kin
             2: ("member.left_hosted", {"citizen_id": "c", "member_id": "b"}),
             3: ("member.withdraw", {"citizen_id": "c", "member_id": "d"}),
             4: ("member.withdraw", {"citizen_id": "c", "member_id": "e", "was": "external"}),
+            6: ("member.left_hosted", {"citizen_id": "c", "member_id": "f"}),
         }
     finally:
         await engine.dispose()
