@@ -8,7 +8,6 @@ params dict; rows of the same kind are written with one executemany.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -80,11 +79,11 @@ __all__ = [
 def translate_errors() -> Iterator[None]:
     """Turn driver exceptions into the store's errors, once, at the adapter boundary.
 
-    The store's error says what the driver said, never the statement's parameters, and is
-    chained to the driver's exception, not SQLAlchemy's: that one's text ends in
-    "[parameters: …]", the values bound (a task's details, a member's e-mail, a webhook's
-    body with a member's own calendar password), and store errors are logged with their
-    chain. The engine hides them as well (`create_engine`)."""
+    The store's error says what the driver said (`_said`), never the statement's parameters,
+    and has no chain: SQLAlchemy's text ends in "[parameters: …]", the values bound (a task's
+    details, a member's e-mail, a webhook's body with a member's own calendar password), the
+    driver's in PostgreSQL's DETAIL, and store errors are logged with their chain. The engine
+    hides the parameters as well (`create_engine`)."""
     try:
         yield
     except exc.IntegrityError as error:
@@ -99,18 +98,15 @@ def translate_errors() -> Iterator[None]:
         raise StoreError(type(error).__name__) from None
 
 
-# asyncpg names an argument it could not encode with its value: "invalid input for query
-# argument $3: 'Insulin …' (…)".
-_ARGUMENT = re.compile(r"(query argument \$\d+):.*", re.DOTALL)
-
-
 def _said(error: exc.DBAPIError) -> str:
-    """What the driver said, its first line: PostgreSQL's DETAIL, on the lines after it,
-    holds the refused row's values ("Failing row contains (…)") or a key's; and never the
-    statement or its parameters. The driver's exception is not chained for the same reason
-    (store errors are logged with their chain)."""
+    """What the driver said, its first line up to a colon: PostgreSQL's DETAIL, on the lines
+    after it, holds the refused row's values ("Failing row contains (…)") or a key's, and
+    after a colon come values too ("invalid input for query argument $3: 'Insulin …'",
+    "invalid input syntax for type integer: \"…\""); never the statement or its parameters.
+    The driver's exception is not chained for the same reason (store errors are logged with
+    their chain)."""
     said = str(error.orig).strip().splitlines()
-    first = _ARGUMENT.sub(r"\1", said[0]) if said else ""
+    first = said[0].split(": ", 1)[0] if said else ""
     return f"{type(error.orig).__name__}: {first}"
 
 

@@ -482,7 +482,7 @@ def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
     from sqlalchemy import exc as sa_exc
 
     from adapters.store.sql_tx import translate_errors
-    from plugin.services.ports import Conflict, StoreUnavailable
+    from plugin.services.ports import Conflict, StoreError, StoreUnavailable
 
     body = b'{"data": {"citizen": {"display_name": "Fru Jensen"}, "password": "hunter2"}}'
     error = sa_exc.OperationalError(
@@ -509,3 +509,14 @@ def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
         'CheckViolationError: new row for relation "tasks" violates check constraint'
     )
     assert conflict.value.__suppress_context__
+
+    # what follows a colon is a value, whoever says it (asyncpg of an executemany, PostgreSQL)
+    for said in (
+        "invalid input for query argument $1 in element #0 of executemany() sequence: "
+        "'Insulin 5 IE'",
+        'invalid input syntax for type integer: "Insulin 5 IE"',
+    ):
+        with pytest.raises(StoreError) as typed:
+            with translate_errors():
+                raise sa_exc.DataError("INSERT …", (), Exception(said))
+        assert "Insulin" not in str(typed.value) and str(typed.value).startswith("Exception: ")
