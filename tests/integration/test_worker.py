@@ -32,6 +32,18 @@ WEEKLY = Task(
 )  # fmt: skip
 
 
+async def stored_weekly(store: SqlStore, settings: Settings, clock: Clock) -> timedelta:
+    """WEEKLY stored with its occurrences to the horizon, which it answers."""
+    from plugin.services.ingest import materialise
+
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        await tx.save_task(WEEKLY)
+        await materialise(tx, WEEKLY, now=clock.now, horizon=horizon)
+    return horizon
+
+
 async def enqueue(store: SqlStore, kind: str, n: int) -> None:
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
@@ -365,11 +377,7 @@ async def test_the_horizon_roll_never_undoes_what_the_host_changed_meanwhile(
     from plugin.services.ingest import materialise
 
     weekly = WEEKLY
-    horizon = timedelta(weeks=settings.horizon_weeks)
-    async with store.transaction() as tx:
-        await tx.ensure_tenant("north")
-        await tx.save_task(weekly)
-        await materialise(tx, weekly, now=clock.now, horizon=horizon)
+    horizon = await stored_weekly(store, settings, clock)
     listed = SqlTx.list_recurring_tasks
 
     changes = [
@@ -421,11 +429,7 @@ async def test_the_roll_and_the_applier_writing_one_task_at_once_both_succeed(
     from plugin.web.app import open_store
 
     weekly = WEEKLY
-    horizon = timedelta(weeks=settings.horizon_weeks)
-    async with store.transaction() as tx:
-        await tx.ensure_tenant("north")
-        await tx.save_task(weekly)
-        await materialise(tx, weekly, now=clock.now, horizon=horizon)
+    horizon = await stored_weekly(store, settings, clock)
     later = clock.now + timedelta(weeks=4)
     rolled, go = asyncio.Event(), asyncio.Event()
 
