@@ -183,7 +183,7 @@ class OutboxDelivery:
         try:
             outcome = await self._deliver(event, stopping)
             if outcome is Outcome.RETURNED:
-                await self._safely_release([event.id])
+                await self._give_back(event)
             return outcome
         except Exception:
             log.exception("event delivery failed", extra=_fields(event))
@@ -193,13 +193,14 @@ class OutboxDelivery:
             if not self._in_hand[event.tenant_id]:
                 del self._in_hand[event.tenant_id]
 
-    async def _safely_release(self, event_ids: list[str]) -> None:
-        if not event_ids:
-            return
+    async def _give_back(self, event: OutboxEvent) -> None:
+        """An event leased and not sent: due again at once, not after its lease."""
         try:
-            await self.store.release_outbox(event_ids, now=self.clock())
+            await self.store.release_outbox([event.id], now=self.clock())
         except StoreError:
-            log.exception("cannot give leased events back; their leases will end")
+            log.exception(
+                "cannot give a leased event back; its lease will end", extra=_fields(event)
+            )
 
     async def deliver_due(self, stopping: asyncio.Event | None = None) -> Round:
         """One round: lease, send concurrently, record. Raises StoreError only if the lease
