@@ -53,6 +53,7 @@ from lxml import etree
 
 from adapters.caldav.port import (
     AlreadyExists,
+    Body,
     CalendarError,
     CalendarUnavailable,
     Delta,
@@ -392,27 +393,43 @@ class CalDAVClient:
                 found[href] = etag
         return found
 
-    async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, Body]]:
         """The objects at `hrefs` that are there, in multigets of at most `FETCH_BATCH`
         hrefs. A multiget whose answer is too large to read is asked again in halves; an
-        object too large alone raises CalendarUnavailable (the run fails and is tried again
-        later): left out, it would read as gone since it was listed, and its change as none."""
+        object too large alone is answered with its ETag (a PROPFIND of it) and None, never
+        left out: left out, it would read as gone since it was listed."""
         path = collection_path(path)
         wanted = list(dict.fromkeys(canonical_href(h) for h in hrefs))
-        found: dict[str, tuple[str, bytes]] = {}
+        found: dict[str, tuple[str, Body]] = {}
         batches = [wanted[i : i + FETCH_BATCH] for i in range(0, len(wanted), FETCH_BATCH)]
         while batches:
             batch = batches.pop()
             try:
                 found.update(await self._multiget(path, batch))
             except _TooLarge:
-                if len(batch) == 1:
-                    raise
-                half = len(batch) // 2
-                batches += [batch[:half], batch[half:]]
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    batches += [batch[:half], batch[half:]]
+                    continue
+                etag = await self._etag_of(batch[0])
+                if etag is not None:  # None: gone since it was listed
+                    found[batch[0]] = (etag, None)
         return found
 
-    async def _multiget(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    async def _etag_of(self, href: str) -> str | None:
+        """One object's ETag (a PROPFIND depth 0 of it), None when it is not there."""
+        with _translated(href):
+            response = await self._dav.propfind(self._url(href), props=[dav.GetEtag.tag], depth=0)
+        try:
+            results = _propfind_results(response, href)
+        except NotFound:
+            return None
+        for result in results:
+            if canonical_href(result.href) == href and result.status == 200:
+                return _required_etag(result.properties.get(dav.GetEtag.tag), href)
+        return None
+
+    async def _multiget(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, Body]]:
         body = _tree(
             cdav.CalendarMultiGet(),
             _tree(dav.Prop(), dav.GetEtag(), cdav.CalendarData()),
@@ -423,7 +440,7 @@ class CalDAVClient:
             if response.status not in (200, 207):
                 _fail(response, path, "calendar-multiget")
             results = response.parse_calendar_query()
-        found: dict[str, tuple[str, bytes]] = {}
+        found: dict[str, tuple[str, Body]] = {}
         for result in results:
             href = canonical_href(result.href)
             if result.status != 200 or result.calendar_data is None:

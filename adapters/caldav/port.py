@@ -3,6 +3,7 @@ this module keeps the adapter-side name that the client and the tests import fro
 
 from plugin.services.calendar_port import (
     AlreadyExists,
+    Body,
     CalendarClient,
     CalendarError,
     CalendarUnavailable,
@@ -19,6 +20,7 @@ from plugin.services.calendar_port import (
 
 __all__ = [
     "AlreadyExists",
+    "Body",
     "CalendarClient",
     "CalendarError",
     "CalendarUnavailable",

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 from urllib.parse import quote, unquote, urlsplit
 
 # What `quote` leaves alone in a path: RFC 3986 pchar minus "%" plus "/".
@@ -74,6 +74,12 @@ def object_href(path: str, name: str) -> str:
     if "/" in name or not name:
         raise ValueError(f"object name must be one non-empty path segment, got {name!r}")
     return canonical_href(collection_path(path) + name)
+
+
+# An object's iCalendar bytes as `fetch` answers them; None for one that is there but too large
+# for the client to read (past its answer limit: a member's 20 MB attachment). Such an object
+# is never parsed: it is overwritten or deleted by its ETag, as an unreadable copy is.
+Body: TypeAlias = bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +132,10 @@ class CalendarClient(Protocol):
         """Every object's href and ETag: the full listing behind an invalid token."""
         ...
 
-    async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, bytes]]:
-        """ETag and iCalendar bytes of each href, in one calendar-multiget. Hrefs the server
-        no longer has are absent from the answer."""
+    async def fetch(self, path: str, hrefs: Sequence[str]) -> dict[str, tuple[str, Body]]:
+        """ETag and iCalendar bytes of each href, in one calendar-multiget (or a few, for
+        many hrefs or large answers). Hrefs the server no longer has are absent from the
+        answer; one too large to read is there with its ETag and None (`Body`)."""
         ...
 
     async def create(self, path: str, name: str, body: bytes) -> str | None:

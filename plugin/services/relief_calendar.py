@@ -21,6 +21,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from plugin.domain.model import Circle
+from plugin.services.calendar_port import Body
 from plugin.services.calendars import View
 from plugin.services.ports import Store
 from plugin.services.relief import ReliefOutcome, request_relief
@@ -45,7 +46,7 @@ def gesture_request_id(view: View, uid: str) -> str:
 
 async def relief_from_collection(
     store: Store,
-    fetch: Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[str, bytes]]]],
+    fetch: Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[str, Body]]]],
     view: View,
     circle: Circle,
     records: Mapping[str, SyncRecord],
@@ -54,15 +55,19 @@ async def relief_from_collection(
     now: datetime,
 ) -> bool:
     """Read the foreign objects in `listing` (href -> ETag) with `fetch` (hrefs -> href ->
-    (ETag, body), a multiget of the collection) and turn relief events into relief requests;
-    True when one was new and released any of the member's claims."""
+    (ETag, body), a multiget of the collection; body None: too large to read) and turn
+    relief events into relief requests; True when one was new and released any of the
+    member's claims."""
     ours = {record.href for record in records.values() if record.href is not None}
     foreign = sorted(href for href in listing if href not in ours)[:MAX_FOREIGN]
     if not foreign:
         return False
     zone = ZoneInfo(circle.citizen.timezone)
     asks = []
-    for _, body in (await fetch(foreign)).values():
+    for href, (_, body) in (await fetch(foreign)).items():
+        if body is None:
+            log.info("own event too large to read", extra={"href": href})
+            continue
         ask = read_relief_event(
             body, zone=zone, max_bytes=MAX_BYTES, own_suffix=f"@{view.tenant_id}"
         )

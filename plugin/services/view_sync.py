@@ -60,6 +60,7 @@ from plugin.domain.model import (
 )
 from plugin.services.calendar_port import (
     AlreadyExists,
+    Body,
     CalendarClient,
     CalendarError,
     CalendarUnavailable,
@@ -645,7 +646,7 @@ class _Prefetched:
 
     token: str
     delta: Delta | None
-    bodies: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    bodies: Mapping[str, tuple[str, Body]] = field(default_factory=dict)
 
 
 async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _Prefetched | None:
@@ -747,7 +748,7 @@ async def _sync(
 ) -> SyncOutcome:
     client, path = target.client, target.collection
 
-    async def fetch(hrefs: Sequence[str]) -> Mapping[str, tuple[str, bytes]]:
+    async def fetch(hrefs: Sequence[str]) -> Mapping[str, tuple[str, Body]]:
         return await _fetch(client, path, hrefs, prefetched)
 
     if gathered.state is not None and not _same_place(gathered.state, target):
@@ -917,7 +918,7 @@ async def _fetch(
     path: str,
     hrefs: Sequence[str],
     prefetched: _Prefetched | None,
-) -> Mapping[str, tuple[str, bytes]]:
+) -> Mapping[str, tuple[str, Body]]:
     """The objects at `hrefs`: those fetched with the delta, the rest fetched now."""
     have = prefetched.bodies if prefetched is not None else {}
     missing = [href for href in hrefs if href not in have]

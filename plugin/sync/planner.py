@@ -168,7 +168,7 @@ class Fetched:
 
     href: str
     etag: str
-    body: bytes
+    body: bytes | None  # None: there, but too large for the client to read
 
 
 # --- actions and intents --------------------------------------------------------------------
@@ -386,8 +386,15 @@ def read_member_copies(
         record = by_href.get(item.href)
         if record is None:
             continue
-        copy = read_member_copy(
-            item.body, member_address=member_address, max_bytes=max_bytes, expected_uid=record.uid
+        copy = (
+            BadMemberData(BadReason.TOO_LARGE, "too large to read")
+            if item.body is None
+            else read_member_copy(
+                item.body,
+                member_address=member_address,
+                max_bytes=max_bytes,
+                expected_uid=record.uid,
+            )
         )
         copies.append((record, item, copy))
         if _replaced(copy):

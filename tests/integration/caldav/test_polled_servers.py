@@ -28,9 +28,10 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import select, update
 
+from adapters.caldav import accounts
 from adapters.caldav.accounts import ACCOUNT_TIMEOUT_SECONDS
 from adapters.caldav.client import CalDAVClient, CalDAVSettings
-from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound
+from adapters.caldav.port import CalendarUnavailable, EtagMismatch, NotFound, object_href
 from adapters.caldav.testing import xandikos_server
 from adapters.store.sql import SqlStore
 from adapters.store.tables import jobs, memberships, retired_calendars
@@ -362,6 +363,65 @@ async def test_a_members_own_account_is_polled_and_synced_over_one_kept_client(
         await eventually(copy_reading(anna_app, view, "[Dig] Indkøb", "ACCEPTED"))
     assert await claims_of(http, task_id) == [("m-anna", "caldav")]
     assert clients == [annas_dav + HOME]
+
+
+async def test_objects_too_large_to_read_in_her_own_account_hold_up_nothing(
+    served: Served,
+    http: httpx.AsyncClient,
+    municipal_dav: str,
+    annas_dav: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A member's own server may hold objects past what carecal reads of one answer from it
+    (`ACCOUNT_MAX_ANSWER_BYTES`, 16 MiB; 64 KiB here). Before, one such object failed every
+    run of her view, and nothing reached her calendar again. Now her copy overwritten with
+    one is read as unreadable (said in the log) and written back, an event of her own that
+    large is left as it is, and her claim still comes through."""
+    monkeypatch.setattr(accounts, "ACCOUNT_MAX_ANSWER_BYTES", 64 * 1024)
+    caplog.set_level(logging.INFO)
+    citizen = served.citizen_id
+    task_id = await one_task(http, citizen, [anna_at_home(annas_dav), member("m-bo", "Bo")])
+    view = f"{HOME}carecal-{citizen}/"
+    async with app_on(annas_dav) as anna_app, app_on(municipal_dav) as bo_app:
+        offered = await eventually(copy_reading(anna_app, view, "[Ledig] Indkøb"))
+        hers = padded(Calendar.from_ical(_event_of_her_own()), 100_000)
+        hers_etag = await anna_app.create(view, "hers.ics", hers)
+        accepted = padded(Calendar.from_ical(with_partstat(offered.body, "ACCEPTED")), 100_000)
+        await anna_app.update(offered.href, accepted, offered.etag)
+
+        async def repaired() -> Copy | None:
+            copy = await copy_reading(anna_app, view, "[Ledig] Indkøb", "NEEDS-ACTION")()
+            return copy if copy is not None and len(copy.body) < 10_000 else None
+
+        copy = await eventually(repaired)
+        assert copy.href == offered.href
+        assert await claims_of(http, task_id) == []  # an unread answer is no answer
+        assert any(
+            getattr(r, "reason", None) == "too_large" and getattr(r, "href", None) == offered.href
+            for r in caplog.records
+        )
+
+        await anna_app.update(copy.href, with_partstat(copy.body, "ACCEPTED"), copy.etag)
+        await eventually(copy_reading(bo_app, f"{HOME}north~m-bo~{citizen}/", "[Anna] Indkøb"))
+        assert await claims_of(http, task_id) == [("m-anna", "caldav")]
+        listing = await anna_app.list_etags(view)
+        assert listing[object_href(view, "hers.ics")] == hers_etag  # left as she wrote it
+    assert not [r for r in caplog.records if r.getMessage() == "job failed"]
+
+
+def _event_of_her_own() -> bytes:
+    return (
+        b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//her app//EN\r\nBEGIN:VEVENT\r\n"
+        b"UID:hers@example.org\r\nDTSTAMP:20270101T000000Z\r\nDTSTART:20270316T090000Z\r\n"
+        b"SUMMARY:Aflastning\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def padded(calendar: Calendar, size: int) -> bytes:
+    """`calendar` with a DESCRIPTION of `size` characters (a photo's worth of an attachment)."""
+    calendar.walk("VEVENT")[0]["DESCRIPTION"] = "x" * size
+    return bytes(calendar.to_ical())
 
 
 async def test_an_emptied_collection_is_written_again_and_nobody_passes(
