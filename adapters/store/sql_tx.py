@@ -527,6 +527,7 @@ class SqlTx:
             row.generation,
             row.server,
             row.name,
+            row.foreign_after,
         )
 
     async def save_view_state(
@@ -546,6 +547,7 @@ class SqlTx:
                 "generation": state.generation,
                 "server": state.server,
                 "name": state.name,
+                "foreign_after": state.foreign_after,
             },
         )
 
@@ -617,6 +619,7 @@ class SqlTx:
                 row.vs_generation,
                 row.vs_server,
                 row.vs_name,
+                row.vs_foreign_after,
             )
         member = member_from_row(tenant_id, row, self._cipher)
         return ViewPeek(member, row.citizen_id, state, int(row.current_generation or 0))

@@ -89,6 +89,7 @@ VIEW_STATE_COLUMNS = (
     "generation",
     "server",
     "name",
+    "foreign_after",
 )
 
 
@@ -265,6 +266,7 @@ def statements(dialect_name: str) -> Statements:
             view_state.c.generation.label("vs_generation"),
             view_state.c.server.label("vs_server"),
             view_state.c.name.label("vs_name"),
+            view_state.c.foreign_after.label("vs_foreign_after"),
             view_generations.c.generation.label("current_generation"),
         )
         .select_from(

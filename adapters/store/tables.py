@@ -438,6 +438,8 @@ view_state = Table(
     Column("server", String(64), nullable=False, server_default=""),
     # The display name carecal last gave the collection (NULL: not known).
     Column("name", String(512), nullable=True),
+    # The href after which the member's own objects are still to be read (NULL: none).
+    Column("foreign_after", Text, nullable=True),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id"),
 )
 

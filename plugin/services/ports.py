@@ -231,6 +231,11 @@ class ViewState:
     # (they renamed the calendar in their app), and kept: carecal renames the collection
     # only when the name it gives changes (the citizen's, or the member's language).
     name: str | None = None
+    # The member's own objects in the collection (a relief event is one) are read at most
+    # `relief_calendar.MAX_FOREIGN` a run. When more changed at once, the next runs read on
+    # from the ones after this href (in href order), in the full listing, until none is left;
+    # None: every changed one was read.
+    foreign_after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

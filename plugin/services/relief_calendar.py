@@ -4,12 +4,16 @@ collection that are not carecal's copies, and a relief event among them
 
 The request id derives from the member, the circle and the event's UID, so reading the same
 event again in a later sync asks nothing twice; the event itself is the member's and is never
-changed. At most `MAX_FOREIGN` foreign objects are read per run (a collection is not a place
-to store hundreds of one's own events, and a hostile one must not cost much).
+changed. At most `MAX_FOREIGN` foreign objects are read per run, in href order (a collection
+is not a place to store hundreds of one's own events, and a hostile one must not cost a run
+much). When more changed at once (an app importing a year of events into carecal's
+calendar), none is lost: the run answers the href it read up to (`ForeignRead.after`, kept in
+the view's state), and the next runs read on after it in the collection's full listing.
 
-    changed = await relief_from_collection(store, fetch, view, circle, records, listing,
-                                           now=now)
-    # True when a new request released claims: the caller renders the view again
+    read = await relief_from_collection(store, fetch, view, circle, records, listing,
+                                        now=now, walk=full_listing, after=state.foreign_after)
+    read.released  # a new request released claims: the caller renders the view again
+    read.after     # more to read: keep it, and run the view again
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -28,12 +33,21 @@ from plugin.services.relief import ReliefOutcome, request_relief
 from plugin.sync.planner import SyncRecord
 from plugin.sync.relief import read_relief_event
 
-__all__ = ["MAX_FOREIGN", "gesture_request_id", "relief_from_collection"]
+__all__ = ["MAX_FOREIGN", "ForeignRead", "gesture_request_id", "relief_from_collection"]
 
 log = logging.getLogger(__name__)
 
 MAX_FOREIGN = 20
 MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignRead:
+    """What reading the member's own objects came to: `released`, a new request released
+    claims (render the view again); `after`, more are left to read after this href."""
+
+    released: bool = False
+    after: str | None = None
 
 
 def gesture_request_id(view: View, uid: str) -> str:
@@ -53,15 +67,38 @@ async def relief_from_collection(
     listing: Mapping[str, str],
     *,
     now: datetime,
-) -> bool:
-    """Read the foreign objects in `listing` (href -> ETag) with `fetch` (hrefs -> href ->
-    (ETag, body), a multiget of the collection; body None: too large to read) and turn
-    relief events into relief requests; True when one was new and released any of the
-    member's claims."""
+    full: bool = False,
+    after: str | None = None,
+    walk: Mapping[str, str] | None = None,
+) -> ForeignRead:
+    """Read the foreign objects in `listing` (href -> ETag: the run's listing; every object
+    in the collection when `full`, else the records' and those changed since the last token)
+    with `fetch` (hrefs -> href -> (ETag, body), a multiget of the collection; body None: too
+    large to read) and turn relief events into relief requests. `after`: an earlier run read
+    up to this href, so those after it in `walk` (the collection's full listing) are read
+    too; what a delta says changed before it, again."""
     ours = {record.href for record in records.values() if record.href is not None}
-    foreign = sorted(href for href in listing if href not in ours)[:MAX_FOREIGN]
+    if after is None:
+        wanted = {href for href in listing if href not in ours}
+    else:
+        ahead = listing if full else (walk or {})
+        wanted = {href for href in ahead if href not in ours and href > after}
+        if not full:
+            wanted.update(href for href in listing if href not in ours)
+    ordered = sorted(wanted)
+    foreign = ordered[:MAX_FOREIGN]
+    left = foreign[-1] if len(ordered) > MAX_FOREIGN else None
+    if left is not None:
+        log.info(
+            "more of the member's own objects changed than a run reads; read on later",
+            extra={
+                "tenant": view.tenant_id,
+                "member_id": view.member_id,
+                "left": len(ordered) - len(foreign),
+            },
+        )
     if not foreign:
-        return False
+        return ForeignRead()
     zone = ZoneInfo(circle.citizen.timezone)
     asks = []
     for href, (_, body) in (await fetch(foreign)).items():
@@ -74,7 +111,7 @@ async def relief_from_collection(
         if ask is not None:
             asks.append(ask)
     if not asks:
-        return False
+        return ForeignRead(after=left)
     changed = False
     async with store.transaction() as tx:
         for ask in asks:
@@ -108,4 +145,4 @@ async def relief_from_collection(
                     extra={"tenant": view.tenant_id, "member_id": view.member_id,
                            "reason": outcome.value},
                 )  # fmt: skip
-    return changed
+    return ForeignRead(changed, left)

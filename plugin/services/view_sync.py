@@ -637,6 +637,7 @@ class _Remote:
     sync_token: str | None
     ctag: str | None
     created: bool = False  # the collection was (re)created just now: the records are void
+    full: bool = False  # `listing` is the server's full listing, not the records and a delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,7 +733,7 @@ async def _read_remote(
                 return _Remote(listing, delta.new_token, probe.ctag)
     # Markers first, listing second: a change in between is in the listing AND after the
     # stored token, so the next delta reports it again (harmless), never neither.
-    return _Remote(await client.list_etags(path), probe.sync_token, probe.ctag)
+    return _Remote(await client.list_etags(path), probe.sync_token, probe.ctag, full=True)
 
 
 async def _sync(
@@ -764,9 +765,24 @@ async def _sync(
     remote_state = await _read_remote(client, path, name, gathered, probe, prefetched)
     # The member's own events in the collection: "Aflastning"/"Relief" asks for relief
     # (plugin.services.relief_calendar); released claims are rendered in this same run.
-    if await relief_from_collection(
-        store, fetch, view, gathered.circle, gathered.records, remote_state.listing, now=now
-    ):
+    # More of them than a run reads: the runs after this one read on in the full listing.
+    after = gathered.state.foreign_after if gathered.state is not None else None
+    walk = None
+    if after is not None and not remote_state.full:
+        walk = await client.list_etags(path)
+    foreign = await relief_from_collection(
+        store,
+        fetch,
+        view,
+        gathered.circle,
+        gathered.records,
+        remote_state.listing,
+        now=now,
+        full=remote_state.full,
+        after=after,
+        walk=walk,
+    )
+    if foreign.released:
         gathered = await _gather(store, view, since=now - HISTORY) or gathered
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
@@ -889,6 +905,7 @@ async def _sync(
         gathered.generation,
         target.server,
         name,
+        foreign.after,
     )
     last = gathered.state
     if not actions and last is not None and state == replace(last, synced_at=now):
@@ -896,7 +913,7 @@ async def _sync(
             # Nobody wrote since the last run, and every copy is what it would write.
             return SyncOutcome()
     written, skipped = await _apply(store, client, path, view, actions, state, then=later)
-    if not complete:
+    if not complete or foreign.after is not None:
         own = replace(gathered.circle, members=(gathered.member,))
         async with store.transaction() as tx:
             await enqueue_view_syncs(tx, view.tenant_id, own, now=now)

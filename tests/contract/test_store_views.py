@@ -77,6 +77,7 @@ async def test_view_state_is_kept_replaced_and_deleted_with_the_view(store: Stor
         3,
         "a1" * 16,
         "Fru Jensen \N{EN DASH} omsorg",
+        "/dav/north~m-anna/c-123/" + "hers-%C3%A6" * 30 + ".ics",
     )
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")
@@ -142,7 +143,14 @@ async def test_a_poll_peeks_every_view_of_a_tenant_in_one_read(store: Store) -> 
     anna, bo, sara = ANNA, BO, SARA
     gone = Member(id="m-gone", name="Gone", role="network", visibility="full")
     citizen = Citizen(tenant_id="demo", id="c-1", display_name="Fru Jensen")
-    synced = replace(STATE, generation=1, inputs="f" * 64, server="b2" * 16, name="Fru Jensen")
+    synced = replace(
+        STATE,
+        generation=1,
+        inputs="f" * 64,
+        server="b2" * 16,
+        name="Fru Jensen",
+        foreign_after="/dav/demo~m-anna/c-1/hers.ics",
+    )
     async with store.transaction() as tx:
         await tx.ensure_tenant("demo")
         await tx.save_circle("demo", Circle(citizen, 1, (anna, bo, sara, gone)), NOW)

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -37,6 +37,7 @@ from adapters.store.sql import SqlStore
 from adapters.store.tables import jobs, memberships, retired_calendars
 from plugin.services.calendars import View
 from plugin.services.ports import ViewState
+from plugin.services.relief_calendar import MAX_FOREIGN
 from plugin.services.view_sync import ROUTINE_SPREAD, routine_delay
 from plugin.sync.fingerprint import prop_values
 from tests.integration.caldav.support import free_port, serve_in_thread
@@ -476,6 +477,56 @@ async def _emptied_collection(
     for tid in (task_id, f"{task_id}-b"):
         task = (await http.get(f"/api/v1/tasks/{tid}", headers=auth())).json()
         assert all(o["free_slots"] == 1 for o in task["occurrences"])
+
+
+async def test_more_relief_events_at_once_than_a_run_reads_are_all_read(
+    slowly_polled: Served, municipal_dav: str, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A calendar app putting many events into carecal's calendar at once (an import, a copy
+    of a calendar): more than a run reads of the member's own objects (MAX_FOREIGN). Before,
+    those past the first MAX_FOREIGN were never read, the next delta starting after them.
+    Now the runs after it read on, and each relief event asks for relief, once."""
+    caplog.set_level(logging.INFO)
+    citizen = slowly_polled.citizen_id
+    count = 2 * MAX_FOREIGN + 5  # a poll (every SLOW_POLL) amid the writes leaves > MAX_FOREIGN
+    first = datetime.now(CPH).date() + timedelta(days=30)
+    async with httpx.AsyncClient(base_url=slowly_polled.base, timeout=10) as http:
+        await one_task(http, citizen, [member("m-anna", "Anna")])
+        view = f"{HOME}north~m-anna~{citizen}/"
+        async with app_on(municipal_dav) as app:
+            await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
+            for n in range(count):
+                day = first + timedelta(days=n)
+                await app.create(view, f"relief-{n:02}.ics", relief_on(day, f"relief-{n}"))
+        store = await SqlStore.open(database_url)
+        try:
+
+            async def all_asked() -> list[Any] | None:
+                async with store.transaction() as tx:
+                    asked = await tx.list_relief_requests("north", citizen)
+                return asked if len(asked) >= count else None
+
+            asked = await eventually(all_asked, within=SLOW_POLL + 3 * WITHIN)
+            await asyncio.sleep(SLOW_POLL)  # a later poll asks nothing twice
+            async with store.transaction() as tx:
+                assert len(await tx.list_relief_requests("north", citizen)) == count
+        finally:
+            await store.close()
+    assert sorted(r.start.astimezone(CPH).date() for r in asked) == [
+        first + timedelta(days=n) for n in range(count)
+    ]
+    assert any("read on later" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.getMessage() == "job failed"]
+
+
+def relief_on(day: date, uid: str) -> bytes:
+    """An all-day event "Aflastning" on `day`, as a calendar app writes it."""
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//her app//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:{uid}\r\nDTSTAMP:20270101T000000Z\r\nDTSTART;VALUE=DATE:{day:%Y%m%d}\r\n"
+        f"DTEND;VALUE=DATE:{day + timedelta(days=1):%Y%m%d}\r\nSUMMARY:Aflastning\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
 
 
 async def test_one_deleted_copy_is_a_pass_and_stays_deleted(
