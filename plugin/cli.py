@@ -156,6 +156,20 @@ async def replay_outbox(
     return 0
 
 
+# The demo tenant's Fernet key in config/carecal.toml (public: it is in the repository).
+DEMO_DATA_KEY = "90bQGWoU7XI7atYNin7vuVd9FXOyFJiuPXivGKcrHDc="
+
+
+def is_demo_secret(secret: str) -> bool:
+    """The demo's webhook secret (and any other whose key says so) is public."""
+    from adapters.host.signing import InvalidSecret, decode_secret
+
+    try:
+        return b"not-for-production" in decode_secret(secret)
+    except InvalidSecret:
+        return False
+
+
 def check_config(settings: Settings) -> int:
     print(json.dumps(describe(settings), indent=2, ensure_ascii=False))
     warnings = []
@@ -166,6 +180,13 @@ def check_config(settings: Settings) -> int:
             warnings.append(
                 f"tenants[{tenant.id}].api_token: the public demo token on a public URL"
             )
+        if any(is_demo_secret(s) for s in tenant.webhook_secrets) and not loopback:
+            # Anyone could sign webhooks: a circle.updated that removes every member.
+            warnings.append(
+                f"tenants[{tenant.id}].webhook_secret: the public demo secret on a public URL"
+            )
+        if DEMO_DATA_KEY in tenant.data_keys and not loopback:
+            warnings.append(f"tenants[{tenant.id}].data_key: the public demo key on a public URL")
         staff = tenant.staff_password
         if staff and "not-for-production" in staff.get_secret_value() and not loopback:
             warnings.append(

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -328,10 +329,19 @@ class Settings(_Section):
     @classmethod
     def _unique_tenants(cls, value: list[TenantSettings]) -> list[TenantSettings]:
         seen: set[str] = set()
+        tokens: dict[str, str] = {}
         for tenant in value:
             if tenant.id in seen:
                 raise ValueError(f"tenant id {tenant.id!r} appears twice")
             seen.add(tenant.id)
+            # A token names its tenant: one shared would open only one of them, and hand
+            # the other's host its data.
+            token = tenant.api_token.get_secret_value()
+            if token in tokens:
+                raise ValueError(
+                    f"tenants {tokens[token]!r} and {tenant.id!r} have the same api_token"
+                )
+            tokens[token] = tenant.id
         return value
 
     def tenant(self, tenant_id: str) -> TenantSettings | None:
@@ -381,12 +391,16 @@ def validate_settings(raw: Mapping[str, Any]) -> Settings:
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """`CARECAL_A__B=v` sets raw["a"]["b"] = "v"; `CARECAL_TENANTS__<ID>__KEY` addresses the
-    tenant with that id (case-insensitive), creating it if absent."""
+    """`CARECAL_A__B=v` sets raw["a"]["b"] = "v", and `CARECAL_HORIZON_WEEKS=4` a top-level
+    key; `CARECAL_TENANTS__<ID>__KEY` addresses the tenant with that id (case-insensitive),
+    creating it if absent. A value that is a JSON list (`["10.0.0.1", "10.0.0.2"]`) is a
+    list: a rotated secret, the trusted proxies."""
     for name, value in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue  # CARECAL_CONFIG and friends are not keys
+        if not name.startswith(ENV_PREFIX):
+            continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1 and path[0] not in Settings.model_fields:
+            continue  # CARECAL_CONFIG and friends are not keys
         if path[0] == "tenants" and len(path) >= 3:
             tenants = raw.setdefault("tenants", [])
             tenant = next((t for t in tenants if str(t.get("id", "")).lower() == path[1]), None)
@@ -405,7 +419,19 @@ def _set(target: dict[str, Any], path: list[str], value: str) -> None:
             nested = {}
             target[key] = nested
         target = nested
-    target[path[-1]] = value
+    target[path[-1]] = _env_value(value)
+
+
+def _env_value(value: str) -> str | list[Any]:
+    """A JSON list stays a list; anything else is the string (pydantic converts it)."""
+    if value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, list):
+            return parsed
+    return value
 
 
 def _dotted(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
@@ -428,5 +454,50 @@ def _dotted(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
 
 
 def describe(settings: Settings) -> dict[str, Any]:
-    """The effective settings for display, every secret masked."""
-    return settings.model_dump(mode="json")  # SecretStr dumps as "**********"
+    """The effective settings for display, every secret masked: SecretStr fields, and the
+    password and secret-looking query values in a URL (a database URL's password, a host
+    URL's `?key=`)."""
+    dumped: dict[str, Any] = settings.model_dump(mode="json")  # SecretStr: "**********"
+    masked = _masked_urls(dumped)
+    assert isinstance(masked, dict)
+    return masked
+
+
+MASK = "**********"
+_SECRET_QUERY = ("key", "token", "secret", "pass", "pwd", "sig", "auth", "code")
+
+
+def _masked_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _masked_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked_urls(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """`mask_url("postgresql://carecal:pw@db/carecal")` -> "postgresql://carecal:**********@db/carecal";
+    query values whose names look secret (`?key=`, `?token=`) masked too."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(any(word in name.lower() for word in _SECRET_QUERY) for name, _ in pairs):
+            query = urlencode(
+                [
+                    (name, MASK if any(w in name.lower() for w in _SECRET_QUERY) else item)
+                    for name, item in pairs
+                ],
+                safe="*",
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -61,21 +61,28 @@ def _not_routine_root_record(record: logging.LogRecord) -> bool:
     return record.name != "root" or record.levelno >= logging.WARNING
 
 
+OWN_LOGGERS = ("plugin", "adapters", "bench")
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_not_routine_root_record)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    # DEBUG is carecal's own: the libraries' debug logs carry personal data (aiosqlite and
+    # SQLAlchemy every statement's values, Radicale and the HTTP clients every body).
+    debugging = logging.getLevelName(level) == logging.DEBUG
+    root.setLevel(logging.INFO if debugging else level)
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(logging.DEBUG if debugging else logging.NOTSET)
     # uvicorn's own access log would print raw paths, which carry claim and feed tokens.
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request with its full URL at INFO; a host_events_url may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The embedded Radicale says every request, login and setting at INFO: carecal's own
-    # access log already has each request (by route), so below DEBUG only its warnings.
-    debugging = logging.getLevelName(level) == logging.DEBUG
-    logging.getLogger("radicale").setLevel(logging.DEBUG if debugging else logging.WARNING)
+    # access log already has each request (by route), so only its warnings.
+    logging.getLogger("radicale").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -218,3 +218,72 @@ def test_outbox_replay_wants_a_time_with_an_offset() -> None:
     for bad in ("2027-03-01", "2027-03-01T08:00", "yesterday"):
         with pytest.raises(ArgumentTypeError):
             aware_datetime(bad)
+
+
+def test_check_config_masks_the_passwords_and_keys_in_urls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database URL carries its password; a host's URL may carry a key in its query."""
+    text = GOOD.replace(
+        "sqlite+aiosqlite:///var/test.db",
+        "postgresql+asyncpg://carecal:s3cretPW@db.kommune.example/carecal?ssl=require",
+    ).replace(
+        'api_token = "another-api-token-1234"',
+        'api_token = "another-api-token-1234"\n'
+        'host_events_url = "https://hook:h0stPW@host.example/events?key=abc123&x=1"\n'
+        f'host_events_secret = "{SECRET}"',
+    )
+    assert main(["check-config", "--config", str(write(tmp_path, text))]) == 0
+    out, err = capsys.readouterr()
+    for secret in ("s3cretPW", "h0stPW", "abc123"):
+        assert secret not in out + err
+    assert "postgresql+asyncpg://carecal:**********@db.kommune.example/carecal?ssl=require" in out
+    assert "https://hook:**********@host.example/events?key=**********&x=1" in out
+
+
+def test_check_config_warns_of_every_public_demo_secret_beyond_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = (Path(__file__).parents[2] / "config" / "carecal.toml").read_text(encoding="utf-8")
+    path = write(tmp_path, shipped)
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err  # the demo, on 127.0.0.1
+
+    public = {"CARECAL_SERVER__PUBLIC_URL": "https://carecal.kommune.example"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in public.items():
+            patch.setenv(name, value)
+        assert main(["check-config", "--config", str(path)]) == 0
+    err = capsys.readouterr().err
+    for key in ("api_token", "staff_password", "webhook_secret", "data_key"):
+        assert f"warning: tenants[demo].{key}: the public demo" in err, key
+
+
+def test_two_tenants_may_not_share_an_api_token(tmp_path: Path) -> None:
+    """A token names its tenant: a shared one would open only one of them."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD.replace("another-api-token-1234", TOKEN)), environ={})
+    assert caught.value.problems == [
+        ("tenants", "Value error, tenants 'north' and 'south' have the same api_token")
+    ]
+    assert TOKEN not in str(caught.value.problems)
+
+
+def test_top_level_keys_and_lists_come_from_the_environment_too(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    other = "whsec_" + base64.b64encode(b"r" * 32).decode()
+    settings = load_settings(
+        path,
+        environ={
+            "CARECAL_HORIZON_WEEKS": "4",
+            "CARECAL_SERVER__TRUSTED_PROXIES": '["10.0.0.1", "10.0.0.2"]',
+            "CARECAL_TENANTS__NORTH__WEBHOOK_SECRET": f'["{other}", "{SECRET}"]',
+            "CARECAL_CONFIG": str(path),  # not a key
+        },
+    )
+    assert settings.horizon_weeks == 4
+    assert settings.server.trusted_proxies == ["10.0.0.1", "10.0.0.2"]
+    assert settings.tenant("north").webhook_secrets == [other, SECRET]  # type: ignore[union-attr]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"CARECAL_HORIZON_WEEKS": "banana"})
+    assert [key for key, _ in caught.value.problems] == ["horizon_weeks"]
