@@ -108,6 +108,19 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                         "and `end`: ISO 8601 date-times (without an offset: the citizen's time "
                         "zone) or dates (whole days; a date as `end` means through that day)."
                     ),
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": (
+                                "The host's own name for this request (1-255 visible ASCII "
+                                "characters): sent again, it answers 200 with the request "
+                                "it made and asks nothing twice; with another body, 422."
+                            ),
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -119,6 +132,17 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "responses": {
                         "201": {
                             "description": "The relief request, and what it released",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ReliefRequest"}
+                                }
+                            },
+                        },
+                        "200": {
+                            "description": (
+                                "The request this Idempotency-Key made before (`released` "
+                                "empty: nothing was done again)"
+                            ),
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/ReliefRequest"}

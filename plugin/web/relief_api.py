@@ -7,6 +7,11 @@ with the request (`id`, `status`, `citizen_id`, `member_id`, `start`, `end` with
 the occurrences whose claims were released (`released`); what else happens is
 `plugin.services.relief`.
 
+A host that may send a request again (a retry after a timeout) names it with an
+`Idempotency-Key` header (1-255 visible ASCII characters, its own per request): the same key
+again answers 200 with the request it made, and asks nothing twice (`released` then lists
+nothing: the first answer had them); with another body, 422 (`reason`: `idempotency_key_reused`).
+
     POST /api/v1/relief-requests {"citizen_id": "c-123", "member_id": "m-anna",
                                   "start": "2027-03-08", "end": "2027-03-14"}
     201 {"id": "r-5f0c…", "status": "requested", ..., "start": "2027-03-08T00:00:00+01:00",
@@ -15,7 +20,9 @@ the occurrences whose claims were released (`released`); what else happens is
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from http import HTTPStatus
@@ -33,6 +40,7 @@ from plugin.web.state import state_of
 __all__ = ["ReliefBody", "create_relief_request", "parse_moment", "parse_relief_body"]
 
 MAX_BYTES = 4096
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 MIN_YEAR, MAX_YEAR = 1900, 9000  # far beyond any relief period; keeps date arithmetic in range
 FIELDS = ("citizen_id", "member_id", "start", "end")
 
@@ -103,9 +111,21 @@ def parse_moment(value: str, zone: ZoneInfo, *, end: bool) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone)
 
 
+def request_id_of(tenant_id: str, key: str) -> str:
+    """The request id an `Idempotency-Key` names: stable per tenant and key."""
+    digest = hashlib.sha256(f"{tenant_id}\0api\0{key}".encode()).hexdigest()
+    return f"r-api-{digest[:24]}"
+
+
 async def create_relief_request(request: Request, tenant_id: str) -> Response:
     """The handler behind the route (`api.py` authenticates the tenant first)."""
     require_json(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidEvent(
+            [{"loc": ["header", "Idempotency-Key"], "msg": "1-255 visible ASCII characters"}]
+        )
+    request_id = request_id_of(tenant_id, key) if key is not None else None
     body = parse_relief_body(await read_limited_body(request, MAX_BYTES))
     state = state_of(request)
     await state["applier"].catch_up()  # a member added by a webhook just accepted is known
@@ -125,21 +145,36 @@ async def create_relief_request(request: Request, tenant_id: str) -> Response:
                 parse_moment(body.end, zone, end=True),
                 channel="api",
                 now=now,
+                request_id=request_id,
             )
     if outcome is None or isinstance(outcome, ReliefRefusal):
         refusal = outcome or ReliefRefusal.UNKNOWN_CIRCLE
         status, detail = _REFUSALS[refusal]
         return problem(status, HTTPStatus(status).phrase, detail, reason=refusal.value)
     relief = outcome.request
+    if not outcome.created:
+        asked = (
+            body.citizen_id,
+            body.member_id,
+            parse_moment(body.start, zone, end=False),
+            parse_moment(body.end, zone, end=True),
+        )
+        if asked != (relief.citizen_id, relief.member_id, relief.start, relief.end):
+            return problem(
+                422,
+                HTTPStatus(422).phrase,
+                "This Idempotency-Key was used for another request.",
+                reason="idempotency_key_reused",
+            )
     return JSONResponse(
         {
             "id": relief.id,
             "status": relief.status,
             "citizen_id": relief.citizen_id,
             "member_id": relief.member_id,
-            "start": relief.start.isoformat(),
-            "end": relief.end.isoformat(),
+            "start": relief.start.astimezone(zone).isoformat(),
+            "end": relief.end.astimezone(zone).isoformat(),
             "released": list(outcome.released),
         },
-        status_code=201,
+        status_code=201 if outcome.created else 200,
     )

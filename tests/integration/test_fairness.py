@@ -416,6 +416,26 @@ async def test_relief_requests_through_the_api_are_checked(app: Any) -> None:
             "/api/v1/relief-requests", json=body | {"start": "soon", "x": 1}, headers=auth()
         )
         assert invalid.status_code == 422
+        # A host's retry names its request: asked once, answered again.
+        later = body | {"start": "2027-03-10", "end": "2027-03-11"}
+        keyed = auth() | {"idempotency-key": "booking-4711/relief"}
+        first = await host.post("/api/v1/relief-requests", json=later, headers=keyed)
+        again = await host.post("/api/v1/relief-requests", json=later, headers=keyed)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json() == first.json() | {"released": []}
+        other = await host.post(
+            "/api/v1/relief-requests", json=later | {"end": "2027-03-12"}, headers=keyed
+        )
+        assert (other.status_code, other.json()["reason"]) == (422, "idempotency_key_reused")
+        for bad in ("", "x" * 256, "with space"):
+            refused = await host.post(
+                "/api/v1/relief-requests", json=later, headers=auth() | {"idempotency-key": bad}
+            )
+            assert refused.status_code == 422, bad
+        unkeyed = [
+            await host.post("/api/v1/relief-requests", json=later, headers=auth()) for _ in range(2)
+        ]
+        assert len({answer.json()["id"] for answer in unkeyed}) == 2  # no key: two requests
         far = await host.post(
             "/api/v1/relief-requests", json=body | {"end": "9999-12-31"}, headers=auth()
         )
