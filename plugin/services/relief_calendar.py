@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from plugin.services.calendar_port import Body
 from plugin.services.calendars import View
 from plugin.services.ports import Store
 from plugin.services.relief import ReliefOutcome, request_relief
+from plugin.sync.gestures import object_uid
 from plugin.sync.planner import SyncRecord
 from plugin.sync.relief import read_relief_event
 
@@ -39,15 +40,19 @@ log = logging.getLogger(__name__)
 
 MAX_FOREIGN = 20
 MAX_BYTES = 64 * 1024
+MAX_COPY_BYTES = 256 * 1024  # a moved copy of carecal's, with the member's alarms (view_sync)
 
 
 @dataclass(frozen=True, slots=True)
 class ForeignRead:
     """What reading the member's own objects came to: `released`, a new request released
-    claims (render the view again); `after`, more are left to read after this href."""
+    claims (render the view again); `after`, more are left to read after this href;
+    `moved`, carecal's copies found at another href (UID -> href): the app moved the copy
+    (a MOVE, or deleted it and made it again under a name of its own)."""
 
     released: bool = False
     after: str | None = None
+    moved: Mapping[str, str] = field(default_factory=dict)
 
 
 def gesture_request_id(view: View, uid: str) -> str:
@@ -100,10 +105,17 @@ async def relief_from_collection(
     if not foreign:
         return ForeignRead()
     zone = ZoneInfo(circle.citizen.timezone)
+    # A copy whose href is gone (or a tombstone: its pass read already) met at a new one.
+    vanished = {uid for uid, r in records.items() if r.href is None or r.href not in listing}
+    moved: dict[str, str] = {}
     asks = []
-    for href, (_, body) in (await fetch(foreign)).items():
+    for href, (_, body) in sorted((await fetch(foreign)).items()):
         if body is None:
             log.info("own event too large to read", extra={"href": href})
+            continue
+        uid = object_uid(body, max_bytes=MAX_COPY_BYTES) if vanished else None
+        if uid in vanished and uid not in moved:
+            moved[uid] = href
             continue
         ask = read_relief_event(
             body, zone=zone, max_bytes=MAX_BYTES, own_suffix=f"@{view.tenant_id}"
@@ -111,7 +123,7 @@ async def relief_from_collection(
         if ask is not None:
             asks.append(ask)
     if not asks:
-        return ForeignRead(after=left)
+        return ForeignRead(after=left, moved=moved)
     changed = False
     async with store.transaction() as tx:
         for ask in asks:
@@ -145,4 +157,4 @@ async def relief_from_collection(
                     extra={"tenant": view.tenant_id, "member_id": view.member_id,
                            "reason": outcome.value},
                 )  # fmt: skip
-    return ForeignRead(changed, left)
+    return ForeignRead(changed, left, moved)

@@ -784,6 +784,8 @@ async def _sync(
     )
     if foreign.released:
         gathered = await _gather(store, view, since=now - HISTORY) or gathered
+    if foreign.moved:
+        gathered = _followed(gathered, foreign.moved)
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={}, recorded=False)
@@ -943,6 +945,18 @@ async def _fetch(
     if missing:
         bodies.update(await client.fetch(path, missing))
     return bodies
+
+
+def _followed(gathered: _Gathered, moved: Mapping[str, str]) -> _Gathered:
+    """The records of copies the member's app moved to another href (`moved`: UID -> href)
+    point there: the copy is read as any changed copy (its ETag is not the record's), for a
+    gesture made with the move, and written back or remembered at its new href. Not a pass:
+    the member kept the event."""
+    records = dict(gathered.records)
+    for uid, href in moved.items():
+        log.info("member copy moved; followed", extra={"uid": uid, "href": href})
+        records[uid] = replace(records[uid], href=href, etag=None)
+    return replace(gathered, records=records)
 
 
 def _marks_added(
@@ -1604,11 +1618,17 @@ async def _apply(
                     href = object_href(path, _object_name(uid))
                     try:
                         etag = await client.create(path, _object_name(uid), body)
-                    except AlreadyExists:
+                    except AlreadyExists as exc:
                         # Ours from a run that crashed before storing its record, or left from an
                         # earlier account: an unknown fingerprint makes the next run fetch and
                         # overwrite it (and read no gesture from it), and no inputs in the state
-                        # make sure that run comes, though nothing else changes.
+                        # make sure that run comes, though nothing else changes. Or the UID is
+                        # at another href (the member's app moved the copy): that run lists
+                        # every object, finds it, and follows it there (`_followed`).
+                        log.info(
+                            "copy met where it was to be created",
+                            extra={"uid": record.uid, "preconditions": list(exc.preconditions)},
+                        )
                         saved.append(replace(record, href=href, etag="", fingerprint=""))
                         lost = True
                         skipped += 1

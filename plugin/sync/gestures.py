@@ -42,6 +42,7 @@ __all__ = [
     "MemberCopy",
     "gesture_between",
     "merge_member_copy",
+    "object_uid",
     "own_partstat",
     "read_gesture",
     "read_member_copy",
@@ -181,6 +182,20 @@ def merge_member_copy(
                 present.add(raw)
                 event.add_component(_copy(alarm))
     return merged
+
+
+def object_uid(body: bytes, *, max_bytes: int) -> str | None:
+    """The UID of an object's one VEVENT; None when it is larger than `max_bytes`,
+    unreadable, or not one event."""
+    if len(body) > max_bytes:
+        return None
+    try:
+        calendar = Calendar.from_ical(body)
+    except Exception:  # untrusted input: no parser error may escape
+        return None
+    events = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    uid = str(events[0].get("UID", "")).strip() if len(events) == 1 else ""
+    return uid or None
 
 
 def _read(

@@ -723,3 +723,73 @@ async def test_an_event_of_her_own_where_her_copy_was_is_hers_and_breaks_nothing
     assert [(e.action, e.actor) for e in audit if e.action == "occurrence.pass"] == [
         ("occurrence.pass", "m-anna")
     ]
+
+
+async def claims_on_t1(http: httpx.AsyncClient) -> list[str]:
+    task = (await http.get("/api/v1/tasks/t-1", headers=auth())).json()
+    return [claim["member_id"] for claim in task["occurrences"][0]["claims"]]
+
+
+async def test_a_copy_her_app_moves_to_another_href_is_followed_not_read_as_a_pass(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Calendar apps move events: a MOVE to a name of their own, or a delete and a create of
+    the same event under a new name (the same UID). Before, carecal read the move as the
+    copy deleted, a pass: her claim was released, the moved copy was never written again
+    (a create of its UID elsewhere is refused), and every later claim of hers was read as
+    a pass again. Now the copy is followed to its new href: her claim stands, an accept made
+    with the move is read, and later changes reach the copy where it is."""
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    start = next_week_at_ten()
+    assert (await post_event(http, one_off(start))).status_code == 202
+    login = (anna["username"], anna["password"])
+    ics = {"content-type": "text/calendar; charset=utf-8"}
+
+    async with calendar_app(served, anna) as app:
+        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
+        # Deleted, and made again at once under a name of the app's own, accepted.
+        gone = await http.delete(offered.href, auth=login, headers={"if-match": offered.etag})
+        assert gone.status_code in (200, 204)
+        renamed = ANNA_VIEW + "0b6f2e1c-5d7a-4c1e-9f3b-2a8d6e4c1b90.ics"
+        accepted = with_partstat(offered.body, "ACCEPTED")
+        made = await http.put(
+            renamed, content=accepted, auth=login, headers=ics | {"if-none-match": "*"}
+        )
+        assert made.status_code == 201
+
+        def held_at(href: str) -> Callable[[Mapping[str, Copy]], bool]:
+            return lambda v: list(v) == [href] and v[href].summary == "[Dig] Indkøb"
+
+        await eventually(view_where(app, ANNA_VIEW, held_at(renamed)))
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == ["m-anna"]
+
+        # MOVEd (Radicale's MOVE) to yet another name: still hers.
+        moved = ANNA_VIEW + "moved.ics"
+        answer = await http.request(
+            "MOVE", renamed, auth=login,
+            headers={"destination": served.base + moved, "overwrite": "F"},
+        )  # fmt: skip
+        assert answer.status_code == 201
+        await asyncio.sleep(0.5)
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == ["m-anna"]
+
+        # The host's change reaches the copy where it is now.
+        assert (
+            await post_event(http, one_off(start, version=2, details="Føtex"))
+        ).status_code == 202
+
+        def updated(view: Mapping[str, Copy]) -> bool:
+            return list(view) == [moved] and "Føtex" in str(view[moved].event.get("DESCRIPTION"))
+
+        found = await eventually(view_where(app, ANNA_VIEW, updated))
+        assert (found[moved].summary, found[moved].partstat) == ("[Dig] Indkøb", "ACCEPTED")
+        await eventually(lambda: idle(store))
+    assert await claims_on_t1(http) == ["m-anna"]
+    occurrence = f"occurrence:t-1_{start:%Y%m%dT%H%M}"
+    async with store.transaction() as tx:
+        audit = await tx.list_audit("north", subject=occurrence)
+    assert [(e.action, e.actor) for e in audit] == [("occurrence.claim", "m-anna")]
+    assert (await store.job_counts())["failed"] == 0

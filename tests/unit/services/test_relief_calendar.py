@@ -28,12 +28,13 @@ NOT_RELIEF = (
 
 
 class Reader:
-    def __init__(self) -> None:
+    def __init__(self, bodies: Mapping[str, bytes] | None = None) -> None:
         self.asked: list[list[str]] = []
+        self.bodies = bodies or {}
 
     async def __call__(self, hrefs: Sequence[str]) -> Mapping[str, tuple[str, Body]]:
         self.asked.append(list(hrefs))
-        return {href: ('"e"', NOT_RELIEF) for href in hrefs}
+        return {href: ('"e"', self.bodies.get(href, NOT_RELIEF)) for href in hrefs}
 
     async def read(
         self,
@@ -42,9 +43,10 @@ class Reader:
         full: bool = False,
         after: str | None = None,
         walk: Mapping[str, str] | None = None,
+        records: Mapping[str, SyncRecord] = OURS,
     ) -> ForeignRead:
         return await relief_from_collection(
-            MemoryStore(), self, VIEW, CIRCLE, OURS, listing,
+            MemoryStore(), self, VIEW, CIRCLE, records, listing,
             now=NOW, full=full, after=after, walk=walk,
         )  # fmt: skip
 
@@ -103,3 +105,23 @@ async def test_carecals_own_copies_are_never_read_here_and_few_changes_leave_no_
     few = dict(list(HERS.items())[:3])
     assert await reader.read(records_and(few)) == ForeignRead()
     assert reader.asked == [sorted(few)]
+
+
+def copy_of(uid: str) -> bytes:
+    return (
+        f"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nSUMMARY:[Ledig] Indkøb\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
+
+
+async def test_a_copy_of_carecals_at_a_new_href_is_found_where_its_own_href_is_gone() -> None:
+    """The app moved the copy (a MOVE, or a delete and a create under its own name)."""
+    new = PATH + "0b6f2e1c.ics"
+    reader = Reader({new: copy_of("occ-1")})
+    moved = await reader.read({new: '"9"'})  # occ-1.ics gone, the new href there
+    assert moved == ForeignRead(moved={"occ-1": new})
+    # A copy it made again after its pass (the record a tombstone) is followed too.
+    tombstone = {"occ-1": SyncRecord("occ-1", None, None, "f")}
+    assert (await reader.read({new: '"9"'}, records=tombstone)).moved == {"occ-1": new}
+    # With the copy still at its own href, one more with its UID is a duplicate, not ours.
+    assert (await reader.read(records_and({new: '"9"'}))).moved == {}
