@@ -45,20 +45,36 @@ EMBEDDED_WORKER_REFUSED = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="carecal", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="carecal",
+        description=(
+            "carecal: shared care-task calendars for the people around a citizen, in their "
+            "own calendar apps (CalDAV, ICS feeds, claim links); a plugin of the "
+            "municipality's booking platform."
+        ),
+        epilog="Start here: `carecal demo`, then the address it prints. README.md has the rest.",
     )
     config_help = "TOML file (default: $CARECAL_CONFIG or config/carecal.toml)"
     parser.add_argument("--config", help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("serve", "run the web app and the background worker"),
-        ("worker", "run the background worker only"),
-        ("migrate", "bring the database schema up to date"),
-        ("demo", "serve with a seeded demo circle"),
-        ("check-config", "validate the configuration"),
-    ):
+    for name, text, more in (
+        ("serve", "run the web app and the background worker",
+         "Serve the webhooks, the API, the pages and the embedded CalDAV server on "
+         "server.host:server.port; the worker runs in the same process. SQLite is migrated "
+         "at start, PostgreSQL by `carecal migrate`."),
+        ("worker", "run the background worker only",
+         "Run the background worker alone, beside `carecal serve` processes (scale-out on "
+         "PostgreSQL with the municipality's CalDAV server; refused with the embedded one)."),
+        ("migrate", "bring the database schema up to date",
+         "Apply the database migrations (needed on PostgreSQL before serve or worker)."),
+        ("demo", "serve with a seeded demo circle",
+         "Seed one demo circle (Fru Jensen, Anna, Bo, Sara) and serve: the banner prints "
+         "how to connect a calendar app and how to start afresh."),
+        ("check-config", "validate the configuration",
+         "Print the effective settings (secrets masked) and name every bad key; exit 2 when "
+         "the configuration has problems. Warns of the demo's public secrets on a public URL."),
+    ):  # fmt: skip
         # `carecal --config X serve` and `carecal serve --config X` both work.
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=text, description=more)
         sub.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     add_outbox_commands(commands, config_help)
     args = parser.parse_args(argv)
