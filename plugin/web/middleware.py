@@ -24,6 +24,20 @@ _PREFIX = os.urandom(6).hex()
 _COUNTER = itertools.count(1)
 
 
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+def route_template(scope: Scope, root: str) -> str:
+    """The matched route's template with the mounts it is under (the router adds each
+    mount's path to the scope's root path): `/api/v1/circles/{citizen_id}`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not path:
+        return "(unmatched)"
+    mounted = str(scope.get("root_path", ""))[len(root) :]
+    return _CONVERTER.sub(r"{\1}", mounted + path)
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,6 +60,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        root = scope.get("root_path", "")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -60,12 +75,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if log.isEnabledFor(logging.INFO):  # the record's fields cost even when dropped
-                route = scope.get("route")
                 log.info(
                     "request",
                     extra={
                         "method": scope["method"],
-                        "route": getattr(route, "path", None) or "(unmatched)",
+                        "route": route_template(scope, root),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     },

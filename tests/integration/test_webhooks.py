@@ -445,6 +445,18 @@ async def test_the_direct_webhook_path_keeps_the_routes_contract(
     assert unknown.status_code == 404 and unknown.json()["title"] == "Unknown tenant"
 
 
+async def test_the_access_log_names_a_mounted_route_whole(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Routes under a mount (`/api/v1`) are named with it, and without their converters:
+    `/circles/{citizen_id:id}` alone was ambiguous."""
+    caplog.set_level(logging.INFO, logger="carecal.access")
+    assert (await client.get("/api/v1/circles/c-404", headers=auth())).status_code == 404
+    assert (await client.get("/healthz")).status_code == 200
+    lines = [r for r in caplog.records if r.name == "carecal.access"]
+    assert [r.route for r in lines] == ["/api/v1/circles/{citizen_id}", "/healthz"]  # type: ignore[attr-defined]
+
+
 async def test_a_failure_to_apply_logs_no_care_data(
     client: httpx.AsyncClient, store: SqlStore, caplog: pytest.LogCaptureFixture
 ) -> None:
