@@ -398,10 +398,19 @@ class SqlTx:
             {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
         )
         return {
-            uid: SyncRecord(
-                uid, href, etag, fingerprint, material, partstat, bool(alarms), inputs, marks
+            row.uid: SyncRecord(
+                row.uid,
+                row.href,
+                row.etag,
+                row.fingerprint,
+                row.material,
+                row.partstat,
+                bool(row.member_alarms),
+                row.inputs,
+                row.marks,
+                row.sequence,
             )
-            for uid, href, etag, fingerprint, material, partstat, alarms, inputs, marks in rows
+            for row in rows
         }
 
     async def save_view_record(
@@ -422,6 +431,7 @@ class SqlTx:
                 "member_alarms": record.member_alarms,
                 "inputs": record.inputs,
                 "marks": record.marks,
+                "sequence": record.sequence,
             },
         )
 

@@ -78,7 +78,8 @@ TASK_COLUMNS = tuple(c.name for c in tasks.c if c.name not in ("tenant_id", "id"
 CITIZEN_COLUMNS = ("display_name", "timezone", "locale", "circle_version", "updated_at")
 RELIEF_COLUMNS = ("citizen_id", "member_id", "start_at", "end_at", "status", "version")
 VIEW_RECORD_COLUMNS = (
-    "href", "etag", "fingerprint", "material", "partstat", "member_alarms", "inputs", "marks"
+    "href", "etag", "fingerprint", "material", "partstat", "member_alarms", "inputs", "marks",
+    "sequence",
 )  # fmt: skip
 VIEW_STATE_COLUMNS = (
     "collection",
@@ -428,6 +429,7 @@ def statements(dialect_name: str) -> Statements:
             view_records.c.member_alarms,
             view_records.c.inputs,
             view_records.c.marks,
+            view_records.c.sequence,
         ).where(view_key),
         upsert_view_record=_upsert(
             dialect,

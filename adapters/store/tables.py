@@ -414,6 +414,8 @@ view_records = Table(
     Column("inputs", String(64), nullable=False, server_default=""),
     # The advice marks it was rendered with (view_sync.marks_of): NULL before they were kept.
     Column("marks", SmallInteger, nullable=True),
+    # The SEQUENCE of the copy carecal last wrote (0: not known, a record from before).
+    Column("sequence", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant_id", "member_id", "citizen_id", "uid"),
 )
 

@@ -27,11 +27,13 @@ business, its name is `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One r
 A write that meets a changed object (412) is skipped: the member wrote meanwhile, their write
 queued a sync of its own, and that run plans from the newer state.
 
-Not yet here: SEQUENCE is the task's version, so a change of holders alone does not bump it.
-A run with something to do still reads the view's occurrences of the last five weeks and
-ahead from the store, and after a gesture works out the fairness advice over its window
-(cheap, but it grows with the view's size; see bench/README.md); it keys again only the
-copies the gesture changed (`_desired` with the copies as recorded).
+SEQUENCE is the task's version as rendered, and every write of a copy goes past the one it
+had (its record's, or the member's app's when higher: `planner._sequenced`).
+
+Not yet here: a run with something to do still reads the view's occurrences of the last
+five weeks and ahead from the store, and after a gesture works out the fairness advice over
+its window (cheap, but it grows with the view's size; see bench/README.md); it keys again
+only the copies the gesture changed (`_desired` with the copies as recorded).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from icalendar import Calendar
+from icalendar import Calendar, Component
 
 from plugin.sync.fingerprint import fingerprint, material_fingerprint, prop_values
 from plugin.sync.gestures import (
@@ -139,6 +139,7 @@ class DesiredItem:
     # What else the service keeps about the copy's rendering, in its record (the view's
     # advice marks: `view_sync.marks_of`); None: not known.
     marks: int | None = None
+    sequence: int = 0  # the SEQUENCE in `body` (the task's version): see `_sequenced`
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ class SyncRecord:
     member_alarms: bool = False
     inputs: str = ""  # the DesiredItem's `inputs` it was written from
     marks: int | None = None  # and its `marks`
+    sequence: int = 0  # the SEQUENCE of the copy as carecal wrote it (0: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +285,7 @@ def desired_item(calendar: Calendar, inputs: str = "") -> DesiredItem:
         cancelled=str(event.get("STATUS", "")).upper() == "CANCELLED",
         task=str(event.get("X-CARECAL-TASK", "")),
         inputs=inputs,
+        sequence=_sequence_of(event),
     )
 
 
@@ -322,14 +325,16 @@ def plan_view_sync(
             if item is None:
                 actions.append(Forget(uid))
             elif item.material != record.material and not item.cancelled:
-                actions.append(_create(item))
+                actions.append(_create(item, after=record.sequence))
         elif (listed := remote.get(record.href)) is None:
             if item is None:
                 actions.append(Forget(uid))
             else:
                 intents.append(MemberDeleted(uid))
                 changed = item.material != record.material and not item.cancelled
-                actions.append(_create(item) if changed else Remember(tombstone(record)))
+                actions.append(
+                    _create(item, after=record.sequence) if changed else Remember(tombstone(record))
+                )
         elif item is None:
             if held and uid in leaving:
                 fetch.append(record.href)  # its alarms go to its successor
@@ -341,7 +346,9 @@ def plan_view_sync(
             if record.member_alarms:
                 fetch.append(record.href)  # keep their alarms: merge with the copy
             else:
-                actions.append(_update(item, record.href, listed.etag, item.body, False))
+                actions.append(
+                    _update(item, record.href, listed.etag, item.body, False, record.sequence)
+                )
     return Plan(tuple(actions), Fetch(tuple(fetch)), tuple(intents))
 
 
@@ -355,6 +362,7 @@ def tombstone(record: SyncRecord) -> SyncRecord:
         record.material,
         inputs=record.inputs,
         marks=record.marks,
+        sequence=record.sequence,
     )
 
 
@@ -445,19 +453,24 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
         actions += _create_moved(desired, readings.records, leaving)
     for record, fetched, copy in readings.copies:
         item = desired.get(record.uid)
+        # Past what carecal wrote last, and past what the member's app made of it.
+        after = record.sequence
+        if isinstance(copy, MemberCopy):
+            after = max(after, _sequence_of(copy.calendar.walk("VEVENT")[0]))
         if _replaced(copy):
             actions.append(Remember(tombstone(record)) if item is not None else Forget(record.uid))
         elif item is None:
             actions.append(Delete(record.uid, fetched.href, fetched.etag))
         elif isinstance(copy, BadMemberData):
-            actions.append(_update(item, fetched.href, fetched.etag, item.body, False))
+            actions.append(_update(item, fetched.href, fetched.etag, item.body, False, after))
         elif copy.fingerprint == item.fingerprint and copy.partstat == item.partstat:
-            actions.append(Remember(_record(item, fetched.href, fetched.etag, copy.has_alarms)))
+            kept = _record(item, fetched.href, fetched.etag, copy.has_alarms, record.sequence)
+            actions.append(Remember(kept))
         elif not copy.has_alarms:
-            actions.append(_update(item, fetched.href, fetched.etag, item.body, False))
+            actions.append(_update(item, fetched.href, fetched.etag, item.body, False, after))
         else:
             body = bytes(merge_member_copy(item.body, copy.calendar).to_ical())
-            actions.append(_update(item, fetched.href, fetched.etag, body, True))
+            actions.append(_update(item, fetched.href, fetched.etag, body, True, after))
     return Plan(tuple(actions))
 
 
@@ -509,19 +522,25 @@ def _create_moved(
             theirs = alarms_of[n]
             merged = merge_member_copy(item.body, theirs.calendar, their_uid=theirs.uid)
             body = bytes(merged.to_ical())
-            actions.append(Create(item.uid, body, _record(item, None, None, True)))
+            actions.append(Create(item.uid, body, _record(item, None, None, True, item.sequence)))
     return actions
 
 
-def _create(item: DesiredItem) -> Create:
-    return Create(item.uid, item.body, _record(item, None, None, False))
+def _create(item: DesiredItem, after: int = -1) -> Create:
+    body, sequence = _sequenced(item, item.body, after)
+    return Create(item.uid, body, _record(item, None, None, False, sequence))
 
 
-def _update(item: DesiredItem, href: str, etag: str, body: bytes, alarms: bool) -> Update:
-    return Update(item.uid, href, etag, body, _record(item, href, None, alarms))
+def _update(
+    item: DesiredItem, href: str, etag: str, body: bytes, alarms: bool, after: int
+) -> Update:
+    body, sequence = _sequenced(item, body, after)
+    return Update(item.uid, href, etag, body, _record(item, href, None, alarms, sequence))
 
 
-def _record(item: DesiredItem, href: str | None, etag: str | None, alarms: bool) -> SyncRecord:
+def _record(
+    item: DesiredItem, href: str | None, etag: str | None, alarms: bool, sequence: int
+) -> SyncRecord:
     return SyncRecord(
         item.uid,
         href,
@@ -532,4 +551,34 @@ def _record(item: DesiredItem, href: str | None, etag: str | None, alarms: bool)
         alarms,
         item.inputs,
         item.marks,
+        sequence,
     )
+
+
+def _sequenced(item: DesiredItem, body: bytes, after: int) -> tuple[bytes, int]:
+    r"""`body` with a SEQUENCE past `after` (the copy's as carecal last wrote it, or as the
+    member's app left it), and that SEQUENCE: DESIGN bumps it on every change carecal makes.
+    The rendering's own (the task's version) when it is past already. SEQUENCE counts in no
+    fingerprint, so the copy is the same copy whatever it is.
+
+    >>> item = DesiredItem("u", b"", "f", "m", "NEEDS-ACTION", sequence=2)
+    >>> _sequenced(item, b"BEGIN:VEVENT\r\nSEQUENCE:2\r\nEND:VEVENT\r\n", 4)
+    (b'BEGIN:VEVENT\r\nSEQUENCE:5\r\nEND:VEVENT\r\n', 5)
+    >>> _sequenced(item, b"BEGIN:VEVENT\r\nSEQUENCE:2\r\nEND:VEVENT\r\n", 1)[1]
+    2
+    """
+    if item.sequence > after:
+        return body, item.sequence
+    rendered = b"\r\nSEQUENCE:%d\r\n" % item.sequence
+    if rendered not in body:
+        return body, item.sequence  # not carecal's rendering (a test's stand-in)
+    return body.replace(rendered, b"\r\nSEQUENCE:%d\r\n" % (after + 1), 1), after + 1
+
+
+def _sequence_of(event: Component) -> int:
+    """An event's SEQUENCE; 0 when it has none or one that is not a small number."""
+    try:
+        value = int(event.get("SEQUENCE", 0))
+    except (TypeError, ValueError):
+        return 0
+    return value if 0 <= value < 2**31 else 0

@@ -37,7 +37,16 @@ async def test_records_are_kept_per_view(store: Store) -> None:
 
 async def test_a_saved_record_replaces_the_last_one(store: Store) -> None:
     changed = SyncRecord(
-        LIVE.uid, LIVE.href, '"2"', "fp3", "mat", "ACCEPTED", True, inputs="k" * 64, marks=3
+        LIVE.uid,
+        LIVE.href,
+        '"2"',
+        "fp3",
+        "mat",
+        "ACCEPTED",
+        True,
+        inputs="k" * 64,
+        marks=3,
+        sequence=12,
     )
     async with store.transaction() as tx:
         await tx.ensure_tenant("north")

@@ -281,11 +281,13 @@ async def claim_loop(
     and his copy restored as taken; Anna declines, and it is offered to Bo again."""
     (anna_app, anna_view), (bo_app, bo_view) = anna, bo
     offered = await eventually(copy_reading(anna_app, anna_view, "[Ledig] Indkøb"))
-    await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
+    bos_offer = await eventually(copy_reading(bo_app, bo_view, "[Ledig] Indkøb"))
 
     await anna_app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
     taken = await eventually(copy_reading(bo_app, bo_view, "[Anna] Indkøb"))
     assert str(taken.event["STATUS"]) == "CONFIRMED"
+    # DESIGN: SEQUENCE is bumped on every change carecal makes (the task did not change).
+    assert taken.event["SEQUENCE"] == bos_offer.event["SEQUENCE"] + 1
     assert await claims_of(http, task_id) == [("m-anna", "caldav")]
     held = await eventually(copy_reading(anna_app, anna_view, "[Dig] Indkøb", "ACCEPTED"))
     assert str(held.event["TRANSP"]) == "OPAQUE"

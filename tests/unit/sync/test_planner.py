@@ -179,7 +179,11 @@ def test_the_module_docstring_example() -> None:
     tombstone = SyncRecord(b.uid, None, None, b.fingerprint, b.material)
     assert plan.actions == (
         Remember(tombstone),
-        Create(c.uid, c.body, SyncRecord(c.uid, None, None, c.fingerprint, c.material)),
+        Create(
+            c.uid,
+            c.body,
+            SyncRecord(c.uid, None, None, c.fingerprint, c.material, sequence=c.sequence),
+        ),
     )
     assert plan.fetch == Fetch(("a.ics",))
     assert plan.intents == (MemberDeleted(b.uid),)
@@ -200,8 +204,9 @@ def test_the_module_docstring_example() -> None:
     written = Calendar.from_ical(update.body)
     assert fingerprint(written) == mine.fingerprint and len(written.walk("VALARM")) == 1
     assert update.record == SyncRecord(
-        mine.uid, "a.ics", None, mine.fingerprint, mine.material, "ACCEPTED", True
-    )
+        mine.uid, "a.ics", None, mine.fingerprint, mine.material, "ACCEPTED", True,
+        sequence=mine.sequence + 1,  # a change carecal makes, past the copy's own
+    )  # fmt: skip
 
 
 def test_first_sync_creates_then_nothing_to_do() -> None:
@@ -346,7 +351,10 @@ def test_bad_member_data_is_overwritten_with_ours() -> None:
     cycle = sync(desired_of({"o0": "open"}), server, records)
     assert cycle.intents == ()
     (update,) = cycle.second.actions
-    assert isinstance(update, Update) and update.body == item("o0", "open").body
+    ours = item("o0", "open")
+    assert isinstance(update, Update) and update.body == ours.body.replace(
+        b"SEQUENCE:%d" % ours.sequence, b"SEQUENCE:%d" % (ours.sequence + 1)
+    )
 
 
 def test_an_event_of_the_members_own_at_a_copys_href_is_theirs_and_the_copy_deleted() -> None:
@@ -629,3 +637,34 @@ def test_never_more_deletions_than_records(
     assert len({d.uid for d in deletions}) == len(deletions)
     assert all(a.href != "foreign.ics" for a in plan.actions if isinstance(a, Update | Delete))
     assert "foreign.ics" not in plan.fetch.hrefs
+
+
+def test_every_write_of_a_copy_goes_past_its_sequence() -> None:
+    """DESIGN: SEQUENCE is bumped on every change carecal makes. The rendering carries the
+    task's version; a copy written again (its holders changed, the task did not) goes one
+    past what carecal last wrote, or past what the member's app made of it."""
+    server, records = synced({"o0": "open"})
+    first = records[full_uid("o0")].sequence
+    assert first == item("o0", "open").sequence and b"SEQUENCE:%d" % first in copy_at_bytes(
+        server, "o0"
+    )
+    sync(desired_of({"o0": "taken"}), server, records)  # [Ledig] -> [Anna]: one change
+    assert records[full_uid("o0")].sequence == first + 1
+    assert copy_at(server, "o0").walk("VEVENT")[0]["SEQUENCE"] == first + 1
+    sync(desired_of({"o0": "taken"}), server, records)  # nothing changed: nothing written
+    assert records[full_uid("o0")].sequence == first + 1
+
+    # Her app raised it (Apple Calendar does on an edit) and moved the event: put back,
+    # past hers.
+    calendar = copy_at(server, "o0")
+    event = calendar.walk("VEVENT")[0]
+    event["SEQUENCE"] = 7
+    event["DTSTART"].dt = event["DTSTART"].dt + timedelta(hours=2)
+    server.member_writes(f"{full_uid('o0')}.ics", bytes(calendar.to_ical()))
+    sync(desired_of({"o0": "taken"}), server, records)
+    assert copy_at(server, "o0").walk("VEVENT")[0]["SEQUENCE"] == 8
+    assert records[full_uid("o0")].sequence == 8
+
+
+def copy_at_bytes(server: Server, uid: str) -> bytes:
+    return server.items[f"{full_uid(uid)}.ics"][1]
