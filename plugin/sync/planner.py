@@ -430,6 +430,14 @@ def read_member_copies(
             # never read it: what it says was never an answer to a copy carecal wrote, so it
             # is overwritten, not read as a gesture.
             log.info("unrecorded copy overwritten", extra={"uid": record.uid, "href": item.href})
+        elif _older(copy, record):
+            # An app put back a version it had cached from before carecal's last write (it
+            # wrote without If-Match, or chose its own over the server's): what it says was
+            # said to a copy that is no more, not an answer to this one. Written over.
+            log.warning(
+                "member copy older than carecal's last; no gesture read",
+                extra={"uid": record.uid, "href": item.href},
+            )
         else:
             gesture = gesture_between(record.partstat, copy.partstat)
             if gesture is not Gesture.NONE:
@@ -573,6 +581,14 @@ def _sequenced(item: DesiredItem, body: bytes, after: int) -> tuple[bytes, int]:
     if rendered not in body:
         return body, item.sequence  # not carecal's rendering (a test's stand-in)
     return body.replace(rendered, b"\r\nSEQUENCE:%d\r\n" % (after + 1), 1), after + 1
+
+
+def _older(copy: MemberCopy, record: SyncRecord) -> bool:
+    """The copy's SEQUENCE is below the one carecal last wrote: it comes from an older copy
+    (apps keep SEQUENCE or raise it, never lower it). A copy without one, or a record from
+    before SEQUENCE was kept, says nothing."""
+    event = copy.calendar.walk("VEVENT")[0]
+    return record.sequence > 0 and "SEQUENCE" in event and _sequence_of(event) < record.sequence
 
 
 def _sequence_of(event: Component) -> int:

@@ -793,3 +793,57 @@ async def test_a_copy_her_app_moves_to_another_href_is_followed_not_read_as_a_pa
         audit = await tx.list_audit("north", subject=occurrence)
     assert [(e.action, e.actor) for e in audit] == [("occurrence.claim", "m-anna")]
     assert (await store.job_counts())["failed"] == 0
+
+
+async def test_an_old_copy_her_app_puts_back_claims_nothing_again(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Anna holds the task, and her phone has that copy ([Dig], ACCEPTED) cached. She gives
+    it up through her claim link, and carecal writes her copy again. Then the phone puts
+    its cached copy back, with a reminder she added (without If-Match, or "keep mine" after
+    a conflict). Before, its ACCEPTED read as a new claim. Now its SEQUENCE, below the one
+    carecal last wrote, shows it is older: no gesture is read, and the copy is written over
+    with carecal's, her reminder kept."""
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    login = (anna["username"], anna["password"])
+    async with calendar_app(served, anna) as app:
+        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
+        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+
+        def reads(summary: str) -> Callable[[Mapping[str, Copy]], bool]:
+            return lambda v: [c.summary for c in v.values()] == [summary]
+
+        (held,) = (await eventually(view_where(app, ANNA_VIEW, reads("[Dig] Indkøb")))).values()
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == ["m-anna"]
+
+        link = str(held.event["URL"])
+        page = await http.get(link)
+        token = page.text.split('name="form_token" value="')[1].split('"')[0]
+        given_up = await http.post(link, data={"action": "release", "form_token": token})
+        assert given_up.status_code == 200
+        (again,) = (await eventually(view_where(app, ANNA_VIEW, reads("[Ledig] Indkøb")))).values()
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == []
+
+        cached = with_alarm(held.body)  # the phone's copy, from before she gave it up
+        put = await http.put(
+            held.href, content=cached, auth=login,
+            headers={"content-type": "text/calendar; charset=utf-8"},
+        )  # fmt: skip
+        assert put.status_code in (200, 204)
+
+        def written_over(view: Mapping[str, Copy]) -> bool:
+            (copy,) = view.values()
+            return copy.summary == "[Ledig] Indkøb" and copy.etag != put.headers.get("etag")
+
+        (copy,) = (await eventually(view_where(app, ANNA_VIEW, written_over))).values()
+        await eventually(lambda: idle(store))
+    assert await claims_on_t1(http) == []
+    assert copy.partstat == "NEEDS-ACTION"
+    assert copy.event["SEQUENCE"] > again.event["SEQUENCE"] > held.event["SEQUENCE"]
+    assert [(a["ACTION"], a["TRIGGER"].dt) for a in copy.event.walk("VALARM")] == [
+        ("DISPLAY", timedelta(minutes=-30))
+    ]

@@ -668,3 +668,25 @@ def test_every_write_of_a_copy_goes_past_its_sequence() -> None:
 
 def copy_at_bytes(server: Server, uid: str) -> bytes:
     return server.items[f"{full_uid(uid)}.ics"][1]
+
+
+def test_a_copy_older_than_carecals_last_write_says_nothing() -> None:
+    """Its SEQUENCE is below the one carecal last wrote: an app put back a cached copy.
+    Without a SEQUENCE (an app that drops it), the copy is read as always."""
+    mine = item("a", "mine")
+    record = SyncRecord(
+        mine.uid, "a.ics", '"1"', mine.fingerprint, mine.material, "NEEDS-ACTION",
+        sequence=mine.sequence + 1,
+    )  # fmt: skip
+    older = set_partstat(Calendar.from_ical(mine.body), "ACCEPTED")
+    readings = read_member_copies(
+        [Fetched("a.ics", '"2"', older.to_ical())], {mine.uid: record},
+        member_address=ADDRESS, max_bytes=LIMIT,
+    )  # fmt: skip
+    assert readings.intents == ()
+    del vevent(older)["SEQUENCE"]
+    readings = read_member_copies(
+        [Fetched("a.ics", '"3"', older.to_ical())], {mine.uid: record},
+        member_address=ADDRESS, max_bytes=LIMIT,
+    )  # fmt: skip
+    assert readings.intents == (MemberGesture(mine.uid, Gesture.CLAIM),)
