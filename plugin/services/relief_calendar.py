@@ -9,6 +9,9 @@ is not a place to store hundreds of one's own events, and a hostile one must not
 much). When more changed at once (an app importing a year of events into carecal's
 calendar), none is lost: the run answers the href it read up to (`ForeignRead.after`, kept in
 the view's state), and the next runs read on after it in the collection's full listing.
+One of them may be carecal's own copy at a new href (the app moved it, or deleted it and
+made it again under a name of its own, while its own href is gone): it is answered in
+`ForeignRead.moved`, for the view sync to follow, and read for nothing else.
 
     read = await relief_from_collection(store, fetch, view, circle, records, listing,
                                         now=now, walk=full_listing, after=state.foreign_after)
