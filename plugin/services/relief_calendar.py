@@ -11,7 +11,10 @@ calendar), none is lost: the run answers the href it read up to (`ForeignRead.af
 the view's state), and the next runs read on after it in the collection's full listing.
 One of them may be carecal's own copy at a new href (the app moved it, or deleted it and
 made it again under a name of its own, while its own href is gone): it is answered in
-`ForeignRead.moved`, for the view sync to follow, and read for nothing else.
+`ForeignRead.moved`, for the view sync to follow, and read for nothing else. Another copy of
+carecal's (its UID and X-CARECAL-TASK) is answered in `ForeignRead.strays`: the app moved it
+here from another of the member's care calendars, where it was a pass; the view sync deletes
+it unless it is one of this view's.
 
     read = await relief_from_collection(store, fetch, view, circle, records, listing,
                                         now=now, walk=full_listing, after=state.foreign_after)
@@ -56,6 +59,7 @@ class ForeignRead:
     released: bool = False
     after: str | None = None
     moved: Mapping[str, str] = field(default_factory=dict)
+    strays: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # UID -> href, ETag
 
 
 def gesture_request_id(view: View, uid: str) -> str:
@@ -111,22 +115,25 @@ async def relief_from_collection(
     # A copy whose href is gone (or a tombstone: its pass read already) met at a new one.
     vanished = {uid for uid, r in records.items() if r.href is None or r.href not in listing}
     moved: dict[str, str] = {}
+    strays: dict[str, tuple[str, str]] = {}
+    own_suffix = f"@{view.tenant_id}"
     asks = []
-    for href, (_, body) in sorted((await fetch(foreign)).items()):
+    for href, (etag, body) in sorted((await fetch(foreign)).items()):
         if body is None:
             log.info("own event too large to read", extra={"href": href})
             continue
-        uid = object_uid(body, max_bytes=MAX_COPY_BYTES) if vanished else None
+        uid = object_uid(body, max_bytes=MAX_COPY_BYTES)
         if uid in vanished and uid not in moved:
             moved[uid] = href
             continue
-        ask = read_relief_event(
-            body, zone=zone, max_bytes=MAX_BYTES, own_suffix=f"@{view.tenant_id}"
-        )
+        if uid is not None and uid.endswith(own_suffix) and b"X-CARECAL-TASK" in body:
+            strays.setdefault(uid, (href, etag))
+            continue
+        ask = read_relief_event(body, zone=zone, max_bytes=MAX_BYTES, own_suffix=own_suffix)
         if ask is not None:
             asks.append(ask)
     if not asks:
-        return ForeignRead(after=left, moved=moved)
+        return ForeignRead(after=left, moved=moved, strays=strays)
     changed = False
     async with store.transaction() as tx:
         for ask in asks:
@@ -160,4 +167,4 @@ async def relief_from_collection(
                     extra={"tenant": view.tenant_id, "member_id": view.member_id,
                            "reason": outcome.value},
                 )  # fmt: skip
-    return ForeignRead(changed, left, moved)
+    return ForeignRead(changed, left, moved, strays)

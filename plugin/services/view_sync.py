@@ -813,6 +813,7 @@ async def _sync(
         desired = _desired(gathered, settings, view, now=now)
         plan = plan_view_sync(desired, remote, records)
     actions: list[Action] = list(plan.actions)
+    actions += _strays_deleted(foreign.strays, desired, records)
     intents: tuple[Intent, ...] = plan.intents
     readings = Readings((), ())
     fetched_uids: set[str] = set()
@@ -959,6 +960,22 @@ def _followed(gathered: _Gathered, moved: Mapping[str, str]) -> _Gathered:
         log.info("member copy moved; followed", extra={"uid": uid, "href": href})
         records[uid] = replace(records[uid], href=href, etag=None)
     return replace(gathered, records=records)
+
+
+def _strays_deleted(
+    strays: Mapping[str, tuple[str, str]],
+    desired: Mapping[str, DesiredItem],
+    records: Mapping[str, SyncRecord],
+) -> list[Action]:
+    """Copies of carecal's that are not this view's (UID -> href, ETag): the member's app
+    moved them here from another of her care calendars (where the move read as a pass).
+    Left, they would say forever what they said then ("[Dig]", a time since changed)."""
+    deleted: list[Action] = []
+    for uid, (href, etag) in sorted(strays.items()):
+        if uid not in desired and uid not in records:
+            log.info("a copy of another care calendar's deleted", extra={"uid": uid, "href": href})
+            deleted.append(Delete(uid, href, etag))
+    return deleted
 
 
 def _marks_added(

@@ -847,3 +847,43 @@ async def test_an_old_copy_her_app_puts_back_claims_nothing_again(
     assert [(a["ACTION"], a["TRIGGER"].dt) for a in copy.event.walk("VALARM")] == [
         ("DISPLAY", timedelta(minutes=-30))
     ]
+
+
+async def test_a_copy_moved_into_her_other_care_calendar_is_a_pass_and_leaves_no_stray(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Anna cares for two citizens; her app moves a copy she holds from one care calendar
+    into the other. Where it left, that is a pass (as deleting it is). Before, the moved
+    copy stayed in the other calendar for good, still saying "[Dig]" about a task she no
+    longer held. Now carecal deletes it there: it is none of that calendar's."""
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    other = circle_event(1, [ANNA], citizen_id="c-456")
+    assert (await post_event(http, other)).status_code == 202
+    anna = await issue(http, "m-anna")
+    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    login = (anna["username"], anna["password"])
+    other_view = "/dav/north~m-anna/c-456/"
+    async with calendar_app(served, anna) as app:
+        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
+        await eventually(view_where(app, other_view, lambda v: len(v) == 0))
+        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+        held_here = view_where(
+            app, ANNA_VIEW, lambda v: [c.summary for c in v.values()] == ["[Dig] Indkøb"]
+        )
+        (held,) = (await eventually(held_here)).values()
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == ["m-anna"]
+
+        name = held.href.rsplit("/", 1)[1]
+        answer = await http.request(
+            "MOVE", held.href, auth=login,
+            headers={"destination": served.base + other_view + name, "overwrite": "F"},
+        )  # fmt: skip
+        assert answer.status_code == 201
+        await asyncio.sleep(0.5)
+        await eventually(view_where(app, other_view, lambda v: len(v) == 0))
+        await eventually(lambda: idle(store))
+        assert await read_view(app, other_view) == {}
+        assert await read_view(app, ANNA_VIEW) == {}  # a pass: not written again
+    assert await claims_on_t1(http) == []
+    assert (await store.job_counts())["failed"] == 0

@@ -125,3 +125,16 @@ async def test_a_copy_of_carecals_at_a_new_href_is_found_where_its_own_href_is_g
     assert (await reader.read({new: '"9"'}, records=tombstone)).moved == {"occ-1": new}
     # With the copy still at its own href, one more with its UID is a duplicate, not ours.
     assert (await reader.read(records_and({new: '"9"'}))).moved == {}
+
+
+async def test_a_copy_of_another_care_calendars_is_a_stray_and_no_relief() -> None:
+    stray = PATH + "t-9_20270316T1000@north.ics"
+    body = copy_of("t-9_20270316T1000@north").replace(
+        b"END:VEVENT", b"X-CARECAL-TASK:t-9\r\nEND:VEVENT"
+    )
+    reader = Reader({stray: body})
+    read = await reader.read(records_and({stray: '"4"'}))
+    assert read == ForeignRead(strays={"t-9_20270316T1000@north": (stray, '"e"')})
+    # Her own event, whatever its UID, is not carecal's: no X-CARECAL-TASK.
+    reader = Reader({stray: copy_of("t-9_20270316T1000@north")})
+    assert (await reader.read(records_and({stray: '"4"'}))).strays == {}
