@@ -249,7 +249,24 @@ class _Applier:
         if stored is not None and stored.citizen_id != task.citizen_id:
             await self.moved(task, stored.citizen_id)
         await materialise(self.tx, task, now=self.now, horizon=self.horizon)
-        await self.fan_out(task.citizen_id)
+        circle = await self.tx.get_circle(self.tenant_id, task.citizen_id)
+        if circle is None:
+            return True
+        if task.kind == "visit" and task.assigned_member_id:
+            staff = circle.member(task.assigned_member_id)
+            if staff is None or staff.role != "staff":
+                # Held as the host says all the same (the circle may name them next), but a
+                # relative or an unknown id holding a visit is most likely the host's mistake.
+                log.warning(
+                    "visit assigned to someone who is not staff in the circle",
+                    extra={
+                        "tenant": self.tenant_id,
+                        "task_id": task.id,
+                        "member_id": task.assigned_member_id,
+                        "role": staff.role if staff is not None else None,
+                    },
+                )
+        await enqueue_view_syncs(self.tx, self.tenant_id, circle, now=self.now)
         return True
 
     async def moved(self, task: Task, left: str) -> None:

@@ -5,9 +5,11 @@ is asked (their feed reads "[For you] …" until they answer), and every refusal
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
+import pytest
 from icalendar import Calendar
 
 from adapters.store.sql import SqlStore
@@ -176,3 +178,33 @@ async def test_visits_are_the_hosts_to_assign(client: httpx.AsyncClient) -> None
     # The visit is Sara's in everyone's view: "[Sara] Visit" for Bo.
     copy = (await _feed_events(client, "m-bo"))["v-9_20270324T0900"]
     assert str(copy["summary"]) == "[Sara] Visit"
+
+
+async def test_a_visit_assigned_to_someone_not_staff_is_held_as_said_and_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The host is the source of its assignments: the visit is held by whom it names. A
+    relative, or an id the circle does not know, is most likely its mistake: said in the
+    log for whoever runs carecal."""
+    await _seed(client)
+    caplog.set_level(logging.WARNING, logger="plugin.services.ingest")
+    for n, (member_id, role) in enumerate([("m-anna", "relative"), ("m-ghost", None)]):
+        visit = {"type": "visit.assigned", "data": {
+            "id": f"v-{n}", "citizen_id": "c-123", "version": 1, "staff_member_id": member_id,
+            "category": "visit", "start": "2027-03-24T09:00:00", "end": "2027-03-24T09:30:00",
+            "timezone": "Europe/Copenhagen"}}  # fmt: skip
+        assert (await post_event(client, visit)).status_code == 202
+        task = (await client.get(f"/api/v1/tasks/v-{n}", headers=auth())).json()
+        assert [c["member_id"] for c in task["occurrences"][0]["claims"]] == [member_id]
+        said = [r for r in caplog.records if getattr(r, "task_id", None) == f"v-{n}"]
+        assert [(r.getMessage(), r.member_id, r.role) for r in said] == [  # type: ignore[attr-defined]
+            ("visit assigned to someone who is not staff in the circle", member_id, role)
+        ]
+    caplog.clear()
+    sara = {"type": "visit.assigned", "data": {
+        "id": "v-9", "citizen_id": "c-123", "version": 1, "staff_member_id": "m-sara",
+        "category": "visit", "start": "2027-03-24T09:00:00", "end": "2027-03-24T09:30:00",
+        "timezone": "Europe/Copenhagen"}}  # fmt: skip
+    assert (await post_event(client, sara)).status_code == 202
+    await client.get("/api/v1/tasks/v-9", headers=auth())
+    assert not [r for r in caplog.records if r.name == "plugin.services.ingest"]
