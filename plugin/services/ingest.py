@@ -373,10 +373,18 @@ async def _hold_visit(tx: Tx, task: Task, staff_id: str, *, now: datetime) -> bo
     return changed
 
 
+TOMBSTONE_START = datetime(1970, 1, 1)
+
+
+def is_tombstone(task: Task) -> bool:
+    """The placeholder `_tombstone` stored: no task the host ever described."""
+    return task.status is TaskStatus.CANCELLED and task.start == TOMBSTONE_START
+
+
 def _tombstone(tenant_id: str, command: CancelTask) -> Task:
     """A cancelled placeholder for a task whose cancellation overtook its creation: it carries
     the version, so the late `task.upserted` is recognised as older and ignored."""
-    epoch = datetime(1970, 1, 1)
+    epoch = TOMBSTONE_START
     return Task(
         tenant_id=tenant_id,
         id=command.task_id,

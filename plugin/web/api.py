@@ -20,6 +20,7 @@ from plugin.domain.model import Circle, Member, OccurrenceRecord
 from plugin.domain.states import state_of as occurrence_state
 from plugin.services.assign import AssignRefusal, assign_occurrence
 from plugin.services.calendar_access import issue_calendar_credential
+from plugin.services.ingest import is_tombstone
 from plugin.services.links import personal_urls, renew_links
 from plugin.services.queries import TaskView, read_circle, read_task
 from plugin.web import relief_api
@@ -100,6 +101,11 @@ async def get_task(request: Request) -> Response:
     view = await read_task(state["store"], tenant.id, request.path_params["task_id"])
     if view is None:
         return problem(404, "Not found")
+    if is_tombstone(view.task):
+        # Only its cancellation came (before the task itself): nothing to show but that.
+        return problem(
+            404, "Not found", "Only a cancellation of this task was received.", reason="cancelled"
+        )
     return JSONResponse(task_json(view))
 
 
