@@ -88,7 +88,7 @@ async def get_circle(request: Request) -> Response:
     await state["applier"].catch_up()  # read your writes: every accepted webhook is applied
     circle = await read_circle(state["store"], tenant.id, request.path_params["citizen_id"])
     if circle is None:
-        return problem(404, "Not found")
+        return problem(404, "Not Found", "No such citizen.", reason="unknown_circle")
     return JSONResponse(circle_json(circle))
 
 
@@ -100,11 +100,11 @@ async def get_task(request: Request) -> Response:
     await state["applier"].catch_up()
     view = await read_task(state["store"], tenant.id, request.path_params["task_id"])
     if view is None:
-        return problem(404, "Not found")
+        return problem(404, "Not Found", "No such task.", reason="unknown_task")
     if is_tombstone(view.task):
         # Only its cancellation came (before the task itself): nothing to show but that.
         return problem(
-            404, "Not found", "Only a cancellation of this task was received.", reason="cancelled"
+            404, "Not Found", "Only a cancellation of this task was received.", reason="cancelled"
         )
     return JSONResponse(task_json(view))
 
@@ -124,7 +124,7 @@ async def issue_calendar_credentials(request: Request) -> Response:
         state["store"], tenant.id, request.path_params["member_id"], now=state["clock"]()
     )
     if issued is None:
-        return problem(404, "Not found")
+        return problem(404, "Not Found", "No such member.", reason="unknown_member")
     public_url = settings.server.public_url
     urls = await personal_urls(
         state["store"],
@@ -162,7 +162,7 @@ async def renew_member_links(request: Request) -> Response:
         now=state["clock"](),
     )
     if urls is None:
-        return problem(404, "Not found")
+        return problem(404, "Not Found", "No such member.", reason="unknown_member")
     return JSONResponse(
         {"feed_url": urls.feed_url, "setup_url": urls.setup_url},
         headers={"cache-control": "no-store"},

@@ -82,6 +82,10 @@ async def test_cancellation_is_never_resurrected_by_a_late_upsert(
 async def test_cancellation_arriving_before_the_task_wins(client: httpx.AsyncClient) -> None:
     cancel = {"type": "task.cancelled", "data": {"id": "t-9", "citizen_id": "c-123", "version": 2}}
     assert (await post_event(client, cancel)).status_code == 202
+    unknown = await client.get("/api/v1/tasks/t-never", headers=auth())
+    assert (unknown.status_code, unknown.json()["title"], unknown.json()["reason"]) == (
+        404, "Not Found", "unknown_task"
+    )  # fmt: skip
     # Nothing but its cancellation is known: no placeholder dressed as a task (1970, "other").
     only = await client.get("/api/v1/tasks/t-9", headers=auth())
     assert (only.status_code, only.json()["reason"]) == (404, "cancelled")
