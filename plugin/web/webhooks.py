@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -50,29 +51,28 @@ async def receive(request: Request) -> Response:
     settings, metrics = state["settings"], state["metrics"]
     started = time.perf_counter()
 
-    def reject(
-        reason: str, status: int, title: str, detail: str | None = None, **ext: Any
-    ) -> Response:
+    def reject(reason: str, status: int, detail: str, **ext: Any) -> Response:
+        """A problem titled as its status (RFC 9457 with type about:blank), what went wrong
+        in `detail`, and `reason` for the host's code to tell the cases apart."""
         metrics.webhooks_rejected.labels(reason).inc()
         log.info("webhook rejected", extra={"reason": reason, "status": status})
         # After a 413 the rest of the upload is unread: closing stops the server draining it.
         headers = {"connection": "close"} if status == 413 else None
-        return problem(status, title, detail, headers=headers, **ext)
+        phrase = HTTPStatus(status).phrase
+        return problem(status, phrase, detail, headers=headers, reason=reason, **ext)
 
     tenant = settings.tenant(request.path_params["tenant"])
     if tenant is None:
-        return reject("unknown_tenant", 404, "Unknown tenant")
+        return reject("unknown_tenant", 404, "Unknown tenant.")
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        return reject("unsupported_media_type", 415, "Body must be application/json")
+        return reject("unsupported_media_type", 415, "The body must be application/json.")
     try:
         body = await read_limited_body(request, settings.server.max_body_bytes)
     except BodyTooLarge:
+        limit = settings.server.max_body_bytes
         return reject(
-            "too_large",
-            413,
-            "Body too large",
-            f"The limit is {settings.server.max_body_bytes} bytes.",
+            "too_large", 413, f"The body is over the limit of {limit} bytes.", max_bytes=limit
         )
     try:
         verify(
@@ -83,28 +83,23 @@ async def receive(request: Request) -> Response:
             tolerance_seconds=settings.server.webhook_tolerance_seconds,
         )
     except StaleTimestamp:
-        return reject("stale", 401, "Stale webhook timestamp")
+        tolerance = settings.server.webhook_tolerance_seconds
+        return reject("stale", 401, f"The webhook-timestamp is more than {tolerance} s from now.")
     except InvalidWebhook as exc:
-        return reject("bad_signature", 401, "Invalid webhook signature", str(exc))
+        return reject("bad_signature", 401, f"Invalid webhook signature: {exc}")
     try:
         event = parse_event(body)
     except MalformedEvent as exc:
-        return reject("malformed_json", 400, "Malformed JSON", str(exc))
+        return reject("malformed_json", 400, f"Malformed JSON: {exc}")
     except EventError as exc:
-        return reject(
-            "schema",
-            422,
-            "Invalid event",
-            "The event does not match the schema.",
-            errors=exc.errors,
-        )
+        return reject("schema", 422, "The event does not match the schema.", errors=exc.errors)
 
     if not tenant.data_keys and _has_external_calendar(event):
         return reject(
             "no_data_key",
             422,
-            "External calendars are not enabled for this tenant",
-            "The tenant has no data_key to encrypt members' calendar passwords with.",
+            "External calendars are not enabled for this tenant: it has no data_key to "
+            "encrypt members' calendar passwords with.",
         )
     if not tenant.allow_private_calendar_urls:
         errors = _private_calendar_urls(event)
@@ -112,7 +107,6 @@ async def receive(request: Request) -> Response:
             return reject(
                 "private_calendar_url",
                 422,
-                "Invalid event",
                 "A member's calendar URL points at a non-public address.",
                 errors=errors,
             )
@@ -128,7 +122,7 @@ async def receive(request: Request) -> Response:
     except StoreError:
         # Not recorded, so not accepted: the host keeps it and retries (Standard Webhooks).
         log.exception("webhook could not be recorded")
-        response = reject("store_unavailable", 503, "Temporarily unavailable", "Please retry.")
+        response = reject("store_unavailable", 503, "Not recorded; please retry.")
         response.headers["retry-after"] = "5"
         return response
     metrics.count_accepted(tenant.id, event.type, "new" if new else "duplicate")

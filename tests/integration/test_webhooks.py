@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ async def test_stale_timestamp_is_401(client: httpx.AsyncClient) -> None:
     stale = int(time.time()) - 6 * 60
     response = await post_event(client, circle_event(), timestamp=stale)
     assert response.status_code == 401
-    assert "stale" in response.json()["title"].lower()
+    assert (response.json()["title"], response.json()["reason"]) == ("Unauthorized", "stale")
     future = int(time.time()) + 6 * 60
     assert (await post_event(client, circle_event(), timestamp=future)).status_code == 401
 
@@ -442,7 +443,7 @@ async def test_the_direct_webhook_path_keeps_the_routes_contract(
         assert missing.status_code == 404, path
         assert missing.headers["content-type"] == PROBLEM
     unknown = await client.post("/webhooks/nowhere", content=body, headers=headers)
-    assert unknown.status_code == 404 and unknown.json()["title"] == "Unknown tenant"
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_tenant"
 
 
 async def test_the_access_log_names_a_mounted_route_whole(
@@ -532,3 +533,35 @@ def test_a_store_error_says_what_the_driver_said_never_what_was_bound() -> None:
             with translate_errors():
                 raise sa_exc.DataError("INSERT …", (), Exception(said))
         assert "Insulin" not in str(typed.value) and str(typed.value).startswith("Exception: ")
+
+
+async def test_every_rejection_is_titled_as_its_status_and_says_its_reason(
+    client: httpx.AsyncClient,
+) -> None:
+    """RFC 9457: with `type` about:blank, the title is the status phrase; what went wrong is
+    the `detail`, and `reason` tells the cases apart for the host's code."""
+    body, headers = sign_event(circle_event())
+    stale_body, stale = sign_event(circle_event(), timestamp=int(time.time()) - 3600)
+    malformed, malformed_headers = b"{", dict(headers)
+    malformed_headers["webhook-signature"] = sign(
+        NORTH_SECRET, headers["webhook-id"], int(headers["webhook-timestamp"]), malformed
+    )
+    cases = [
+        ("/webhooks/nowhere", body, headers, 404, "unknown_tenant"),
+        ("/webhooks/north", body, headers | {"content-type": "text/plain"}, 415,
+         "unsupported_media_type"),
+        ("/webhooks/north", b" " * 300_000, headers, 413, "too_large"),
+        ("/webhooks/north", stale_body, stale, 401, "stale"),
+        ("/webhooks/north", body + b" ", headers, 401, "bad_signature"),
+        ("/webhooks/north", malformed, malformed_headers, 400, "malformed_json"),
+    ]  # fmt: skip
+    for path, content, sent, status, reason in cases:
+        answer = await client.post(path, content=content, headers=sent)
+        problem = answer.json()
+        assert (answer.status_code, problem["title"], problem["reason"]) == (
+            status, HTTPStatus(status).phrase, reason
+        ), reason  # fmt: skip
+        assert problem["detail"] and problem["type"] == "about:blank", reason
+    assert (await client.post("/webhooks/north", content=b" " * 300_000, headers=headers)).json()[
+        "max_bytes"
+    ] == 256 * 1024
