@@ -360,6 +360,19 @@ _SCHEMAS: dict[str, Any] = {
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},
+            "reason": {"type": "string", "description": "the case, for code to tell apart"},
+            "errors": {
+                "type": "array",
+                "description": "each invalid field of a 422 (its location and what is wrong)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                        "msg": {"type": "string"},
+                    },
+                },
+            },
+            "max_bytes": {"type": "integer", "description": "the limit a 413 went over"},
         },
     },
     "Member": {
