@@ -9,9 +9,10 @@
 Concurrency:
 
 - PostgreSQL: `lock_occurrence` takes a row lock (SELECT ... FOR UPDATE); `lease_jobs` skips rows
-  other workers hold (FOR UPDATE SKIP LOCKED). Two transaction-scoped advisory locks order the
-  inbox: `accept_webhooks` batches commit one at a time, and so do inbox appliers
-  (`SqlTx.pending_webhooks`); both rely on READ COMMITTED, the default.
+  other workers hold (FOR UPDATE SKIP LOCKED), and its transactions commit one at a time
+  (`JOB_LEASE_LOCK`), so no two jobs of one key are leased at once. Two more transaction-scoped
+  advisory locks order the inbox: `accept_webhooks` batches commit one at a time, and so do
+  inbox appliers (`SqlTx.pending_webhooks`); all rely on READ COMMITTED, the default.
 - SQLite has one writer. Every transaction starts with BEGIN IMMEDIATE, so it holds the write
   lock from its first statement and concurrent writers queue on `busy_timeout` instead of failing
   with "database is locked" when a reader tries to upgrade. Inside one process an asyncio.Lock
@@ -35,7 +36,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, event, func, or_, select, update
+from sqlalchemy import BigInteger, and_, case, delete, event, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import IntegrityError
@@ -44,7 +45,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from adapters.store.sql_rows import Cipher
 from adapters.store.sql_tx import SqlTx, new_event_id, translate_errors
-from adapters.store.sql_tx_statements import statements
+from adapters.store.sql_tx_statements import JOB_LEASE_LOCK, statements
 from adapters.store.tables import OCCURRENCE_UNCHECKED, inbox, jobs, occurrences, outbox
 from plugin.services.ports import (
     DueDeadline,
@@ -295,6 +296,16 @@ class SqlStore:
         if not self._sqlite:
             pick = pick.with_for_update(of=jobs, skip_locked=True)
         async with self._begin() as connection:
+            if not self._sqlite:
+                # Leases commit one after another: the `busy` check reads the statement's
+                # snapshot, and a lease of a key still uncommitted in another transaction is
+                # not in it (SKIP LOCKED passes over that job, not over its key's other jobs),
+                # so two workers could each lease one job of the same key at once. After the
+                # lock, the snapshot holds every lease made before this one. A lease takes a
+                # few ms; workers queue on it only for that.
+                await connection.execute(
+                    select(func.pg_advisory_xact_lock(literal(JOB_LEASE_LOCK, BigInteger)))
+                )
             ids = _one_per_key(await connection.execute(pick))
             if not ids:
                 return []

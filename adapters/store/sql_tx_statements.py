@@ -70,8 +70,10 @@ from plugin.domain.model import TaskStatus
 # pg_advisory_xact_lock keys (bigint), held for the length of a transaction:
 # the inbox applier, int.from_bytes(b"ccinbapp"), "carecal inbox applier" ...
 INBOX_APPLIER_LOCK = 0x6363696E62617070
-# ... and `accept_webhooks`, int.from_bytes(b"ccinbacc"), "carecal inbox accept".
+# ... and `accept_webhooks`, int.from_bytes(b"ccinbacc"), "carecal inbox accept" ...
 INBOX_ACCEPT_LOCK = 0x6363696E62616363
+# ... and `lease_jobs`, int.from_bytes(b"ccjoblse"), "carecal job lease".
+JOB_LEASE_LOCK = 0x63636A6F626C7365
 
 TENANT = bindparam("p_tenant", type_=String)
 TASK_COLUMNS = tuple(c.name for c in tasks.c if c.name not in ("tenant_id", "id"))

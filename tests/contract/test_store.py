@@ -848,6 +848,26 @@ async def test_workers_never_lease_the_same_job(backend: Backend) -> None:
     assert len(leased) == len(set(leased)) == 30
 
 
+async def test_workers_leasing_at_once_never_run_two_jobs_of_one_key(backend: Backend) -> None:
+    """A sync and a withdrawal queued for one view, two workers leasing one job each at the
+    same moment (the worker's usual lease, a slot at a time): only one of them is leased.
+    Before, each worker's statement read a snapshot without the other's uncommitted lease,
+    and on PostgreSQL both ran (57 rounds in 60)."""
+    other = await backend.another()
+    for round_ in range(20):
+        key = f"view-{round_}"
+        await enqueue(backend.store, ("sync", key, NOW), ("withdraw", key, NOW))
+        first, second = await asyncio.gather(
+            backend.store.lease_jobs("w1", now=NOW, limit=1, lease_seconds=60),
+            other.lease_jobs("w2", now=NOW, limit=1, lease_seconds=60),
+        )
+        assert len(first) + len(second) == 1, round_
+        [(job, worker)] = [(job, "w1") for job in first] + [(job, "w2") for job in second]
+        await backend.store.finish_job(job.id, worker)
+        [then] = await other.lease_jobs("w2", now=NOW, limit=1, lease_seconds=60)
+        await other.finish_job(then.id, "w2")
+
+
 async def test_fail_job_retries_or_gives_up(store: Store) -> None:
     await enqueue(store, ("sync", "v", NOW), ("deliver", None, NOW))
     sync, deliver = await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60)
