@@ -584,11 +584,16 @@ def _sequenced(item: DesiredItem, body: bytes, after: int) -> tuple[bytes, int]:
 
 
 def _older(copy: MemberCopy, record: SyncRecord) -> bool:
-    """The copy's SEQUENCE is below the one carecal last wrote: it comes from an older copy
-    (apps keep SEQUENCE or raise it, never lower it). A copy without one, or a record from
-    before SEQUENCE was kept, says nothing."""
+    """The copy is not the one carecal last wrote, and its SEQUENCE is below that one's: it
+    comes from an older copy (apps keep SEQUENCE or raise it, never lower it). A copy
+    without one, or a record from before SEQUENCE was kept, says nothing; nor does the copy
+    carecal last wrote, whatever its SEQUENCE (written by an instance from before SEQUENCE
+    was kept, during a rolling upgrade, it has the task's version, and the record the
+    higher SEQUENCE of an earlier write)."""
+    if record.sequence <= 0 or copy.fingerprint == record.fingerprint:
+        return False
     event = copy.calendar.walk("VEVENT")[0]
-    return record.sequence > 0 and "SEQUENCE" in event and _sequence_of(event) < record.sequence
+    return "SEQUENCE" in event and _sequence_of(event) < record.sequence
 
 
 def _sequence_of(event: Component) -> int:

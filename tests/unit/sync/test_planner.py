@@ -672,12 +672,20 @@ def copy_at_bytes(server: Server, uid: str) -> bytes:
 
 def test_a_copy_older_than_carecals_last_write_says_nothing() -> None:
     """Its SEQUENCE is below the one carecal last wrote: an app put back a cached copy.
-    Without a SEQUENCE (an app that drops it), the copy is read as always."""
-    mine = item("a", "mine")
+    Without a SEQUENCE (an app that drops it), the copy is read as always; and so is the
+    copy carecal last wrote, whatever its SEQUENCE (an older instance wrote it during a
+    rolling upgrade, with the task's version)."""
+    mine, offered = item("a", "mine"), item("a", "open")
     record = SyncRecord(
-        mine.uid, "a.ics", '"1"', mine.fingerprint, mine.material, "NEEDS-ACTION",
+        offered.uid, "a.ics", '"1"', offered.fingerprint, offered.material, "NEEDS-ACTION",
         sequence=mine.sequence + 1,
     )  # fmt: skip
+    current = set_partstat(Calendar.from_ical(offered.body), "ACCEPTED")
+    readings = read_member_copies(
+        [Fetched("a.ics", '"4"', current.to_ical())], {mine.uid: record},
+        member_address=ADDRESS, max_bytes=LIMIT,
+    )  # fmt: skip
+    assert readings.intents == (MemberGesture(mine.uid, Gesture.CLAIM),)
     older = set_partstat(Calendar.from_ical(mine.body), "ACCEPTED")
     readings = read_member_copies(
         [Fetched("a.ics", '"2"', older.to_ical())], {mine.uid: record},
