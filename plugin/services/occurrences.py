@@ -42,4 +42,12 @@ def planned_occurrences(
         for record in existing
         if record.occurrence.end.astimezone(UTC) <= window_start and not record.occurrence.cancelled
     ]
-    return history + expand(task, window_start=window_start, window_end=now + horizon)
+    # Never short of what is stored already: a roll whose `now` is behind another's (two
+    # workers rolling at once, one of them slower or its clock behind) would cancel the
+    # occurrences the other planned past its own horizon, until the next roll. What the
+    # task's rule no longer has is cancelled all the same.
+    window_end = now + horizon
+    planned = [r.occurrence.start for r in existing if not r.occurrence.cancelled]
+    if planned:
+        window_end = max(window_end, max(planned) + timedelta(seconds=1))
+    return history + expand(task, window_start=window_start, window_end=window_end)

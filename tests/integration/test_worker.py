@@ -414,6 +414,26 @@ async def test_the_horizon_roll_never_undoes_what_the_host_changed_meanwhile(
     assert [r.occurrence.id for r in found if not r.occurrence.cancelled] == []
 
 
+async def test_a_roll_behind_another_never_takes_back_what_that_one_planned(
+    store: SqlStore, settings: Settings, clock: Clock
+) -> None:
+    """Two workers roll the horizon at once, the second with a `now` two seconds behind
+    (slower, or its clock behind): the occurrence the first planned at its horizon's edge
+    stays. Before, the second cancelled it (it was past its own horizon) until the next
+    roll, an hour later, and every member's calendar lost it meanwhile."""
+    horizon = await stored_weekly(store, settings, clock)
+    async with store.transaction() as tx:
+        last = max(r.occurrence.start for r in await tx.get_occurrences("north", "t-weekly"))
+    edge = last + timedelta(weeks=1) - horizon  # where the next one comes into the horizon
+    await extend_horizons(store, settings, now=edge + timedelta(seconds=1))
+    await extend_horizons(store, settings, now=edge - timedelta(seconds=1))
+    async with store.transaction() as tx:
+        found = await tx.get_occurrences("north", "t-weekly")
+    newest = max(found, key=lambda r: r.occurrence.start)
+    assert newest.occurrence.start == last + timedelta(weeks=1)
+    assert not any(r.occurrence.cancelled for r in found)
+
+
 async def test_the_roll_and_the_applier_writing_one_task_at_once_both_succeed(
     store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
