@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check-config":
         return check_config(settings)
+    if args.command != "migrate":
+        behind = schema_problem(settings)
+        if behind is not None:
+            print(f"carecal: {behind}", file=sys.stderr)
+            return 2
 
     from plugin.logs import configure
 
@@ -214,6 +219,17 @@ def check_config(settings: Settings) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print("carecal: configuration OK", file=sys.stderr)
     return 0
+
+
+def schema_problem(settings: Settings) -> str | None:
+    """Why the database's schema cannot serve this carecal, or None. SQLite is migrated at
+    start; PostgreSQL by `carecal migrate` (several instances must not race to do it), and
+    an instance started before it would take webhooks and fail every sync."""
+    if settings.database.url.startswith("sqlite"):
+        return None
+    from adapters.store.migrate import schema_behind
+
+    return asyncio.run(schema_behind(settings.database.url))
 
 
 def ensure_sqlite_folder(url: str) -> None:

@@ -64,6 +64,35 @@ async def upgrade(url: str | AsyncEngine, revision: str = "head") -> None:
             await engine.dispose()
 
 
+async def schema_behind(url: str | AsyncEngine) -> str | None:
+    """Why this carecal cannot run on the database (a sentence to show), or None: its schema
+    lacks migrations this code needs. A schema a newer carecal migrated is fine: during a
+    rolling upgrade the instances not yet upgraded go on beside the new ones (migrations
+    only add to the schema)."""
+    engine = create_engine(url) if isinstance(url, str) else url
+    try:
+        with translate_errors():
+            async with engine.connect() as connection:
+                current = await connection.run_sync(current_revision)
+    finally:
+        if isinstance(url, str):
+            await engine.dispose()
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return "the database has no carecal schema yet: run `carecal migrate` first"
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    if current not in known:
+        return None  # a newer carecal's
+    return (
+        f"the database schema is at revision {current}, and this carecal needs {head}: "
+        "run `carecal migrate` first"
+    )
+
+
 async def is_up_to_date(url: str | AsyncEngine) -> bool:
     engine = create_engine(url) if isinstance(url, str) else url
     try:

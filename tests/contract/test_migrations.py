@@ -14,11 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from adapters.store.migrate import head_revision, is_up_to_date, upgrade
+from adapters.store.migrate import head_revision, is_up_to_date, schema_behind, upgrade
 from adapters.store.sql import create_engine
 from adapters.store.tables import metadata
+from plugin.cli import main
 from tests.contract.support import POSTGRES_ENV, POSTGRES_SKIP
 
 
@@ -144,3 +145,54 @@ async def test_withdraw_jobs_queued_before_their_kinds_were_apart_take_their_kin
         }
     finally:
         await engine.dispose()
+
+
+async def test_a_schema_behind_the_code_is_named_and_one_ahead_is_fine(tmp_path: Path) -> None:
+    """`carecal serve` and `carecal worker` on PostgreSQL do not migrate (`carecal migrate`
+    does): one started on a schema missing a migration would take webhooks and fail every
+    sync. It is told why instead. A schema a newer carecal migrated (a rolling upgrade) is
+    fine: migrations only add."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/carecal.db"
+    assert "no carecal schema yet" in str(await schema_behind(url))
+    await upgrade(url, "0018")
+    assert await schema_behind(url) == (
+        f"the database schema is at revision 0018, and this carecal needs {head_revision()}: "
+        "run `carecal migrate` first"
+    )
+    await upgrade(url)
+    assert await schema_behind(url) is None
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        await engine.dispose()
+    assert await schema_behind(url) is None  # a newer carecal's
+
+
+@pytest.mark.postgres
+async def test_carecal_started_before_migrate_on_postgresql_says_so_and_stops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(POSTGRES_SKIP)
+    name = f"carecal_cli_{secrets.token_hex(6)}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        fresh = url.rsplit("/", 1)[0] + f"/{name}"
+        environ = {"CARECAL_DATABASE__URL": fresh}
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in environ.items():
+                patch.setenv(key, value)
+            code = await asyncio.to_thread(main, ["outbox", "replay"])
+            err = capsys.readouterr().err
+            assert code == 2 and "run `carecal migrate` first" in err
+            assert await asyncio.to_thread(main, ["migrate"]) == 0
+            assert await asyncio.to_thread(main, ["outbox", "replay"]) == 0
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
