@@ -26,6 +26,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from plugin.services.ports import AuditEntry, CalendarCredential, Store, Tx
 
@@ -90,10 +91,16 @@ class IssuedCredential:
 
 
 async def issue_calendar_credential(
-    store: Store, tenant_id: str, member_id: str, *, now: datetime
+    store: Store,
+    tenant_id: str,
+    member_id: str,
+    *,
+    now: datetime,
+    channel: Literal["api", "link"] = "api",
 ) -> IssuedCredential | None:
     """Issue (or replace) the member's app password; None when the member is in no current
-    circle of the tenant. The old password stops working when this commits."""
+    circle of the tenant. The old password stops working when this commits. `channel`: the
+    host's API (actor "api"), or the member's setup page (actor the member, channel "link")."""
     username = caldav_username(tenant_id, member_id)
     password = new_password()
     # Off the event loop, and before the transaction: hashing takes tens of milliseconds.
@@ -108,9 +115,9 @@ async def issue_calendar_credential(
             AuditEntry(
                 tenant_id=tenant_id,
                 at=now,
-                actor="api",
+                actor="api" if channel == "api" else member_id,
                 action="calendar_credential.issued",
-                channel="api",
+                channel=channel,
                 subject=member_id,
                 detail={"username": username},
             )

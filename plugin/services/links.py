@@ -238,13 +238,17 @@ async def renew_links(
 ) -> PersonalUrls | None:
     """Revoke the member's links (every claim link, the feed, the setup page) and make new
     ones; None when the member is in no current circle of the tenant. Their hosted calendar
-    views are queued for a sync in the same transaction, so the copies carry the new links."""
+    views are queued for a sync in the same transaction, so the copies carry the new links.
+    The calendar app password is revoked too: whoever held the setup link could have made
+    one with it (the member sets up their devices again from the new setup link)."""
+    from plugin.services.calendar_access import revoke_calendar_credential
     from plugin.services.view_sync import enqueue_view_syncs  # view_sync imports this module
 
     async with store.transaction() as tx:
         if not await tx.is_current_member(tenant_id, member_id):
             return None
         await revoke(tx, tenant_id, member_id, now=now, actor="api")
+        await revoke_calendar_credential(tx, tenant_id, member_id, now=now, actor="api")
         link = await ensure_link(tx, tenant_id, member_id, now=now)
         for citizen_id in await tx.list_member_circles(tenant_id, member_id):
             circle = await tx.get_circle(tenant_id, citizen_id)

@@ -153,7 +153,7 @@ async def issue_device_account(
     """A new app password for the member (replacing the previous one); None when the member
     left meanwhile."""
     issued = await issue_calendar_credential(
-        store, page.link.tenant_id, page.link.member_id, now=now
+        store, page.link.tenant_id, page.link.member_id, now=now, channel="link"
     )
     if issued is None:
         return None

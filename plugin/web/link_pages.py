@@ -7,8 +7,8 @@ labelled fieldset, a `role="status"` notice after an action, and a clear `:focus
 outline. Every value from the host is escaped.
 
 What the page shows follows DESIGN.md principle 5: the neutral category title, the time, the
-member's own relation, other holders by first name only, and details and place only at `full`
-visibility.
+member's own relation, other holders by the name the host gave them (never their contact
+data), and details and place only at `full` visibility.
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ async def _claim_page(request: Request, limits: LinkLimits) -> Response:
     state = state_of(request)
     now = state["clock"]()
     store = state["store"]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # Starlette answers HEAD with the GET route
         page = await open_claim_page(store, token, now=now)
         if isinstance(page, Refused):
             return _refused(request, page)
@@ -218,6 +218,9 @@ async def _claim_page(request: Request, limits: LinkLimits) -> Response:
     form = await read_form(request)
     if form is None:
         return _message(request, "refused", 400)
+    # What the host said before this moment holds: a member it just removed (a webhook
+    # accepted, not yet applied) acts no more, as with the API.
+    await state["applier"].catch_up()
     ask = _ASKS.get(first_value(form, "action"))
     given = first_value(form, "form_token")
     page = await open_claim_page(store, token, now=now)
@@ -277,10 +280,12 @@ async def _setup_page(request: Request, limits: LinkLimits) -> Response:
     public_url = settings.server.public_url
     now = state["clock"]()
     embedded = isinstance(settings.calendar, EmbeddedCalendarSettings)
+    if request.method == "POST":
+        await state["applier"].catch_up()  # a member the host just removed acts no more
     page = await open_setup_page(state["store"], public_url, token, embedded=embedded)
     if isinstance(page, Refusal):
         return _refused(request, Refused(page))
-    if request.method == "GET":  # with the member's capacity and relief forms (care_pages)
+    if request.method in ("GET", "HEAD"):  # with the capacity and relief forms (care_pages)
         return await care_page(request, page, token, now=now, headers=_PAGE_HEADERS)
     if not _same_origin(request, public_url):
         return _message(request, "refused", 403, page.member.locale)

@@ -21,6 +21,7 @@ login attempts are rate-limited per client address.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,7 +58,8 @@ from plugin.web.state import state_of
 
 __all__ = ["StaffLimits", "routes"]
 
-_NEXT = re.compile(r"^/staff/(circles/[A-Za-z0-9._:%-]{1,400})?$")
+log = logging.getLogger(__name__)
+_NEXT = re.compile(r"\A/staff/(circles/[A-Za-z0-9._:%-]{1,400})?\Z")
 _HEADERS = {
     "cache-control": "no-store",
     "content-security-policy": STAFF_CSP,
@@ -219,7 +221,7 @@ async def circle(request: Request) -> Response:
 async def _login(request: Request, limits: StaffLimits) -> Response:
     state = state_of(request)
     settings = state["settings"]
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # Starlette answers HEAD with the GET route
         next_path = request.query_params.get("next", "")
         return _html(
             login_page_html(
@@ -243,6 +245,11 @@ async def _login(request: Request, limits: StaffLimits) -> Response:
     tenant_id = first_value(form, "tenant").strip()
     tenant = check_login(settings.tenants, tenant_id, first_value(form, "password"))
     if tenant is None:
+        # For whoever runs carecal to see guessing (the limit is per address; the address is
+        # not logged). An unknown tenant id as typed is not logged either: it may be the
+        # password typed into the wrong field.
+        known = any(t.id == tenant_id for t in settings.tenants)
+        log.warning("staff login refused", extra={"tenant": tenant_id if known else "(unknown)"})
         html = login_page_html(language, tenant_id=tenant_id[:64], failed=True, next_path=next_path)
         return _html(html, 401)
     session = issue_session(tenant, now=state["clock"]())

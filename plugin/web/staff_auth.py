@@ -14,7 +14,10 @@ The session is stateless, so it works across several `carecal serve` instances:
     <tenant id>.<issued, unix seconds>.<nonce>.<tag>
 
 `tag` is a 128-bit HMAC-SHA256 over the first three parts, keyed by a key derived from the
-tenant's staff password: changing the password ends every session of that tenant at once.
+tenant's staff password and its API token: changing either ends every session of that tenant
+at once. The token, which staff never see, keeps a copied cookie from being a test of
+password guesses (with the password alone in the key, one cookie let anyone try ~265 000
+guesses a second offline, and the shared password outlived the cookie's two hours).
 A session lasts `staff.session_minutes` (2 hours by default) from the login, then staff log
 in again; logging out removes the cookie from the browser (a copied cookie stays valid until
 it expires: the lifetime is kept short for that reason).
@@ -46,7 +49,7 @@ __all__ = [
     "read_session",
 ]
 
-_CONTEXT = b"carecal staff session v1"
+_CONTEXT = b"carecal staff session v2"
 _SKEW = timedelta(minutes=1)  # sessions issued by an instance whose clock is a little ahead
 
 
@@ -62,7 +65,9 @@ def _key(tenant: TenantSettings) -> bytes | None:
     if tenant.staff_password is None:
         return None
     password = tenant.staff_password.get_secret_value().encode()
-    return hmac.new(password, _CONTEXT, hashlib.sha256).digest()
+    token = tenant.api_token.get_secret_value().encode()
+    material = _CONTEXT + b"\0" + hashlib.sha256(password).digest()
+    return hmac.new(token, material, hashlib.sha256).digest()
 
 
 def _tag(key: bytes, message: str) -> str:
@@ -122,7 +127,7 @@ def read_session(
     """The tenant and session of a genuine, unexpired cookie value, else None."""
     if not value or len(value) > 512:
         return None
-    parts = value.split(".")
+    parts = value.rsplit(".", 3)  # a tenant id may hold dots; the other parts never do
     if len(parts) != 4 or not parts[1].isdigit():
         return None
     tenant_id, issued_text, nonce, tag = parts

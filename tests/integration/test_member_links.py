@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from icalendar import Calendar, Event, Timezone
 
 from adapters.store.sql import SqlStore
 from plugin.config import Settings
+from plugin.services.ports import InboxItem
 from plugin.web.app import create_app
 from plugin.web.links import LinkLimits
 from tests.integration.support import Clock, auth, circle_event, post_event, task_event
@@ -188,6 +190,14 @@ async def test_forged_posts_are_refused(client: httpx.AsyncClient) -> None:
         assert response.status_code in (400, 403), (data, headers)
         assert "<html" in response.text
     assert await _claims(client) == []
+    # HEAD is the page's GET (Starlette answers it with the GET route), never its form, even
+    # with the form's body: before, it claimed.
+    head = await client.request(
+        "HEAD", claim, content=f"action=claim&form_token={token}",
+        headers=SAME_ORIGIN | {"content-type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert head.status_code == 200
+    assert await _claims(client) == []
     # The genuine form still works, also from a browser that sends no Origin.
     done = await client.post(claim, data={"action": "claim", "form_token": token})
     assert done.status_code == 200
@@ -312,3 +322,23 @@ async def test_renewing_a_members_links_revokes_the_old_ones(
     # The credentials call answers the current links.
     issued = await client.post("/api/v1/members/m-anna/calendar-credentials", headers=auth())
     assert issued.json()["feed_url"] == renewed.json()["feed_url"]
+
+
+async def test_a_member_removed_a_moment_ago_acts_no_more_through_a_link(
+    client: httpx.AsyncClient, store: SqlStore, clock: Clock
+) -> None:
+    """The host removed Bo: the webhook is accepted, and not applied yet (a backlog, or the
+    very moment after). Before, his claim link still claimed in that window. Now a POST to
+    a link applies what the host said before it, as the API does."""
+    await _circle_with_task(client)
+    claim = await _claim_path(client, await _feed_path(client, "m-bo"))
+    token = _form_token((await client.get(claim)).text)
+    without_bo = circle_event(version=2)
+    without_bo["data"]["members"] = [m for m in without_bo["data"]["members"] if m["id"] != "m-bo"]
+    body = json.dumps(without_bo).encode()
+    await store.accept_webhooks(
+        [InboxItem("north", "wh-remove-bo", "circle.updated", body, clock.now)]
+    )
+    refused = await client.post(claim, data={"action": "claim", "form_token": token})
+    assert refused.status_code == 410
+    assert await _claims(client) == []

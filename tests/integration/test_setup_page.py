@@ -82,7 +82,27 @@ async def test_a_hosted_member_gets_a_profile_and_device_details(
     assert password
     async with store.transaction() as tx:
         stored = await tx.get_calendar_credential("north~m-anna")
+        audit = await tx.list_audit("north", subject="m-anna")
     assert stored is not None and verify_password(password.group(1), stored.password_hash)
+    # Issued through her setup link: audited as hers, through a link, not as the host's.
+    issued = [(e.actor, e.channel) for e in audit if e.action == "calendar_credential.issued"]
+    assert issued == [("api", "api"), ("m-anna", "link"), ("m-anna", "link")]
+
+    # The link leaked: the municipality renews her links. Whoever made a password with the
+    # old setup link is out of her calendar too, not only out of the pages.
+    login = ("north~m-anna", password.group(1))
+    home = {"depth": "0"}
+    assert (
+        await client.request("PROPFIND", "/dav/north~m-anna/", auth=login, headers=home)
+    ).status_code == 207
+    assert (
+        await client.post("/api/v1/members/m-anna/links/renew", headers=auth())
+    ).status_code == 200
+    assert (
+        await client.request("PROPFIND", "/dav/north~m-anna/", auth=login, headers=home)
+    ).status_code == 401
+    async with store.transaction() as tx:
+        assert (await tx.get_calendar_credential("north~m-anna")).revoked_at is not None  # type: ignore[union-attr]
 
 
 async def test_a_feed_member_gets_the_feed_only(client: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ items, load against capacity as an SVG chart, open relief requests), in Danish a
 
 from __future__ import annotations
 
+import logging
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -262,3 +263,21 @@ async def test_a_circle_page_in_english(
     assert "Visit</td><td>Sara" in html and "Awaiting the municipality" in text
     # The language link leads to the Danish page.
     assert 'href="/staff/circles/c-123?lang=da" lang="da" hreflang="da">Dansk</a>' in html
+
+
+async def test_head_is_no_login_and_a_refused_login_is_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HEAD is the login page's GET, never a login attempt: before, each one counted
+    against the address's login limit (ten, then 429). A refused login is logged with its
+    tenant when it is one, never with what was typed."""
+    for _ in range(12):
+        head = await client.request("HEAD", "/staff/login", headers=SAME_ORIGIN)
+        assert head.status_code == 200
+    caplog.set_level(logging.WARNING, logger="plugin.web.staff")
+    assert (await _login(client, "north", "wrong password")).status_code == 401
+    assert (await _login(client, "my secret password", "")).status_code == 401
+    said = [(r.getMessage(), r.tenant) for r in caplog.records if r.name == "plugin.web.staff"]  # type: ignore[attr-defined]
+    assert said == [("staff login refused", "north"), ("staff login refused", "(unknown)")]
+    assert "my secret password" not in caplog.text and "wrong password" not in caplog.text
+    assert (await _login(client)).status_code == 303

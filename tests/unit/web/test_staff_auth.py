@@ -104,3 +104,30 @@ def test_the_logout_token_is_bound_to_the_session() -> None:
 def test_staff_password_must_be_long_enough() -> None:
     with pytest.raises(ValidationError, match="at least 12"):
         tenant("north", staff_password="short")
+
+
+def test_a_copied_cookie_is_no_test_of_password_guesses() -> None:
+    """The session's key holds the API token, which staff never see: with the password alone
+    in it, one cookie let anyone check password guesses offline (~265 000 a second). The
+    same password with another token signs other sessions; changing the token ends them."""
+    import base64
+    import hashlib
+    import hmac
+
+    session = issue_session(NORTH, now=NOW)
+    message, tag = session.value.rsplit(".", 1)
+    for context in (b"carecal staff session v1", b"carecal staff session v2"):
+        guessed = hmac.new(b"north staff password", context, hashlib.sha256).digest()
+        digest = hmac.new(guessed, message.encode(), hashlib.sha256).digest()[:16]
+        assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != tag
+    rotated = tenant(
+        "north", staff_password="north staff password", api_token="north-new-token-0123"
+    )
+    assert read_session([rotated], session.value, now=NOW, lifetime=HOURS2) is None
+
+
+def test_a_tenant_id_with_dots_keeps_its_session() -> None:
+    dotted = tenant("aarhus.kommune", staff_password="aarhus staff password")
+    session = issue_session(dotted, now=NOW)
+    found = read_session([dotted, NORTH], session.value, now=NOW, lifetime=HOURS2)
+    assert found is not None and found[0] is dotted
