@@ -134,6 +134,7 @@ class _State:
     view_generations: dict[Key3, int] = field(default_factory=dict)  # (tenant, member, citizen)
     # (tenant, citizen, member) -> (url, username) -> (account, retired at)
     retired: dict[Key3, dict[Key2, tuple[ExternalCalendar, datetime]]] = field(default_factory=dict)
+    rounds: dict[str, datetime] = field(default_factory=dict)  # name -> due at
 
     def copy(self) -> _State:
         # Values are frozen, so copying the containers is a full snapshot.
@@ -164,6 +165,7 @@ class _State:
             view_state=dict(self.view_state),
             view_generations=dict(self.view_generations),
             retired={key: dict(accounts) for key, accounts in self.retired.items()},
+            rounds=dict(self.rounds),
         )
 
     def restore(self, snapshot: _State) -> None:
@@ -998,6 +1000,15 @@ class MemoryStore:
             for job_id in gone:
                 del self._state.jobs[job_id]
         return len(gone)
+
+    async def claim_round(self, name: str, *, now: datetime, every: timedelta) -> bool:
+        self._check()
+        async with self._lock:
+            due = self._state.rounds.get(name)
+            if due is not None and now < due:
+                return False
+            self._state.rounds[name] = now + every
+            return True
 
     async def job_counts(self) -> Mapping[JobStatus, int]:
         self._check()

@@ -28,8 +28,9 @@ a sync of each view that no poll visits and that was last synced on an earlier d
 copies move with the days: `renew_views`), and at start of every such view (a member's write
 whose hook was lost to a crash). Every
 `calendar.poll_interval_seconds` it queues a sync of each view that no change hook announces
-(members' own accounts; every view on the municipality's server): the poll. A queued sync of
-a view is not queued twice, so several workers polling only cost a few cheap statements.
+(members' own accounts; every view on the municipality's server): the poll. Several workers
+on one database poll each round once between them: the one whose `Store.claim_round` finds
+the round due runs it (each polling would ask every server as many times a round).
 
 Given an `EventSender` (`host_events`), the worker also delivers the outbox to the hosts, in a
 loop of its own beside the jobs (`services.delivery`); and every
@@ -81,6 +82,7 @@ MAX_BACKOFF = timedelta(minutes=15)
 RENEW_BATCH = 500  # views queued per transaction by `renew_views` (the writer stays free)
 RENEWED_AT_START = "start"  # the reason of the view syncs `renew_views` queues at start
 PURGE_INTERVAL = timedelta(hours=1)  # how often finished work is swept (`purge_when_due`)
+POLL_ROUND = "calendar-poll"  # `Store.claim_round`: one instance polls each round
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
 UNHANDLED_RETRY = timedelta(minutes=10)
@@ -439,8 +441,13 @@ class Worker:
         now = self.clock()
         if self._poll_due is not None and now < self._poll_due:
             return
+        interval = timedelta(seconds=self.settings.calendar.poll_interval_seconds)
+        self._poll_due = now + interval
+        # One instance polls each round: with several workers on one database, each polling
+        # would ask every server as many times a round.
+        if not await self.store.claim_round(POLL_ROUND, now=now, every=interval):
+            return
         tally = await poll_views(self.store, self.settings, self.calendars, now=now)
-        self._poll_due = now + timedelta(seconds=self.settings.calendar.poll_interval_seconds)
         for result, views in tally.items():
             self.metrics.poll_views.labels(result).inc(views)
         if tally["due"] or tally["down"] or tally["unanswered"]:

@@ -46,7 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from adapters.store.sql_rows import Cipher
 from adapters.store.sql_tx import SqlTx, new_event_id, translate_errors
 from adapters.store.sql_tx_statements import JOB_LEASE_LOCK, statements
-from adapters.store.tables import OCCURRENCE_UNCHECKED, inbox, jobs, occurrences, outbox
+from adapters.store.tables import OCCURRENCE_UNCHECKED, inbox, jobs, occurrences, outbox, rounds
 from plugin.services.ports import (
     DueDeadline,
     InboxItem,
@@ -453,6 +453,23 @@ class SqlStore:
             purged += deleted
             if deleted < PURGE_BATCH:
                 return purged
+
+    async def claim_round(self, name: str, *, now: datetime, every: timedelta) -> bool:
+        """One statement: insert the round, or move its due time on where it has passed; a
+        row comes back only to the instance whose statement did either."""
+        dialect = sqlite if self._sqlite else postgresql
+        claim = (
+            dialect.insert(rounds)
+            .values(name=name, due_at=now + every)
+            .on_conflict_do_update(
+                index_elements=["name"],
+                set_={"due_at": now + every},
+                where=rounds.c.due_at <= now,
+            )
+            .returning(rounds.c.name)
+        )
+        async with self._begin() as connection:
+            return (await connection.execute(claim)).first() is not None
 
     async def job_counts(self) -> Mapping[JobStatus, int]:
         counts: dict[JobStatus, int] = dict.fromkeys(JOB_STATUSES, 0)

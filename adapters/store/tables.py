@@ -364,6 +364,15 @@ jobs = Table(
     ),
 )
 
+# Rounds each instance would run (the calendar poll), claimed by one at a time (`claim_round`):
+# the one whose claim finds `due_at` passed runs it, and sets the next.
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("due_at", UTCDateTime(), nullable=False),
+)
+
 audit = Table(
     "audit",
     metadata,

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from plugin.domain.capacity import MemberSettings
@@ -663,6 +663,13 @@ class Store(Protocol):
         ...
 
     async def job_counts(self) -> Mapping[JobStatus, int]: ...
+
+    async def claim_round(self, name: str, *, now: datetime, every: timedelta) -> bool:
+        """Claim the round `name` (the calendar poll) for this instance: True when it was
+        due (its last claim `every` or longer ago, or none), and it is this instance's to run
+        until `now + every`; False when another instance claimed it. Several instances on one
+        database then run each round once, not once each."""
+        ...
 
     async def purge_done_jobs(self, *, due_before: datetime) -> int:
         """Forget the finished jobs that were due before `due_before` (failed ones stay, for

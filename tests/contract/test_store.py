@@ -868,6 +868,23 @@ async def test_workers_leasing_at_once_never_run_two_jobs_of_one_key(backend: Ba
         await other.finish_job(then.id, "w2")
 
 
+async def test_a_round_is_claimed_once_per_interval(backend: Backend) -> None:
+    """`claim_round`: the first claim of a round is due; then none until `every` has passed
+    since, whoever asks; of claims made at once, one wins. Rounds are apart by name."""
+    store, other = backend.store, await backend.another()
+    every = timedelta(seconds=30)
+    assert await store.claim_round("poll", now=NOW, every=every)
+    assert not await other.claim_round("poll", now=NOW, every=every)
+    assert not await store.claim_round("poll", now=NOW + every - timedelta(seconds=1), every=every)
+    assert await other.claim_round("other", now=NOW, every=every)
+    later = NOW + every
+    won = await asyncio.gather(
+        *(db.claim_round("poll", now=later, every=every) for db in (store, other, store, other))
+    )
+    assert sorted(won) == [False, False, False, True]
+    assert await store.claim_round("poll", now=later + 2 * every, every=every)
+
+
 async def test_fail_job_retries_or_gives_up(store: Store) -> None:
     await enqueue(store, ("sync", "v", NOW), ("deliver", None, NOW))
     sync, deliver = await store.lease_jobs("w", now=NOW, limit=5, lease_seconds=60)

@@ -724,3 +724,34 @@ async def test_a_members_own_server_down_is_logged_without_naming_her_account(
     [line] = [formatter.format(r) for r in caplog.records if r.getMessage() == "job failed"]
     assert "CalendarUnavailable from the member's own calendar server" in line
     assert "anna.hansen" not in line and str(port) not in line
+
+
+async def test_several_workers_poll_each_round_once(
+    store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three workers on one database (scale-out): each round of the calendar poll is run by
+    one of them. Before, each polled every view every round: every server answered three
+    probes a round."""
+    import plugin.worker as worker_module
+
+    polled: list[datetime] = []
+
+    async def poll_views(*args: Any, now: datetime, **kwargs: Any) -> dict[str, int]:
+        polled.append(now)
+        return dict.fromkeys(worker_module.POLL_RESULTS, 0)
+
+    monkeypatch.setattr(worker_module, "poll_views", poll_views)
+    other = await SqlStore.open(settings.database.url)
+    try:
+        workers = [
+            Worker(db, settings, metrics=Metrics(), clock=clock, calendars=object())  # type: ignore[arg-type]
+            for db in (store, other, store)
+        ]
+        interval = timedelta(seconds=settings.calendar.poll_interval_seconds)
+        for round_ in range(3):
+            await asyncio.gather(*(w.poll_calendars_when_due() for w in workers))
+            assert len(polled) == round_ + 1
+            clock.now += interval
+    finally:
+        await other.close()
+    assert polled == [polled[0] + n * interval for n in range(3)]
