@@ -1005,7 +1005,7 @@ class MemoryStore:
         self._check()
         async with self._lock:
             due = self._state.rounds.get(name)
-            if due is not None and now < due:
+            if due is not None and now < due <= now + every:
                 return False
             self._state.rounds[name] = now + every
             return True

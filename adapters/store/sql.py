@@ -455,8 +455,10 @@ class SqlStore:
                 return purged
 
     async def claim_round(self, name: str, *, now: datetime, every: timedelta) -> bool:
-        """One statement: insert the round, or move its due time on where it has passed; a
-        row comes back only to the instance whose statement did either."""
+        """One statement: insert the round, or move its due time on where it has passed (or
+        lies further ahead than one interval: set by an instance whose clock is ahead, it
+        would keep the others from the round until their clocks got there); a row comes
+        back only to the instance whose statement did either."""
         dialect = sqlite if self._sqlite else postgresql
         claim = (
             dialect.insert(rounds)
@@ -464,7 +466,7 @@ class SqlStore:
             .on_conflict_do_update(
                 index_elements=["name"],
                 set_={"due_at": now + every},
-                where=rounds.c.due_at <= now,
+                where=or_(rounds.c.due_at <= now, rounds.c.due_at > now + every),
             )
             .returning(rounds.c.name)
         )

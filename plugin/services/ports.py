@@ -668,7 +668,8 @@ class Store(Protocol):
         """Claim the round `name` (the calendar poll) for this instance: True when it was
         due (its last claim `every` or longer ago, or none), and it is this instance's to run
         until `now + every`; False when another instance claimed it. Several instances on one
-        database then run each round once, not once each."""
+        database then run each round once, not once each. A claim due further ahead than
+        `every` (made by an instance whose clock is ahead) does not hold the round."""
         ...
 
     async def purge_done_jobs(self, *, due_before: datetime) -> int:

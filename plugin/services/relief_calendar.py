@@ -120,7 +120,10 @@ async def relief_from_collection(
     asks = []
     for href, (etag, body) in sorted((await fetch(foreign)).items()):
         if body is None:
-            log.info("own event too large to read", extra={"href": href})
+            log.info(
+                "own event too large to read",
+                extra={"tenant": view.tenant_id, "member_id": view.member_id},
+            )
             continue
         uid = object_uid(body, max_bytes=MAX_COPY_BYTES)
         if uid in vanished and uid not in moved:

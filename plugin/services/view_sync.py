@@ -423,6 +423,7 @@ async def _idle(
         peek.generation == state.generation
         and same_day
         and state.inputs is not None
+        and state.foreign_after is None  # a walk of the member's own objects goes on
         and _markers_kept(probe, state)
     )
     return idle, probe
@@ -788,11 +789,23 @@ async def _sync(
         gathered = await _gather(store, view, since=now - HISTORY) or gathered
     if foreign.moved:
         gathered = _followed(gathered, foreign.moved)
+    # While objects the member's app changed are still to be read (`foreign.after`), a copy
+    # gone from its href may be among them, moved (an app re-uploading every copy under
+    # names of its own): none is read as deleted, a pass, before the walk has read them all.
+    unread = {}
+    if foreign.after is not None:
+        listed = remote_state.listing
+        unread = {
+            r.href: r.etag or ""
+            for r in gathered.records.values()
+            if r.href is not None and r.href not in listed
+        }
     if remote_state.created and gathered.records:
         await _forget_view(store, view)  # else the planner would read every copy as deleted
         gathered = replace(gathered, records={}, recorded=False)
     records = gathered.records
     remote = {href: RemoteItem(href, etag) for href, etag in remote_state.listing.items()}
+    remote.update((href, RemoteItem(href, etag)) for href, etag in unread.items())
     if gathered.recorded:
         desired = _as_recorded(records)
     else:
@@ -813,7 +826,7 @@ async def _sync(
         desired = _desired(gathered, settings, view, now=now)
         plan = plan_view_sync(desired, remote, records)
     actions: list[Action] = list(plan.actions)
-    actions += _strays_deleted(foreign.strays, desired, records)
+    strays = _strays_deleted(foreign.strays, desired, records)
     intents: tuple[Intent, ...] = plan.intents
     readings = Readings((), ())
     fetched_uids: set[str] = set()
@@ -897,6 +910,7 @@ async def _sync(
         complete = set(replan.fetch.hrefs) <= set(plan.fetch.hrefs)
     if plan.fetch.hrefs:
         actions += plan_after_fetch(desired, readings).actions
+    actions += strays  # (after the replan a gesture makes, which plans the actions anew)
     # Records kept before they held their advice marks get them, once and first (a record
     # this run writes anyway is saved after): a later gesture then keys only what it changes.
     actions[:0] = _marks_added(desired, records)
@@ -957,9 +971,19 @@ def _followed(gathered: _Gathered, moved: Mapping[str, str]) -> _Gathered:
     the member kept the event."""
     records = dict(gathered.records)
     for uid, href in moved.items():
-        log.info("member copy moved; followed", extra={"uid": uid, "href": href})
-        records[uid] = replace(records[uid], href=href, etag=None)
+        log.info("member copy moved; followed", extra={"uid": uid, "object": _name_of(href)})
+        record = records[uid]
+        # A copy made again after its pass was read (a tombstone: no href) is written over,
+        # no gesture read from it: it may be an app's cached copy from when she held it.
+        fingerprint = record.fingerprint if record.href is not None else ""
+        records[uid] = replace(record, href=href, etag=None, fingerprint=fingerprint)
     return replace(gathered, records=records)
+
+
+def _name_of(href: str) -> str:
+    """An object's own name, for the log: the rest of an href on a member's own server may
+    name her account (some servers put the e-mail address in the path)."""
+    return href.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _strays_deleted(
@@ -973,7 +997,10 @@ def _strays_deleted(
     deleted: list[Action] = []
     for uid, (href, etag) in sorted(strays.items()):
         if uid not in desired and uid not in records:
-            log.info("a copy of another care calendar's deleted", extra={"uid": uid, "href": href})
+            log.info(
+                "a copy of another care calendar's deleted",
+                extra={"uid": uid, "object": _name_of(href)},
+            )
             deleted.append(Delete(uid, href, etag))
     return deleted
 

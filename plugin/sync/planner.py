@@ -80,6 +80,7 @@ from plugin.sync.gestures import (
     merge_member_copy,
     read_member_copy,
 )
+from plugin.sync.render import HELD_PREFIXES
 
 __all__ = [
     "Action",
@@ -430,12 +431,13 @@ def read_member_copies(
             # never read it: what it says was never an answer to a copy carecal wrote, so it
             # is overwritten, not read as a gesture.
             log.info("unrecorded copy overwritten", extra={"uid": record.uid, "href": item.href})
-        elif _older(copy, record):
-            # An app put back a version it had cached from before carecal's last write (it
-            # wrote without If-Match, or chose its own over the server's): what it says was
-            # said to a copy that is no more, not an answer to this one. Written over.
+        elif _stale_claim(copy, record):
+            # An app put back the copy it had cached while the member held the task (it
+            # wrote without If-Match, or chose its own over the server's), after she gave it
+            # up: its ACCEPTED is carecal's rendering of then, not an answer to this copy.
+            # Written over. (Any other answer on an older copy is read as always.)
             log.warning(
-                "member copy older than carecal's last; no gesture read",
+                "member copy from before carecal's last write claims nothing",
                 extra={"uid": record.uid, "href": item.href},
             )
         else:
@@ -472,7 +474,7 @@ def plan_after_fetch(desired: Mapping[str, DesiredItem], readings: Readings) -> 
         elif isinstance(copy, BadMemberData):
             actions.append(_update(item, fetched.href, fetched.etag, item.body, False, after))
         elif copy.fingerprint == item.fingerprint and copy.partstat == item.partstat:
-            kept = _record(item, fetched.href, fetched.etag, copy.has_alarms, record.sequence)
+            kept = _record(item, fetched.href, fetched.etag, copy.has_alarms, after)
             actions.append(Remember(kept))
         elif not copy.has_alarms:
             actions.append(_update(item, fetched.href, fetched.etag, item.body, False, after))
@@ -559,7 +561,7 @@ def _record(
         alarms,
         item.inputs,
         item.marks,
-        sequence,
+        min(sequence, MAX_SEQUENCE),
     )
 
 
@@ -580,26 +582,34 @@ def _sequenced(item: DesiredItem, body: bytes, after: int) -> tuple[bytes, int]:
     rendered = b"\r\nSEQUENCE:%d\r\n" % item.sequence
     if rendered not in body:
         return body, item.sequence  # not carecal's rendering (a test's stand-in)
-    return body.replace(rendered, b"\r\nSEQUENCE:%d\r\n" % (after + 1), 1), after + 1
+    bumped = min(after + 1, MAX_SEQUENCE)  # an app's may be any size; the store's is 32 bits
+    return body.replace(rendered, b"\r\nSEQUENCE:%d\r\n" % bumped, 1), bumped
 
 
-def _older(copy: MemberCopy, record: SyncRecord) -> bool:
-    """The copy is not the one carecal last wrote, and its SEQUENCE is below that one's: it
-    comes from an older copy (apps keep SEQUENCE or raise it, never lower it). A copy
-    without one, or a record from before SEQUENCE was kept, says nothing; nor does the copy
-    carecal last wrote, whatever its SEQUENCE (written by an instance from before SEQUENCE
-    was kept, during a rolling upgrade, it has the task's version, and the record the
-    higher SEQUENCE of an earlier write)."""
+MAX_SEQUENCE = 2**31 - 1  # view_records.sequence is an INTEGER
+
+
+def _stale_claim(copy: MemberCopy, record: SyncRecord) -> bool:
+    """The copy says ACCEPTED as carecal rendered it while the member held the task (its
+    title "[Dig] …"), though carecal's last write had her not holding it, and it is older
+    than that write: its SEQUENCE is below the record's (apps keep SEQUENCE or raise it,
+    never lower it), and it is not the copy carecal last wrote (an instance from before
+    SEQUENCE was kept writes the task's version during a rolling upgrade). A copy without a
+    SEQUENCE, or a record from before it was kept, says nothing."""
+    if copy.partstat != "ACCEPTED" or record.partstat == "ACCEPTED":
+        return False
     if record.sequence <= 0 or copy.fingerprint == record.fingerprint:
         return False
     event = copy.calendar.walk("VEVENT")[0]
+    if not str(event.get("SUMMARY", "")).startswith(HELD_PREFIXES):
+        return False
     return "SEQUENCE" in event and _sequence_of(event) < record.sequence
 
 
 def _sequence_of(event: Component) -> int:
-    """An event's SEQUENCE; 0 when it has none or one that is not a small number."""
+    """An event's SEQUENCE; 0 when it has none or one that is not a number."""
     try:
         value = int(event.get("SEQUENCE", 0))
     except (TypeError, ValueError):
         return 0
-    return value if 0 <= value < 2**31 else 0
+    return max(value, 0)

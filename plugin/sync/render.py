@@ -62,6 +62,7 @@ from plugin.domain.model import CATEGORY_LABELS, Member, OccurrenceRecord, Task,
 from plugin.domain.states import state_of
 
 __all__ = [
+    "HELD_PREFIXES",
     "PRODID",
     "PRODUCT_NAME",
     "Relation",
@@ -127,6 +128,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "link": "See the task",
     },
 }
+# How a copy's title begins when the member holds it ("[Dig] Indkøb"), in every language.
+HELD_PREFIXES: tuple[str, ...] = tuple(f"[{words['you']}]" for words in _WORDS.values())
 
 
 class Relation(StrEnum):

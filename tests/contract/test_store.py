@@ -883,6 +883,11 @@ async def test_a_round_is_claimed_once_per_interval(backend: Backend) -> None:
     )
     assert sorted(won) == [False, False, False, True]
     assert await store.claim_round("poll", now=later + 2 * every, every=every)
+    # An instance whose clock is an hour ahead claims; one with the right clock is not kept
+    # from the round for that hour.
+    ahead = later + 2 * every + timedelta(hours=1)
+    assert await other.claim_round("poll", now=ahead + every, every=every)
+    assert await store.claim_round("poll", now=later + 3 * every, every=every)
 
 
 async def test_fail_job_retries_or_gives_up(store: Store) -> None:

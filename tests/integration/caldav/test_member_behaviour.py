@@ -887,3 +887,44 @@ async def test_a_copy_moved_into_her_other_care_calendar_is_a_pass_and_leaves_no
         assert await read_view(app, ANNA_VIEW) == {}  # a pass: not written again
     assert await claims_on_t1(http) == []
     assert (await store.job_counts())["failed"] == 0
+
+
+async def test_a_copy_put_back_after_her_pass_claims_nothing(
+    served: Served, http: httpx.AsyncClient, store: Store
+) -> None:
+    """Anna held the task and deleted her copy on her laptop: a pass. Her phone then puts
+    back the copy it had cached while she held it ("[Dig]", ACCEPTED) under a name of its
+    own. Before, the copy was followed from her pass and its ACCEPTED read as a new claim.
+    Now it is written over, no gesture read from it."""
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    login = (anna["username"], anna["password"])
+    async with calendar_app(served, anna) as app:
+        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
+        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+        held_view = view_where(
+            app, ANNA_VIEW, lambda v: [c.summary for c in v.values()] == ["[Dig] Indkøb"]
+        )
+        (held,) = (await eventually(held_view)).values()
+        await eventually(lambda: idle(store))
+        gone = await http.delete(held.href, auth=login, headers={"if-match": held.etag})
+        assert gone.status_code in (200, 204)
+        await asyncio.sleep(0.5)
+        await eventually(lambda: idle(store))
+        assert await claims_on_t1(http) == []
+
+        cached = ANNA_VIEW + "4f1c2a9e-cached.ics"
+        put = await http.put(
+            cached, content=held.body, auth=login,
+            headers={"content-type": "text/calendar; charset=utf-8"},
+        )  # fmt: skip
+        assert put.status_code == 201
+
+        def written_over(view: Mapping[str, Copy]) -> bool:
+            return cached in view and view[cached].etag != put.headers.get("etag")
+
+        found = await eventually(view_where(app, ANNA_VIEW, written_over))
+        await eventually(lambda: idle(store))
+    assert await claims_on_t1(http) == []
+    assert found[cached].partstat != "ACCEPTED"

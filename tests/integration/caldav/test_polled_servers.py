@@ -531,6 +531,105 @@ def relief_on(day: date, uid: str) -> bytes:
     ).encode()
 
 
+async def test_an_app_renaming_every_copy_at_once_passes_on_nothing(
+    tmp_path: Path, database_url: str, municipal_dav: str
+) -> None:
+    """A calendar app re-uploads every copy under names of its own between two polls (a
+    restore, a re-sync): more of them than a run reads of objects it does not know
+    (MAX_FOREIGN). Before, the first MAX_FOREIGN were followed to their new names and every
+    other one read as deleted: a pass, on tasks she never passed on. Now none is read as
+    deleted before the runs after it have read every changed object, and all are followed."""
+    port = free_port()
+    settings = settings_for(tmp_path, database_url, municipal_dav, port, poll=8.0)
+    citizen = f"c-{secrets.token_hex(3)}"
+    count = MAX_FOREIGN + 5
+    first = (datetime.now(CPH) + timedelta(days=2)).replace(hour=10, minute=0, second=0)
+    daily = task_event(
+        1, f"t-{citizen}", citizen_id=citizen, people_needed=1,
+        recurrence=f"FREQ=DAILY;COUNT={count}",
+        start=f"{first:%Y-%m-%dT%H:%M:%S}", end=f"{first + timedelta(hours=1):%Y-%m-%dT%H:%M:%S}",
+    )  # fmt: skip
+    view = f"{HOME}north~m-anna~{citizen}/"
+    with serve_in_thread(settings, run_worker=True):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            circle = circle_event(1, [member("m-anna", "Anna")], citizen)
+            assert (await post_event(http, circle)).status_code == 202
+            assert (await post_event(http, daily)).status_code == 202
+            async with app_on(municipal_dav) as app:
+
+                async def all_there() -> dict[str, str] | None:
+                    try:
+                        listing = await app.list_etags(view)
+                    except NotFound:
+                        return None
+                    return listing if len(listing) == count else None
+
+                listing = await eventually(all_there, within=8.0 + WITHIN)
+                await asyncio.sleep(1.0)  # the first sync has settled
+                copies = await app.fetch(view, list(listing))
+                for n, (href, (etag, body)) in enumerate(sorted(copies.items())):
+                    await app.delete(href, etag)
+                    await app.create(view, f"zz-{n:03}.ics", body)
+                renamed = await app.list_etags(view)
+                assert len(renamed) == count and all("/zz-" in h for h in renamed)
+                await asyncio.sleep(8.0 + 2.0)  # a poll, and the runs the walk queues
+                await eventually(lambda: _quiet(database_url), within=WITHIN)
+                assert len(await app.list_etags(view)) == count  # none deleted
+        store = await SqlStore.open(database_url)
+        try:
+            async with store.transaction() as tx:
+                task = await tx.get_occurrences("north", f"t-{citizen}")
+                passes = [
+                    e
+                    for r in task
+                    for e in await tx.list_audit("north", f"occurrence:{r.occurrence.id}")
+                    if e.action == "occurrence.pass"
+                ]
+        finally:
+            await store.close()
+    assert passes == []
+
+
+async def _quiet(database_url: str) -> bool | None:
+    store = await SqlStore.open(database_url)
+    try:
+        counts = await store.job_counts()
+    finally:
+        await store.close()
+    return True if counts["queued"] == counts["running"] == 0 else None
+
+
+async def test_a_stray_copy_goes_even_in_a_run_that_takes_her_answer(
+    slowly_polled: Served, municipal_dav: str
+) -> None:
+    """Between two polls, Anna's app moves a copy she holds from one care calendar into her
+    other one, and she accepts a task there. The run of that other calendar takes her
+    answer and plans its writes anew: before, that dropped the stray's deletion, and the
+    moved copy said "[Dig]" there for good."""
+    first, second = slowly_polled.citizen_id, f"c-{secrets.token_hex(3)}"
+    async with httpx.AsyncClient(base_url=slowly_polled.base, timeout=10) as http:
+        held_task = await one_task(http, first, [member("m-anna", "Anna")])
+        offered_task = await one_task(http, second, [member("m-anna", "Anna")])
+        here, there = f"{HOME}north~m-anna~{first}/", f"{HOME}north~m-anna~{second}/"
+        async with app_on(municipal_dav) as app:
+            offer = await eventually(copy_reading(app, here, "[Ledig] Indkøb"), within=3 * WITHIN)
+            await app.update(offer.href, with_partstat(offer.body, "ACCEPTED"), offer.etag)
+            held = await eventually(copy_reading(app, here, "[Dig] Indkøb"), within=3 * WITHIN)
+            other = await eventually(copy_reading(app, there, "[Ledig] Indkøb"))
+            await app.delete(held.href, held.etag)  # moved: deleted here, made there
+            await app.create(there, held.href.rsplit("/", 1)[1], held.body)
+            await app.update(other.href, with_partstat(other.body, "ACCEPTED"), other.etag)
+
+            async def only_hers_there() -> dict[str, str] | None:
+                listing = await app.list_etags(there)
+                return listing if list(listing) == [other.href] else None
+
+            await eventually(only_hers_there, within=SLOW_POLL + 2 * WITHIN)
+            await eventually(copy_reading(app, there, "[Dig] Indkøb", "ACCEPTED"))
+        assert await claims_of(http, offered_task) == [("m-anna", "caldav")]
+        assert await claims_of(http, held_task) == []  # moved away: a pass
+
+
 async def test_one_deleted_copy_is_a_pass_and_stays_deleted(
     served: Served, http: httpx.AsyncClient, municipal_dav: str
 ) -> None:

@@ -698,3 +698,30 @@ def test_a_copy_older_than_carecals_last_write_says_nothing() -> None:
         member_address=ADDRESS, max_bytes=LIMIT,
     )  # fmt: skip
     assert readings.intents == (MemberGesture(mine.uid, Gesture.CLAIM),)
+
+
+def test_a_sequence_her_app_raised_is_kept_when_her_copy_is_only_remembered() -> None:
+    """Her app raised SEQUENCE to 7 and changed nothing carecal owns: the copy is kept as it
+    is (no write), and carecal's next write goes past her 7, not past its own last."""
+    server, records = synced({"o0": "open"})
+    calendar = copy_at(server, "o0")
+    vevent(calendar)["SEQUENCE"] = 7
+    vevent(calendar).add("CATEGORIES", "Familie")  # not carecal's: no write
+    server.member_writes(f"{full_uid('o0')}.ics", bytes(calendar.to_ical()))
+    cycle = sync(desired_of({"o0": "open"}), server, records)
+    assert [type(a) for a in cycle.second.actions] == [Remember]
+    assert records[full_uid("o0")].sequence == 7
+    sync(desired_of({"o0": "taken"}), server, records)
+    assert copy_at(server, "o0").walk("VEVENT")[0]["SEQUENCE"] == 8
+
+
+def test_a_sequence_past_what_the_store_holds_stops_at_its_limit() -> None:
+    """An app may write any SEQUENCE; the record keeps a 32-bit one (PostgreSQL INTEGER)."""
+    server, records = synced({"o0": "open"})
+    calendar = copy_at(server, "o0")
+    vevent(calendar)["SEQUENCE"] = 2**40
+    vevent(calendar)["DTSTART"].dt += timedelta(hours=1)  # hers: carecal writes its own back
+    server.member_writes(f"{full_uid('o0')}.ics", bytes(calendar.to_ical()))
+    sync(desired_of({"o0": "open"}), server, records)
+    assert records[full_uid("o0")].sequence == 2**31 - 1
+    assert copy_at(server, "o0").walk("VEVENT")[0]["SEQUENCE"] == 2**31 - 1
