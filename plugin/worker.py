@@ -444,8 +444,11 @@ class Worker:
         interval = timedelta(seconds=self.settings.calendar.poll_interval_seconds)
         self._poll_due = now + interval
         # One instance polls each round: with several workers on one database, each polling
-        # would ask every server as many times a round.
-        if not await self.store.claim_round(POLL_ROUND, now=now, every=interval):
+        # would ask every server as many times a round. Shielded: `stop` cancels this loop,
+        # and a write transaction cut off in the middle leaves SQLite's write lock held (every
+        # other writer, the lease release at stop first, waits out the busy timeout and fails).
+        claim = self.store.claim_round(POLL_ROUND, now=now, every=interval)
+        if not await asyncio.shield(claim):
             return
         tally = await poll_views(self.store, self.settings, self.calendars, now=now)
         for result, views in tally.items():

@@ -755,3 +755,30 @@ async def test_several_workers_poll_each_round_once(
     finally:
         await other.close()
     assert polled == [polled[0] + n * interval for n in range(3)]
+
+
+async def test_a_poll_cut_short_by_stop_leaves_the_store_free(
+    store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stop` cancels the poll loop wherever it is, and the round's claim is a write: cut
+    off in the middle of its transaction, it left SQLite's write lock held, and the lease
+    release at stop waited out the busy timeout and failed (the worker exited 1 on SIGTERM,
+    now and then). The claim is shielded: every cut here leaves the store free at once."""
+    import random
+
+    import plugin.worker as worker_module
+
+    async def poll_views(*args: Any, **kwargs: Any) -> dict[str, int]:
+        return dict.fromkeys(worker_module.POLL_RESULTS, 0)
+
+    monkeypatch.setattr(worker_module, "poll_views", poll_views)
+    worker = Worker(store, settings, metrics=Metrics(), clock=clock, calendars=object())  # type: ignore[arg-type]
+    interval = timedelta(seconds=settings.calendar.poll_interval_seconds)
+    for _ in range(60):
+        clock.now += interval
+        worker._poll_due = None
+        poll = asyncio.create_task(worker.poll_calendars_when_due())
+        await asyncio.sleep(random.random() * 0.004)
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+        await asyncio.wait_for(store.release_leases("w"), 2)
