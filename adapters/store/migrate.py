@@ -69,14 +69,7 @@ async def schema_behind(url: str | AsyncEngine) -> str | None:
     lacks migrations this code needs. A schema a newer carecal migrated is fine: during a
     rolling upgrade the instances not yet upgraded go on beside the new ones (migrations
     only add to the schema)."""
-    engine = create_engine(url) if isinstance(url, str) else url
-    try:
-        with translate_errors():
-            async with engine.connect() as connection:
-                current = await connection.run_sync(current_revision)
-    finally:
-        if isinstance(url, str):
-            await engine.dispose()
+    current = await _revision_of(url)
     head = head_revision()
     if current == head:
         return None
@@ -94,12 +87,17 @@ async def schema_behind(url: str | AsyncEngine) -> str | None:
 
 
 async def is_up_to_date(url: str | AsyncEngine) -> bool:
+    return await _revision_of(url) == head_revision()
+
+
+async def _revision_of(url: str | AsyncEngine) -> str | None:
+    """`current_revision` of the database at `url` (an engine given is left open)."""
     engine = create_engine(url) if isinstance(url, str) else url
     try:
         with translate_errors():
             async with engine.connect() as connection:
-                current = await connection.run_sync(current_revision)
+                revision: str | None = await connection.run_sync(current_revision)
+                return revision
     finally:
         if isinstance(url, str):
             await engine.dispose()
-    return current == head_revision()

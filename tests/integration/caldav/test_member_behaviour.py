@@ -795,6 +795,22 @@ async def test_a_copy_her_app_moves_to_another_href_is_followed_not_read_as_a_pa
     assert (await store.job_counts())["failed"] == 0
 
 
+def titled(summary: str) -> Callable[[Mapping[str, Copy]], bool]:
+    """A check for `view_where`: the view holds one copy, titled `summary`."""
+    return lambda view: [c.summary for c in view.values()] == [summary]
+
+
+async def anna_holding_one_task(http: httpx.AsyncClient, store: Store, app: CalDAVClient) -> Copy:
+    """With the circle and one task posted: Anna accepts the task in her calendar app
+    (`app`); her copy once it reads "[Dig] Indkøb" and the worker is idle."""
+    (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
+    await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
+    (held,) = (await eventually(view_where(app, ANNA_VIEW, titled("[Dig] Indkøb")))).values()
+    await eventually(lambda: idle(store))
+    assert await claims_on_t1(http) == ["m-anna"]
+    return held
+
+
 async def test_an_old_copy_her_app_puts_back_claims_nothing_again(
     served: Served, http: httpx.AsyncClient, store: Store
 ) -> None:
@@ -809,22 +825,13 @@ async def test_an_old_copy_her_app_puts_back_claims_nothing_again(
     assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
     login = (anna["username"], anna["password"])
     async with calendar_app(served, anna) as app:
-        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
-        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
-
-        def reads(summary: str) -> Callable[[Mapping[str, Copy]], bool]:
-            return lambda v: [c.summary for c in v.values()] == [summary]
-
-        (held,) = (await eventually(view_where(app, ANNA_VIEW, reads("[Dig] Indkøb")))).values()
-        await eventually(lambda: idle(store))
-        assert await claims_on_t1(http) == ["m-anna"]
-
+        held = await anna_holding_one_task(http, store, app)
         link = str(held.event["URL"])
         page = await http.get(link)
         token = page.text.split('name="form_token" value="')[1].split('"')[0]
         given_up = await http.post(link, data={"action": "release", "form_token": token})
         assert given_up.status_code == 200
-        (again,) = (await eventually(view_where(app, ANNA_VIEW, reads("[Ledig] Indkøb")))).values()
+        (again,) = (await eventually(view_where(app, ANNA_VIEW, titled("[Ledig] Indkøb")))).values()
         await eventually(lambda: idle(store))
         assert await claims_on_t1(http) == []
 
@@ -864,15 +871,8 @@ async def test_a_copy_moved_into_her_other_care_calendar_is_a_pass_and_leaves_no
     login = (anna["username"], anna["password"])
     other_view = "/dav/north~m-anna/c-456/"
     async with calendar_app(served, anna) as app:
-        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
         await eventually(view_where(app, other_view, lambda v: len(v) == 0))
-        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
-        held_here = view_where(
-            app, ANNA_VIEW, lambda v: [c.summary for c in v.values()] == ["[Dig] Indkøb"]
-        )
-        (held,) = (await eventually(held_here)).values()
-        await eventually(lambda: idle(store))
-        assert await claims_on_t1(http) == ["m-anna"]
+        held = await anna_holding_one_task(http, store, app)
 
         name = held.href.rsplit("/", 1)[1]
         answer = await http.request(
@@ -901,13 +901,7 @@ async def test_a_copy_put_back_after_her_pass_claims_nothing(
     assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
     login = (anna["username"], anna["password"])
     async with calendar_app(served, anna) as app:
-        (offered,) = (await eventually(view_where(app, ANNA_VIEW, lambda v: len(v) == 1))).values()
-        await app.update(offered.href, with_partstat(offered.body, "ACCEPTED"), offered.etag)
-        held_view = view_where(
-            app, ANNA_VIEW, lambda v: [c.summary for c in v.values()] == ["[Dig] Indkøb"]
-        )
-        (held,) = (await eventually(held_view)).values()
-        await eventually(lambda: idle(store))
+        held = await anna_holding_one_task(http, store, app)
         gone = await http.delete(held.href, auth=login, headers={"if-match": held.etag})
         assert gone.status_code in (200, 204)
         await asyncio.sleep(0.5)
