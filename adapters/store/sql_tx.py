@@ -397,20 +397,13 @@ class SqlTx:
             self._q.list_view_records,
             {"p_tenant": tenant_id, "p_member": member_id, "p_citizen": citizen_id},
         )
+        # By position (the statement's column order), as unpacking a row is several times
+        # cheaper than naming its fields, and a view of 5 000 copies reads 5 000 rows.
         return {
-            row.uid: SyncRecord(
-                row.uid,
-                row.href,
-                row.etag,
-                row.fingerprint,
-                row.material,
-                row.partstat,
-                bool(row.member_alarms),
-                row.inputs,
-                row.marks,
-                row.sequence,
+            uid: SyncRecord(
+                uid, href, etag, fingerprint, material, partstat, bool(alarms), inputs, marks, seq
             )
-            for row in rows
+            for uid, href, etag, fingerprint, material, partstat, alarms, inputs, marks, seq in rows
         }
 
     async def save_view_record(
