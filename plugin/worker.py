@@ -62,7 +62,7 @@ from plugin.services.ingest import (
     JOB_MEMBER_WITHDRAW,
     materialise,
 )
-from plugin.services.ports import EventSender, Job, Store, StoreError
+from plugin.services.ports import EventSender, Job, KeyedJob, Store, StoreError
 from plugin.services.view_sync import (
     JOB_VIEW_SYNC,
     POLL_RESULTS,
@@ -83,6 +83,7 @@ RENEW_BATCH = 500  # views queued per transaction by `renew_views` (the writer s
 RENEWED_AT_START = "start"  # the reason of the view syncs `renew_views` queues at start
 PURGE_INTERVAL = timedelta(hours=1)  # how often finished work is swept (`purge_when_due`)
 POLL_ROUND = "calendar-poll"  # `Store.claim_round`: one instance polls each round
+HOUSEKEEPING_GRACE = 5.0  # seconds `stop` waits for a housekeeping step before cutting it
 # A job whose kind this version cannot handle waits this long between tries, so that an
 # upgrade that brings its handler finds it still queued.
 UNHANDLED_RETRY = timedelta(minutes=10)
@@ -100,15 +101,20 @@ class JobContext:
 Handler = Callable[[Job, JobContext], Awaitable[None]]
 
 
-async def extend_horizons(store: Store, settings: Settings, *, now: datetime) -> int:
+async def extend_horizons(
+    store: Store, settings: Settings, *, now: datetime, stopping: asyncio.Event | None = None
+) -> int:
     """Expand every recurring task up to `now + horizon`; returns how many were looked at.
-    One transaction per task keeps the single SQLite writer free for webhooks meanwhile."""
+    One transaction per task keeps the single SQLite writer free for webhooks meanwhile.
+    `stopping` set: the roll ends before the next task (the next roll does the rest)."""
     horizon = timedelta(weeks=settings.horizon_weeks)
     count = 0
     for tenant in settings.tenants:
         async with store.reading() as tx:
             recurring = await tx.list_recurring_tasks(tenant.id)
         for listed in recurring:
+            if stopping is not None and stopping.is_set():
+                return count
             async with store.transaction() as tx:
                 # The task as it is now, and no one else writing it until this commits: the
                 # host may have changed or cancelled it since the list was read (another
@@ -133,6 +139,7 @@ async def renew_views(
     *,
     now: datetime,
     every: bool = False,
+    stopping: asyncio.Event | None = None,
 ) -> int:
     """Queue a sync of each view of `deliveries` last synced on an earlier day (UTC); returns
     how many. A view's copies move with the days (the window, the fairness advice: see
@@ -157,6 +164,8 @@ async def renew_views(
             and (every or peek.state.synced_at.astimezone(UTC).date() < today)
         ]
         for start in range(0, len(stale), RENEW_BATCH):
+            if stopping is not None and stopping.is_set():
+                return count
             jobs = [
                 view_sync_job(view, now=now, reason=reason, routine=True)
                 for view in stale[start : start + RENEW_BATCH]
@@ -182,10 +191,10 @@ async def poll_views(
         views = [View(tenant.id, member_id, citizen_id) for member_id, citizen_id in listed]
 
         async def queue(view: View, probe: Probe | None, routine: bool) -> None:
-            # As soon as its probe answers, not after the round's slowest one.
+            # As soon as its probe answers, not after the round's slowest one. Shielded:
+            # `stop` cuts the round short, never this transaction (see `POLL_ROUND`'s claim).
             job = view_sync_job(view, now=now, reason="poll", probe=probe, routine=routine)
-            async with store.transaction() as tx:
-                await tx.enqueue_keyed_jobs(view.tenant_id, JOB_VIEW_SYNC, [job])
+            await asyncio.shield(_enqueue(store, view.tenant_id, job))
 
         await poll_round(
             store,
@@ -198,6 +207,11 @@ async def poll_views(
             tally=tally,
         )
     return tally
+
+
+async def _enqueue(store: Store, tenant_id: str, job: KeyedJob) -> None:
+    async with store.transaction() as tx:
+        await tx.enqueue_keyed_jobs(tenant_id, JOB_VIEW_SYNC, [job])
 
 
 def _calendars(ctx: JobContext) -> Calendars:
@@ -421,14 +435,16 @@ class Worker:
         now = self.clock()
         if self._horizons_due is not None and now < self._horizons_due:
             return
-        count = await extend_horizons(self.store, self.settings, now=now)
+        count = await extend_horizons(self.store, self.settings, now=now, stopping=self._stopping)
         renewed = 0
         service = None if self.calendars is None else self.calendars.service
         if service is not None and not service.polled:
             # The embedded server's views, which this process syncs (the poll visits the rest):
             # at start every one of them, then those last synced on an earlier day.
             every = not self._renewed_all
-            renewed = await renew_views(self.store, self.settings, ["hosted"], now=now, every=every)
+            renewed = await renew_views(
+                self.store, self.settings, ["hosted"], now=now, every=every, stopping=self._stopping
+            )
             self._renewed_all = True
         interval = timedelta(seconds=self.settings.worker.horizon_refresh_seconds)
         self._horizons_due = now + interval
@@ -523,13 +539,20 @@ class Worker:
                 # Sends in flight finish (each bounded by outbox.timeout_seconds), unsent
                 # events of its round go back to the outbox; its loop never raises.
                 await self._delivery_task
-            # A poll round in progress is cut short: the next start polls again. So is a
-            # housekeeping step: each of its transactions is whole or not at all, and every
-            # step is idempotent (the next start does it again).
-            for loop in (self._poll_task, self._housekeeping_task):
-                if loop is not None:
-                    loop.cancel()
-                    await asyncio.gather(loop, return_exceptions=True)
+            # A poll round in progress is cut short: the next start polls again (its writes
+            # are shielded: a transaction cut off in the middle would leave SQLite's write
+            # lock held, every writer after it failing). A housekeeping step ends at its next
+            # transaction (the roll and the routine syncs look at `_stopping`), and is cut
+            # short only past HOUSEKEEPING_GRACE; every step is idempotent (the next start
+            # does it again).
+            if self._poll_task is not None:
+                self._poll_task.cancel()
+                await asyncio.gather(self._poll_task, return_exceptions=True)
+            if self._housekeeping_task is not None:
+                done, _ = await asyncio.wait({self._housekeeping_task}, timeout=HOUSEKEEPING_GRACE)
+                if not done:
+                    self._housekeeping_task.cancel()
+                await asyncio.gather(self._housekeeping_task, return_exceptions=True)
             released = await self.store.release_leases(self.name)
             log.info("worker stopped", extra={"worker": self.name, "released_jobs": released})
 

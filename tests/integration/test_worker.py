@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import func, select
 
+import plugin.worker as worker_module
 from adapters.store.sql import SqlStore
 from adapters.store.tables import inbox, jobs, outbox
 from plugin.config import Settings
@@ -212,7 +213,7 @@ async def test_a_job_that_hangs_holds_up_no_job_queued_after_it(
     ],
 )
 async def test_a_step_beside_the_jobs_that_hangs_holds_up_no_job(
-    store: SqlStore, settings: Settings, clock: Clock, step: str
+    store: SqlStore, settings: Settings, clock: Clock, step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The poll of members' calendars and the housekeeping run beside the jobs, each in a loop
     of its own: while one of them hangs, the worker still leases and runs jobs (a member's
@@ -240,6 +241,7 @@ async def test_a_step_beside_the_jobs_that_hangs_holds_up_no_job(
         await asyncio.Event().wait()
 
     setattr(worker, step, hangs)
+    monkeypatch.setattr(worker_module, "HOUSEKEEPING_GRACE", 0.1)  # then a hang is cut short
     task = asyncio.create_task(worker.run())
     try:
         await until(lambda: sorted(ran) == [0, 1, 2])
@@ -782,3 +784,46 @@ async def test_a_poll_cut_short_by_stop_leaves_the_store_free(
         poll.cancel()
         await asyncio.gather(poll, return_exceptions=True)
         await asyncio.wait_for(store.release_leases("w"), 2)
+
+
+async def test_a_horizon_roll_under_way_at_stop_ends_between_its_transactions(
+    store: SqlStore, settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stop` cut the housekeeping loop wherever it was: a roll's transaction cut off in the
+    middle could leave SQLite's write lock held, and the lease release at stop waited out
+    the busy timeout and failed. The roll now ends before its next task's transaction:
+    stopped at any moment, no transaction is cut, and the worker stops at once."""
+    import random
+    from contextlib import asynccontextmanager
+
+    from plugin.services.ingest import materialise
+
+    horizon = timedelta(weeks=settings.horizon_weeks)
+    async with store.transaction() as tx:
+        await tx.ensure_tenant("north")
+        for n in range(60):
+            task = replace(WEEKLY, id=f"t-weekly-{n}")
+            await tx.save_task(task)
+            await materialise(tx, task, now=clock.now, horizon=horizon)
+    cut: list[int] = []
+    real = store.transaction
+
+    @asynccontextmanager
+    async def watched() -> AsyncIterator[Any]:
+        try:
+            async with real() as tx:
+                yield tx
+        except asyncio.CancelledError:
+            cut.append(1)
+            raise
+
+    monkeypatch.setattr(store, "transaction", watched)
+    for _ in range(10):
+        clock.now += timedelta(weeks=1)  # every task gains an occurrence: a write each
+        worker = Worker(store, settings, metrics=Metrics(), clock=clock, handlers={})
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05 + random.random() * 0.1)  # the roll under way
+        began = time.monotonic()
+        await asyncio.wait_for(worker.stop(task), 4)
+        assert time.monotonic() - began < 2
+    assert cut == []
