@@ -792,7 +792,7 @@ async def _sync(
     # While objects the member's app changed are still to be read (`foreign.after`), a copy
     # gone from its href may be among them, moved (an app re-uploading every copy under
     # names of its own): none is read as deleted, a pass, before the walk has read them all.
-    unread = {}
+    unread: dict[str, str] = {}  # href -> ETag, as recorded
     if foreign.after is not None:
         listed = remote_state.listing
         unread = {

@@ -72,6 +72,7 @@ from icalendar import Calendar, Component
 
 from plugin.sync.fingerprint import fingerprint, material_fingerprint, prop_values
 from plugin.sync.gestures import (
+    ACCEPTED,
     BadMemberData,
     BadReason,
     Gesture,
@@ -596,7 +597,7 @@ def _stale_claim(copy: MemberCopy, record: SyncRecord) -> bool:
     never lower it), and it is not the copy carecal last wrote (an instance from before
     SEQUENCE was kept writes the task's version during a rolling upgrade). A copy without a
     SEQUENCE, or a record from before it was kept, says nothing."""
-    if copy.partstat != "ACCEPTED" or record.partstat == "ACCEPTED":
+    if copy.partstat != ACCEPTED or record.partstat == ACCEPTED:
         return False
     if record.sequence <= 0 or copy.fingerprint == record.fingerprint:
         return False
