@@ -5,9 +5,14 @@ sync loop and nothing else, so what carecal spends beyond it is carecal's own do
 
     idle poll of one collection   PROPFIND depth 0 for DAV:sync-token; compare with the stored one
     idle poll of a home's views   one PROPFIND depth 1 on the home for every child's sync-token
-    one changed item              that PROPFIND; REPORT sync-collection since the stored token
-                                  (DAV:getetag); REPORT calendar-multiget of the changed href
-                                  (getetag, calendar-data); PUT the given body with If-Match
+    one changed item              REPORT sync-collection since the stored token (DAV:getetag;
+                                  its answer carries the new token, so no probe before it);
+                                  REPORT calendar-multiget of the changed href (getetag,
+                                  calendar-data); PUT the given body with If-Match; REPORT
+                                  sync-collection since the first one's token, which must hold
+                                  only that write: its token is the one to keep (after a write
+                                  a client must learn a token that holds it, and a content-hash
+                                  token, Radicale's and Xandikos', may come back to the old one)
 
 Its XML is read with the standard library's ElementTree (`parse_*`), namespace-qualified.
 """
@@ -218,19 +223,24 @@ class Floor:
 
     async def one_change(
         self, collection: str, stored_token: str, rewrite: ChangeWriter
-    ) -> tuple[str, bytes]:
-        """Probe, delta, multiget of what changed, and one PUT with If-Match of the body
-        `rewrite` makes of the fetched one. Answers the href written and the body sent."""
-        if not await self.idle_poll(collection, stored_token):
-            raise RuntimeError(f"{collection} did not change")
+    ) -> tuple[str, bytes, str]:
+        """Delta, multiget of what changed, one PUT with If-Match of the body `rewrite`
+        makes of the fetched one, and the delta that settles the token: the protocol steps
+        of carecal's sync of one change (`view_sync`). Answers the href written, the body
+        sent and the token to keep for the next change."""
         delta = await self.changes_since(collection, stored_token)
+        if not delta.changed:
+            raise RuntimeError(f"{collection} did not change")
         fetched = await self.multiget(collection, sorted(delta.changed))
         if len(fetched) != 1:
             raise RuntimeError(f"expected one changed item in {collection}, got {len(fetched)}")
         [(href, (etag, body))] = fetched.items()
         new_body = rewrite(body)
-        await self.put(href, new_body, etag)
-        return href, new_body
+        written = await self.put(href, new_body, etag)
+        settled = await self.changes_since(collection, delta.token)
+        if list(settled.changed.items()) != [(href, written)] or settled.deleted:
+            raise RuntimeError(f"{collection} changed beside the floor's own write: {settled}")
+        return href, new_body, settled.token
 
 
 class ChangeWriter:

@@ -307,10 +307,17 @@ async def _run(
     try:
         async with calendars.target(view, member) as target:
             if gathered is None and peek is not None:
+                early: _Prefetched | None = None
+                if probe is None and reading is not None:
+                    probe, early = await _delta_probe(target, peek.state)
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
-                delta = asyncio.create_task(_prefetch(target, peek.state, probe))
+                delta = asyncio.create_task(
+                    _prefetch(target, peek.state, probe)
+                    if early is None
+                    else _with_bodies(target, early)
+                )
                 try:
                     gathered = await (reading or _gathering(store, view, now))
                 except BaseException:
@@ -653,6 +660,33 @@ class _Prefetched:
     bodies: Mapping[str, tuple[str, Body]] = field(default_factory=dict)
 
 
+async def _delta_probe(target: Target, state: ViewState) -> tuple[Probe | None, _Prefetched | None]:
+    """A run that no poll probed, of a view with a stored sync token, asks for the delta since
+    it straight away: its answer carries the collection's token, so it stands for DESIGN's
+    probe, and the run makes one request fewer (the probe's only other news, the collection's
+    name, is read when carecal's changed: `_read_remote`). The probe it stands for and the
+    delta; (None, None) for a run to probe as before: no token, another place, or an answer
+    the probe reads better (a missing collection); (None, delta None) for a token the server
+    no longer takes (the run probes, then lists every ETag)."""
+    token = state.sync_token
+    if token is None or not _same_place(state, target):
+        return None, None
+    try:
+        delta = await target.client.changes_since(target.collection, token)
+    except InvalidSyncToken:
+        return None, _Prefetched(token, None)
+    except CalendarUnavailable:
+        raise
+    except CalendarError:
+        return None, None
+    if not delta.changed and not delta.deleted and delta.new_token == token:
+        return Probe(token, state.ctag), _Prefetched(token, delta)
+    if delta.new_token == token:
+        # Changes under an unchanged token: no marker of this server is to be trusted now.
+        return Probe(None, None), _Prefetched(token, delta)
+    return Probe(delta.new_token, None), _Prefetched(token, delta)
+
+
 async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _Prefetched | None:
     """The delta `_read_remote` will ask for, when the probe shows the collection changed
     since the stored token (None when it will not ask for one, or cannot yet tell)."""
@@ -669,9 +703,17 @@ async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _P
         delta = await target.client.changes_since(target.collection, token)
     except InvalidSyncToken:
         return _Prefetched(token, None)
+    return await _with_bodies(target, _Prefetched(token, delta))
+
+
+async def _with_bodies(target: Target, prefetched: _Prefetched) -> _Prefetched:
+    """`prefetched` with the objects its delta names, when they are few."""
+    token, delta = prefetched.token, prefetched.delta
+    if delta is None:
+        return prefetched
     hrefs = [href for href, _ in delta.changed]
     if not hrefs or len(hrefs) > PREFETCH_BODIES:
-        return _Prefetched(token, delta)
+        return prefetched
     # What a member changed is what the run fetches: usually these, all of them (after a
     # run's own writes it keeps the token that holds them). One it does not need costs
     # only its bytes; one it needs and is not here is fetched as before.
@@ -704,6 +746,9 @@ async def _read_remote(
         return _Remote({}, probe.sync_token, probe.ctag, created=True)
     state = gathered.state
     given = state.name if state is not None else None
+    if given != name and probe.display_name is None:
+        # A run whose delta stood for the probe has not read the name (`_delta_probe`).
+        probe = replace(probe, display_name=(await client.probe(path)).display_name)
     if probe.display_name is not None and probe.display_name != name and given != name:
         # The name carecal gives changed (the citizen's display name, or the member's
         # language: `collection_name`): so does the collection's, and calendar apps pick it

@@ -6,6 +6,7 @@ nothing but the retry the run makes anyway."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,12 +14,20 @@ import pytest
 from plugin.services.calendar_port import (
     CalendarUnavailable,
     Delta,
+    Forbidden,
     InvalidSyncToken,
+    NotFound,
     Probe,
 )
 from plugin.services.calendars import HOSTED, Target
 from plugin.services.ports import ViewState
-from plugin.services.view_sync import PREFETCH_BODIES, _fetch, _prefetch, _Prefetched
+from plugin.services.view_sync import (
+    PREFETCH_BODIES,
+    _delta_probe,
+    _fetch,
+    _prefetch,
+    _Prefetched,
+)
 
 PATH = "/dav/north~m-anna/c-123/"
 STATE = ViewState(PATH, "tok-1", None, datetime(2027, 3, 1, tzinfo=UTC), "i" * 64, 1, HOSTED)
@@ -142,3 +151,82 @@ async def test_a_view_never_synced_peeks_nothing_and_is_read_whole() -> None:
     assert peek is None  # no state yet: the run reads it all at once
     gathered = await reading
     assert gathered is not None and gathered.member.id == "m-anna" and gathered.state is None
+
+
+class Answering:
+    """A delta as a server answers it (or the error it raises), every request noted."""
+
+    def __init__(self, answer: Delta | Exception) -> None:
+        self.answer = answer
+        self.asked: list[str | None] = []
+
+    async def changes_since(self, path: str, sync_token: str | None) -> Delta:
+        self.asked.append(sync_token)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def answering(answer: Delta | Exception) -> tuple[Answering, Target]:
+    server = Answering(answer)
+    return server, Target(server, PATH, polled=False, server=HOSTED)  # type: ignore[arg-type]
+
+
+async def test_the_delta_stands_for_the_probe() -> None:
+    kept = replace(STATE, ctag='"c-1"')
+    # Nothing changed: the markers as kept (the ctag too), and an empty delta to go on from.
+    server, at = answering(Delta("tok-1", (), ()))
+    probe, prefetched = await _delta_probe(at, kept)
+    assert probe == Probe("tok-1", '"c-1"') and server.asked == ["tok-1"]
+    assert prefetched == _Prefetched("tok-1", Delta("tok-1", (), ()))
+    # A change: the new token, and the delta the run reads it from.
+    changed = Delta("tok-2", ((href(1), '"e1"'),), ())
+    _, at = answering(changed)
+    assert await _delta_probe(at, kept) == (Probe("tok-2", None), _Prefetched("tok-1", changed))
+
+
+async def test_changes_under_an_unchanged_token_leave_no_marker_to_trust() -> None:
+    """A server answering changes with the token the run sent: neither the token nor the
+    ctag may make the run idle; it lists every ETag (`_read_remote` with no markers)."""
+    odd = Delta("tok-1", ((href(1), '"e1"'),), ())
+    _, at = answering(odd)
+    assert await _delta_probe(at, replace(STATE, ctag='"c-1"')) == (
+        Probe(None, None),
+        _Prefetched("tok-1", odd),
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Refused token: the run probes, then lists, and asks for no delta again.
+        (InvalidSyncToken(PATH), (None, _Prefetched("tok-1", None))),
+        # Gone, or refused: the run's probe reads it as it always has.
+        (NotFound(PATH), (None, None)),
+        (Forbidden(PATH), (None, None)),
+    ],
+)
+async def test_an_answer_the_probe_reads_better_leaves_the_run_to_probe(
+    answer: Exception, expected: tuple[Probe | None, _Prefetched | None]
+) -> None:
+    _, at = answering(answer)
+    assert await _delta_probe(at, STATE) == expected
+
+
+async def test_a_server_that_is_down_fails_the_run() -> None:
+    _, at = answering(CalendarUnavailable("down"))
+    with pytest.raises(CalendarUnavailable):
+        await _delta_probe(at, STATE)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        ViewState(PATH, None, '"c-1"', STATE.synced_at),  # no token kept: a ctag server
+        replace(STATE, collection="/elsewhere/"),  # the view moved
+    ],
+)
+async def test_no_delta_stands_for_a_probe_without_a_token_here(state: ViewState) -> None:
+    server, at = answering(Delta("tok-2", (), ()))
+    assert await _delta_probe(at, state) == (None, None)
+    assert server.asked == []

@@ -1,0 +1,229 @@
+"""A run that no poll probed (a change in carecal, a member's write the embedded server
+announces) asks for the delta since its stored sync token straight away: the delta's answer
+carries the collection's token, so it stands for DESIGN's probe, and the run makes one request
+fewer (`view_sync._delta_probe`). What the probe also told a run still reaches it: a token
+the server no longer takes, a collection that is gone, the citizen's new name.
+
+On real Radicale and Xandikos; carecal's sync over SQLite, called as the worker's job calls it;
+the requests are seen from carecal's own HTTP session, and a second client plays the member's
+calendar app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from icalendar import Calendar
+
+from adapters.caldav.accounts import open_account
+from adapters.caldav.client import CalDAVClient, CalDAVSettings, new_session
+from adapters.caldav.port import NotFound
+from adapters.caldav.testing import radicale_server, xandikos_server
+from plugin.config import Settings
+from plugin.services.calendars import CalendarAccess, Calendars, View
+from plugin.services.ingest import apply_batch
+from plugin.services.ports import InboxItem, Store
+from plugin.services.view_sync import SyncOutcome, sync_view
+from plugin.web.app import decode_entry, open_store
+from tests.contract.caldav.support import Requests
+from tests.integration.caldav.support import CPH, one_off
+from tests.integration.support import circle_event, make_settings
+
+USER, PASSWORD = "carecal", "s3cret"
+ANNA = {"id": "m-anna", "name": "Anna", "email": "anna@example.org", "role": "relative",
+        "visibility": "full", "locale": "da", "calendar": "hosted"}  # fmt: skip
+VIEW = View("north", "m-anna", "c-123")
+
+
+@pytest.fixture(scope="module")
+def radicale_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with radicale_server(
+        tmp_path_factory.mktemp("radicale"),
+        users={USER: PASSWORD},
+        config={"rights": {"type": "authenticated"}},
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def xandikos_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with xandikos_server(tmp_path_factory.mktemp("xandikos")) as url:
+        yield url
+
+
+@dataclass
+class Rig:
+    store: Store
+    settings: Settings
+    calendars: Calendars
+    requests: Requests
+    app: CalDAVClient  # Anna's calendar app
+    path: str  # her view's collection
+    events: int = 0
+
+    async def host(self, *events: dict[str, Any]) -> None:
+        """The host's webhooks, recorded and applied as the worker applies them."""
+        now = datetime.now(UTC)
+        items = []
+        for event in events:
+            self.events += 1
+            body = json.dumps(event).encode()
+            items.append(InboxItem("north", f"msg_{self.events}", event["type"], body, now))
+        await self.store.accept_webhooks(items)
+        horizon = timedelta(weeks=self.settings.horizon_weeks)
+        while await apply_batch(self.store, decode_entry, now=now, horizon=horizon):
+            pass
+
+    async def sync(self) -> tuple[SyncOutcome, list[tuple[str, int]]]:
+        """One run of her view's sync as a job without a poll's probe runs it, and the
+        requests it made (method, status)."""
+        self.requests.clear()
+        outcome = await sync_view(
+            self.store, self.calendars, self.settings, VIEW, now=datetime.now(UTC)
+        )
+        return outcome, [(method, status) for method, _, status in self.requests.sent]
+
+    async def her_copy(self) -> tuple[str, str, bytes]:
+        listing = await self.app.list_etags(self.path)
+        assert len(listing) == 1, listing
+        [(href, (etag, body))] = (await self.app.fetch(self.path, list(listing))).items()
+        assert body is not None
+        return href, etag, body
+
+    async def summary(self) -> str:
+        _, _, body = await self.her_copy()
+        [event] = Calendar.from_ical(body).walk("VEVENT")
+        return str(event["SUMMARY"])
+
+
+@pytest.fixture(params=["radicale", "xandikos"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    kind = request.param
+    base = request.getfixturevalue(f"{kind}_url")
+    home = f"/{USER}/" if kind == "radicale" else "/user/calendars/"
+    # Each test its own collection: the servers live for the whole module.
+    template = f"{tmp_path.name}~{{tenant}}~{{member}}~{{citizen}}/"
+    settings = make_settings(
+        tmp_path,
+        calendar={
+            "type": "caldav",
+            "url": base + home,
+            "username": USER,
+            "password": PASSWORD,
+            "server": kind,
+            "collection_template": template,
+        },
+    )
+    dav = CalDAVSettings(base + home, USER, PASSWORD, server=kind, timeout_seconds=10)
+    requests = Requests()
+    session = new_session(dav.max_connections, hooks=requests.hooks())
+    store = await open_store(settings, migrate=True)
+    try:
+        async with (
+            CalDAVClient(dav, session=session) as service,
+            CalDAVClient(dav) as app,
+        ):
+            access = CalendarAccess(service, home, template=template, polled=True)
+            calendars = Calendars(settings, service=access, open_account=open_account)
+            rig = Rig(store, settings, calendars, requests, app, access.collection(VIEW))
+            start = (datetime.now(CPH) + timedelta(days=7)).replace(
+                hour=10, minute=0, second=0, microsecond=0, tzinfo=None
+            )
+            await rig.host(circle_event(1, [ANNA]), one_off(start))
+            yield rig
+    finally:
+        await session.close()
+        await store.close()
+
+
+def with_partstat(body: bytes, partstat: str) -> bytes:
+    calendar = Calendar.from_ical(body)
+    for event in calendar.walk("VEVENT"):
+        event["ATTENDEE"].params["PARTSTAT"] = partstat
+    return calendar.to_ical()
+
+
+async def settled(rig: Rig) -> None:
+    """Her view written, and a run after it that finds nothing to do."""
+    outcome, _ = await rig.sync()
+    assert outcome.written == 1
+    assert await rig.summary() == "[Ledig] Indkøb"
+    outcome, _ = await rig.sync()
+    assert outcome.written == 0
+
+
+async def test_an_idle_run_and_a_members_answer_ask_for_the_delta_first(rig: Rig) -> None:
+    await settled(rig)
+    outcome, sent = await rig.sync()
+    assert outcome == SyncOutcome()
+    assert sent == [("REPORT", 207)]  # the delta, empty: no PROPFIND before it
+
+    href, etag, body = await rig.her_copy()
+    await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
+    outcome, sent = await rig.sync()
+    assert outcome.written == 1 and len(outcome.intents) == 1
+    # The delta, the multiget of her copy, its write back, and the delta that lets the next
+    # run keep a token: the floor's four requests and the settling one, no probe.
+    assert [method for method, _ in sent] == ["REPORT", "REPORT", "PUT", "REPORT"]
+    assert await rig.summary() == "[Dig] Indkøb"
+    async with rig.store.reading() as tx:
+        [[record]] = (await tx.occurrences_of_citizen("north", "c-123")).values()
+    assert [(c.member_id, c.channel) for c in record.claims] == [("m-anna", "caldav")]
+    outcome, sent = await rig.sync()
+    assert (outcome.written, sent) == (0, [("REPORT", 207)])
+
+
+async def test_a_token_the_server_no_longer_takes_is_asked_for_once(rig: Rig) -> None:
+    """The delta refused (Radicale: 403, Xandikos: 500, each with DAV:valid-sync-token): the
+    run probes for the markers, then lists every ETag, and asks for no delta again. Her
+    answer in between is taken."""
+    await settled(rig)
+    async with rig.store.transaction() as tx:
+        state = await tx.get_view_state("north", "m-anna", "c-123")
+        assert state is not None and state.sync_token
+        await tx.save_view_state("north", "m-anna", "c-123", replace(state, sync_token="0" * 40))
+    href, etag, body = await rig.her_copy()
+    await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
+    outcome, sent = await rig.sync()
+    assert outcome.written == 1 and len(outcome.intents) == 1
+    refused = [(m, s) for m, s in sent if s not in (200, 201, 204, 207)]
+    assert refused == [sent[0]] and sent[0][0] == "REPORT", sent
+    assert [method for method, _ in sent[1:3]] == ["PROPFIND", "PROPFIND"]  # probe, listing
+    assert await rig.summary() == "[Dig] Indkøb"
+    async with rig.store.reading() as tx:
+        state = await tx.get_view_state("north", "m-anna", "c-123")
+    assert state is not None and state.sync_token not in (None, "0" * 40)
+
+
+async def test_a_collection_the_member_deleted_is_made_again(rig: Rig) -> None:
+    await settled(rig)
+    await rig.app.delete_collection(rig.path)
+    with pytest.raises(NotFound):
+        await rig.app.list_etags(rig.path)
+    outcome, sent = await rig.sync()
+    # The delta finds nothing there; the probe the run makes then (re)creates it.
+    assert sent[0] == ("REPORT", 404) and ("MKCALENDAR", 201) in sent, sent
+    assert outcome.written == 1
+    assert await rig.summary() == "[Ledig] Indkøb"
+
+
+async def test_the_citizens_new_name_reaches_the_collection(rig: Rig) -> None:
+    """The name is the one thing the probe read that the delta does not answer: a run whose
+    view's name changed reads the collection's once, and renames it."""
+    await settled(rig)
+    before = (await rig.app.probe(rig.path)).display_name
+    assert before is not None and "Fru Jensen" in before
+    renamed = circle_event(2, [ANNA])
+    renamed["data"]["citizen"]["display_name"] = "Fru Hansen"
+    await rig.host(renamed)
+    outcome, sent = await rig.sync()
+    assert [m for m, _ in sent[:2]] == ["REPORT", "PROPFIND"], sent
+    after = (await rig.app.probe(rig.path)).display_name
+    assert after == before.replace("Fru Jensen", "Fru Hansen")
+    outcome, sent = await rig.sync()
+    assert (outcome.written, sent) == (0, [("REPORT", 207)])
