@@ -10,9 +10,12 @@ business, its name is `collection_name` ("Fru Jensen \N{EN DASH} omsorg"). One r
    day, and the markers are the ones that run kept, nothing changed on either side: the run
    ends here (`_idle`), after one small read and one PROPFIND. That is every idle poll;
 1. gather: the circle, its tasks and their occurrences, the view's sync records and state (one
-   read, `_gather`, while the server answers the delta since the stored token: `_prefetch`);
-   then the collection (created when missing, renamed when the citizen was): that delta on
-   top of the records, or the full ETag listing when the token is invalid (`_read_remote`);
+   read, `_gather`, while the server answers the delta since the stored token: `_prefetch`;
+   only the records when the view's last run in this process left the generation and the
+   state the peek finds: `_Known`); then the collection (created when missing, renamed when
+   the citizen was): that delta on top of the records, or the full ETag listing when the
+   token is invalid (`_read_remote`). A run that no poll probed asks for the delta first,
+   and takes it for the probe (`_delta_probe`);
 2. decide: the copies the member should have (`member_view.member_view_inputs` says which;
    each links to the member's claim page, `links.claim_url`). A copy is rendered only when
    its key, a digest of what it is drawn from, differs from the one in its sync record
@@ -30,10 +33,11 @@ queued a sync of its own, and that run plans from the newer state.
 SEQUENCE is the task's version as rendered, and every write of a copy goes past the one it
 had (its record's, or the member's app's when higher: `planner._sequenced`).
 
-Not yet here: a run with something to do still reads the view's occurrences of the last
-five weeks and ahead from the store, and after a gesture works out the fairness advice over
-its window (cheap, but it grows with the view's size; see bench/README.md); it keys again
-only the copies the gesture changed (`_desired` with the copies as recorded).
+Not yet here: a run with something to do still reads the view's records whole (and its
+occurrences of the last five weeks and ahead, when another process synced it last or
+something changed), and after a gesture works out the fairness advice over its window
+(cheap, but it grows with the view's size; see bench/README.md); it keys again only the
+copies the gesture changed (`_desired` with the copies as recorded).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -92,7 +98,7 @@ from plugin.services.member_view import (
     member_view_inputs,
     organizer_address,
 )
-from plugin.services.ports import KeyedJob, MemberLink, Store, Tx, ViewState
+from plugin.services.ports import KeyedJob, MemberLink, Store, Tx, ViewPeek, ViewState
 from plugin.services.relief_calendar import relief_from_collection
 from plugin.sync.fingerprint import VERSION as FINGERPRINT_VERSION
 from plugin.sync.gestures import Gesture, MemberCopy
@@ -134,6 +140,9 @@ ROUTINE_SPREAD = timedelta(minutes=10)
 # At most this many objects a delta names are fetched with it, while the store is read
 # (`_prefetch`); a larger delta's are fetched once the run knows which it needs.
 PREFETCH_BODIES = 16
+# What the last run of a view rendered from is kept in the process for the next run of this
+# many views (the most recently synced): `_Known`.
+KNOWN_VIEWS = 256
 
 
 def collection_name(circle: Circle, member: Member) -> str:
@@ -246,6 +255,67 @@ class _Gathered:
     changed: frozenset[str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a view's last run in this process rendered from, for its next run: everything
+    `_gather` reads but the records (the circle, its tasks, their occurrences, the member's
+    link, the circle's care), with the generation it was read at and the state the run
+    saved. A run whose peek finds that same generation, state and member on the same day
+    reads only the records (`_gather`): every change to what a view renders from bumps its
+    generation in the same transaction (`enqueue_view_syncs`), which `_idle` relies on too;
+    a run anywhere else saves another state (its time, its markers); and a claim is always
+    decided on the occurrence read again under its lock, never on what is kept here."""
+
+    generation: int
+    state: ViewState
+    gathered: _Gathered
+
+
+_KNOWN: weakref.WeakKeyDictionary[Store, OrderedDict[View, _Known]] = weakref.WeakKeyDictionary()
+
+
+def _remember(store: Store, view: View, gathered: _Gathered, state: ViewState) -> None:
+    known = _KNOWN.setdefault(store, OrderedDict())
+    known[view] = _Known(gathered.generation, state, replace(gathered, records={}))
+    known.move_to_end(view)
+    while len(known) > KNOWN_VIEWS:
+        known.popitem(last=False)
+
+
+def _known(store: Store, view: View, seen: ViewPeek, now: datetime | None) -> _Gathered | None:
+    """What the view's last run rendered from, if nothing changed since (`_Known`)."""
+    kept = _KNOWN.get(store)
+    found = None if kept is None else kept.get(view)
+    if found is None:
+        return None
+    if (
+        now is None
+        or seen.state != found.state
+        or seen.generation != found.generation
+        or seen.member != found.gathered.member
+        or _day(found.state.synced_at) != _day(now)
+    ):
+        _forget_known(store, view)  # never again what the store holds: this run keeps its own
+        return None
+    return found.gathered
+
+
+def _forget_known(store: Store, view: View) -> None:
+    kept = _KNOWN.get(store)
+    if kept is not None:
+        kept.pop(view, None)
+
+
+def _since(
+    occurrences: Mapping[str, tuple[OccurrenceRecord, ...]], since: datetime | None
+) -> dict[str, tuple[OccurrenceRecord, ...]]:
+    """The occurrences that end at or after `since` (as `Tx.occurrences_of_citizen` reads)."""
+    return {
+        task_id: tuple(r for r in records if since is None or r.occurrence.end >= since)
+        for task_id, records in occurrences.items()
+    }
+
+
 async def sync_view(
     store: Store,
     calendars: Calendars,
@@ -268,17 +338,60 @@ async def sync_view(
     # the embedded server, a new day): the view is read whole in the transaction that peeks
     # at it, and the read goes on while the server answers the probe and the delta.
     reading: asyncio.Task[_Gathered | None] | None = None
+    guess = None
     if probe is None and not likely_idle:
-        peek, reading = await _peek_reading(store, view, now)
+        peek, reading, guess = await _peek_reading(
+            store, view, now, lambda: _guess(store, calendars, view)
+        )
     else:
         peek = await _peek(store, view)
     try:
-        return await _run(store, calendars, settings, view, peek, reading, now=now, probe=probe)
+        return await _run(
+            store, calendars, settings, view, peek, reading, now=now, probe=probe, guess=guess
+        )
     finally:
         if reading is not None:
             # A read is let finish, never cancelled mid-statement; its answer or error is not
             # wanted when the probe failed or found the view idle.
             await asyncio.gather(reading, return_exceptions=True)
+        await asyncio.gather(*_let_go(guess), return_exceptions=True)  # (not taken: let go)
+
+
+@dataclass(frozen=True, slots=True)
+class _Guess:
+    """The delta-first probe (`_delta_probe`) started before the peek, on the state and the
+    member the view's last run in this process left (`_Known`): taken when the peek finds
+    those, as it almost always does (the delta then starts a read earlier), let go when not."""
+
+    state: ViewState
+    member: Member
+    delta: asyncio.Task[tuple[Probe | None, _Prefetched | None]]
+
+    def holds(self, peek: _Peek) -> bool:
+        return self.state == peek.state and self.member == peek.member
+
+
+def _guess(store: Store, calendars: Calendars, view: View) -> _Guess | None:
+    """`_Guess` for a hosted view whose last run here kept a sync token (a member's own
+    server is left to the run: opening its client may take longer than the peek)."""
+    kept = _KNOWN.get(store)
+    found = None if kept is None else kept.get(view)
+    if found is None or found.state.sync_token is None:
+        return None
+    member, state = found.gathered.member, found.state
+    if member.calendar != "hosted":
+        return None
+
+    async def delta() -> tuple[Probe | None, _Prefetched | None]:
+        async with calendars.target(view, member) as target:
+            probe, early = await _delta_probe(target, state)
+            # A change's objects are fetched at once too: the peek has most likely found
+            # this state by now, and a delta with changes makes the run go on.
+            if early is not None and early.delta is not None and early.delta.changed:
+                early = await _with_bodies(target, early)
+            return probe, early
+
+    return _Guess(state, member, asyncio.create_task(delta()))
 
 
 async def _run(
@@ -291,9 +404,10 @@ async def _run(
     *,
     now: datetime,
     probe: Probe | None,
+    guess: _Guess | None = None,
 ) -> SyncOutcome:
     """`sync_view` after its first read: `peek`, and the whole view's read when one was
-    started with it (`reading`)."""
+    started with it (`reading`); `guess`, the delta started before the peek."""
     gathered = None
     prefetched: _Prefetched | None = None
     if peek is not None:
@@ -309,7 +423,12 @@ async def _run(
             if gathered is None and peek is not None:
                 early: _Prefetched | None = None
                 if probe is None and reading is not None:
-                    probe, early = await _delta_probe(target, peek.state)
+                    if guess is not None and guess.holds(peek):
+                        probe, early = await guess.delta
+                    else:
+                        if guess is not None:
+                            _forget_known(store, view)  # guessed from a state gone by
+                        probe, early = await _delta_probe(target, peek.state)
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
                     return SyncOutcome()  # the idle poll: one small read, one PROPFIND
@@ -361,23 +480,35 @@ def _gathering(
 
 
 async def _peek_reading(
-    store: Store, view: View, now: datetime
-) -> tuple[_Peek | None, asyncio.Task[_Gathered | None]]:
+    store: Store,
+    view: View,
+    now: datetime,
+    meanwhile: Callable[[], _Guess | None] = lambda: None,
+) -> tuple[_Peek | None, asyncio.Task[_Gathered | None], _Guess | None]:
     """What `_peek` answers, as soon as the whole view's read, started with it in the same
-    transaction, has read it; and that read, still going."""
+    transaction, has read it; and that read, still going. `meanwhile`: started once the read
+    is on its way (the store's thread begins it while this one prepares a request), and
+    answered with the rest."""
     peeked: asyncio.Future[_Peek | None] = asyncio.get_running_loop().create_future()
     reading = _gathering(store, view, now, peeked)
+    await asyncio.sleep(0)  # the read's first statement is with the store before the guess
+    guess = meanwhile()
     either: list[asyncio.Future[Any]] = [peeked, reading]
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # cancelled (a worker stopping): the read is let finish all the same
-        await asyncio.gather(reading, return_exceptions=True)
+        await asyncio.gather(reading, *_let_go(guess), return_exceptions=True)
         raise
     if not peeked.done():
         peeked.cancel()
+        await asyncio.gather(*_let_go(guess), return_exceptions=True)
         await reading  # it ended before it peeked: its error
         raise RuntimeError("the view's read ended before it peeked")
-    return peeked.result(), reading
+    return peeked.result(), reading, guess
+
+
+def _let_go(guess: _Guess | None) -> list[asyncio.Task[Any]]:
+    return [] if guess is None else [guess.delta]
 
 
 class _Moved(Exception):
@@ -709,7 +840,7 @@ async def _prefetch(target: Target, state: ViewState, probe: Probe | None) -> _P
 async def _with_bodies(target: Target, prefetched: _Prefetched) -> _Prefetched:
     """`prefetched` with the objects its delta names, when they are few."""
     token, delta = prefetched.token, prefetched.delta
-    if delta is None:
+    if delta is None or prefetched.bodies:
         return prefetched
     hrefs = [href for href, _ in delta.changed]
     if not hrefs or len(hrefs) > PREFETCH_BODIES:
@@ -976,7 +1107,8 @@ async def _sync(
         if _day(last.synced_at) == _day(now):
             # Nobody wrote since the last run, and every copy is what it would write.
             return SyncOutcome()
-    written, skipped = await _apply(store, client, path, view, actions, state, then=later)
+    written, skipped, state = await _apply(store, client, path, view, actions, state, then=later)
+    _remember(store, view, gathered, state)
     if not complete or foreign.after is not None:
         own = replace(gathered.circle, members=(gathered.member,))
         async with store.transaction() as tx:
@@ -1249,6 +1381,17 @@ async def _gather(
         if seen is None:
             return None
         generation, state = seen.generation, seen.state
+        known = _known(store, view, seen, now)
+        if known is not None and state is not None:
+            records = await tx.list_view_records(view.tenant_id, view.member_id, view.citizen_id)
+            return replace(
+                known,
+                occurrences=_since(known.occurrences, since),
+                records=records,
+                state=state,
+                recorded=_view_inputs(records) == state.inputs,
+                changed=None,
+            )
         circle = await tx.get_circle(view.tenant_id, view.citizen_id)
         member = None if circle is None else circle.member(view.member_id)
         if circle is None or member is None or member.calendar not in SYNCED_DELIVERIES:
@@ -1687,10 +1830,11 @@ async def _apply(
     state: ViewState,
     *,
     then: Callable[[], tuple[list[Action], str | None]] | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int, ViewState]:
     """Carry out `actions`, then keep the records and the view's state. `then`: CPU-bound
     work done while the first writes are in flight, answering more actions to carry out
-    after them and the view's inputs for its state."""
+    after them and the view's inputs for its state. Answers the writes made and skipped,
+    and the state kept."""
     saved: list[SyncRecord] = []
     dropped: list[str] = []
     deleted: set[str] = set()  # hrefs this run deleted
@@ -1774,14 +1918,32 @@ async def _apply(
         await write(more)
     if lost:
         state = replace(state, inputs=None)
-    if written or skipped:
-        ours = {r.href: r.etag for r in saved if r.href is not None}
-        state = await _settled(client, path, state, ours, deleted)
+    where = (view.tenant_id, view.member_id, view.citizen_id)
+
+    async def keep(state: ViewState | None) -> None:
+        async with store.transaction() as tx:
+            for record in saved:
+                await tx.save_view_record(*where, record)
+            for uid in dropped:
+                await tx.delete_view_record(*where, uid)
+            if state is not None:
+                await tx.save_view_state(*where, state)
+
+    if not (written or skipped):
+        await keep(state)
+        return written, skipped, state
+    # The records are kept while the server answers the delta that settles the token, and
+    # the state after them: a token newer than the records would hide changes, an older
+    # one (a run stopped in between) only makes the next run see its own writes again.
+    ours = {r.href: r.etag for r in saved if r.href is not None}
+    settling = asyncio.create_task(_settled(client, path, state, ours, deleted))
+    try:
+        await keep(None)
+    except BaseException:
+        settling.cancel()
+        await asyncio.gather(settling, return_exceptions=True)
+        raise
+    state = await settling
     async with store.transaction() as tx:
-        for record in saved:
-            await tx.save_view_record(view.tenant_id, view.member_id, view.citizen_id, record)
-        for uid in dropped:
-            await tx.delete_view_record(view.tenant_id, view.member_id, view.citizen_id, uid)
-        # With the records of this run's writes: a token newer than them would hide changes.
-        await tx.save_view_state(view.tenant_id, view.member_id, view.citizen_id, state)
-    return written, skipped
+        await tx.save_view_state(*where, state)
+    return written, skipped, state

@@ -191,9 +191,11 @@ async def test_a_token_the_server_no_longer_takes_is_asked_for_once(rig: Rig) ->
     await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
     outcome, sent = await rig.sync()
     assert outcome.written == 1 and len(outcome.intents) == 1
-    refused = [(m, s) for m, s in sent if s not in (200, 201, 204, 207)]
-    assert refused == [sent[0]] and sent[0][0] == "REPORT", sent
-    assert [method for method, _ in sent[1:3]] == ["PROPFIND", "PROPFIND"]  # probe, listing
+    # One refusal, then the probe and the listing. (Beside them: the delta this process
+    # guessed from the state its last run kept, `_Guess`, let go: the store holds another.)
+    [at] = [n for n, (_, status) in enumerate(sent) if status not in (200, 201, 204, 207)]
+    assert sent[at][0] == "REPORT", sent
+    assert [method for method, _ in sent[at:] if method == "PROPFIND"] == ["PROPFIND"] * 2
     assert await rig.summary() == "[Dig] Indkøb"
     async with rig.store.reading() as tx:
         state = await tx.get_view_state("north", "m-anna", "c-123")
@@ -227,3 +229,126 @@ async def test_the_citizens_new_name_reaches_the_collection(rig: Rig) -> None:
     assert after == before.replace("Fru Jensen", "Fru Hansen")
     outcome, sent = await rig.sync()
     assert (outcome.written, sent) == (0, [("REPORT", 207)])
+
+
+# --- what the last run rendered from ---------------------------------------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each read of a citizen's tasks, as the view's whole read makes it (`_gather`)."""
+    from adapters.store.sql_tx import SqlTx
+
+    seen: list[str] = []
+    real = SqlTx.list_tasks
+
+    async def counted(self: SqlTx, tenant_id: str, citizen_id: str) -> Any:
+        seen.append(citizen_id)
+        return await real(self, tenant_id, citizen_id)
+
+    monkeypatch.setattr(SqlTx, "list_tasks", counted)
+    return seen
+
+
+async def test_the_next_run_reads_only_the_records_until_something_changes(
+    rig: Rig, reads: list[str]
+) -> None:
+    """A run keeps what it rendered from (`view_sync._Known`); the view's next run, finding
+    the generation and the state that run left, reads only its records. A change in carecal
+    (the host moves the task: the view's generation moves) is read whole, and rendered."""
+    await settled(rig)
+    reads.clear()
+    href, etag, body = await rig.her_copy()
+    await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
+    outcome, _ = await rig.sync()
+    assert outcome.written == 1 and len(outcome.intents) == 1
+    assert reads == []  # her answer's run: the records, not the circle's tasks again
+    assert await rig.summary() == "[Dig] Indkøb"
+
+    later = (datetime.now(CPH) + timedelta(days=8)).replace(
+        hour=12, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    await rig.host(one_off(later, version=2))
+    outcome, _ = await rig.sync()
+    assert reads == ["c-123"] and outcome.written
+    _, _, body = await rig.her_copy()
+    [event] = Calendar.from_ical(body).walk("VEVENT")
+    assert event.decoded("DTSTART").replace(tzinfo=None) == later
+
+
+async def test_a_state_saved_elsewhere_makes_the_run_read_the_view_whole(
+    rig: Rig, reads: list[str]
+) -> None:
+    """Another process (a second worker, `carecal worker` beside `carecal serve`) that synced
+    the view saved a state of its own: what this process kept is not taken."""
+    await settled(rig)
+    async with rig.store.transaction() as tx:
+        state = await tx.get_view_state("north", "m-anna", "c-123")
+        assert state is not None
+        elsewhere = replace(state, synced_at=state.synced_at + timedelta(seconds=1))
+        await tx.save_view_state("north", "m-anna", "c-123", elsewhere)
+    reads.clear()
+    href, etag, body = await rig.her_copy()
+    await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
+    outcome, _ = await rig.sync()
+    assert outcome.written == 1 and reads == ["c-123"]
+    assert await rig.summary() == "[Dig] Indkøb"
+
+
+async def test_a_delta_guessed_from_a_state_gone_by_is_let_go_once(rig: Rig) -> None:
+    """A run starts the delta on the state its process's last run kept, before the store
+    has answered (`view_sync._Guess`). When the store holds another state (another process
+    synced the view), the guess is let go, the run asks from the stored token, and the
+    process guesses no more from what it kept."""
+    await settled(rig)
+    async with rig.store.transaction() as tx:
+        state = await tx.get_view_state("north", "m-anna", "c-123")
+        assert state is not None
+        elsewhere = replace(state, synced_at=state.synced_at + timedelta(seconds=1))
+        await tx.save_view_state("north", "m-anna", "c-123", elsewhere)
+    outcome, sent = await rig.sync()
+    assert outcome == SyncOutcome()
+    assert sent == [("REPORT", 207)] * 2  # the guess, let go; the run's own
+    outcome, sent = await rig.sync()
+    assert (outcome, sent) == (SyncOutcome(), [("REPORT", 207)])
+
+
+async def test_a_run_stopped_between_its_records_and_its_state_loses_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records are kept while the server answers the delta that settles the token, and
+    the state after them (`view_sync._apply`). A run stopped in between leaves the new
+    records beside the old token: the next run sees its own write again, and nothing else
+    (no second claim, no write)."""
+    from plugin.services import view_sync
+
+    await settled(rig)
+    real = view_sync._settled
+
+    async def stopped(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(view_sync, "_settled", stopped)
+    href, etag, body = await rig.her_copy()
+    await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
+    with pytest.raises(RuntimeError, match="stopped"):
+        await rig.sync()
+    monkeypatch.setattr(view_sync, "_settled", real)
+    async with rig.store.reading() as tx:
+        records = await tx.list_view_records("north", "m-anna", "c-123")
+        state = await tx.get_view_state("north", "m-anna", "c-123")
+    _, written_etag, _ = await rig.her_copy()
+    assert [r.etag for r in records.values()] == [written_etag]  # the write's record kept
+    assert state is not None
+    outcome, sent = await rig.sync()
+    assert outcome.written == 0 and outcome.intents == ()
+    # The delta holds only its own write, which the run takes for the echo it is (fetched
+    # with the delta all the same, before the records were read: `_prefetch`); no write.
+    assert sent == [("REPORT", 207)] * 2
+    assert await rig.summary() == "[Dig] Indkøb"
+    async with rig.store.reading() as tx:
+        [[record]] = (await tx.occurrences_of_citizen("north", "c-123")).values()
+        after = await tx.get_view_state("north", "m-anna", "c-123")
+    assert [c.member_id for c in record.claims] == ["m-anna"]
+    assert after is not None and after.sync_token != state.sync_token

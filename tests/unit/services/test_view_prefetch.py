@@ -147,7 +147,7 @@ async def test_a_view_never_synced_peeks_nothing_and_is_read_whole() -> None:
         await tx.ensure_tenant("north")
         await tx.save_circle("north", Circle(Citizen("north", "c-123", "Fru Jensen"), 1, (anna,)),
                              STATE.synced_at)  # fmt: skip
-    peek, reading = await _peek_reading(store, View("north", "m-anna", "c-123"), STATE.synced_at)
+    peek, reading, _ = await _peek_reading(store, View("north", "m-anna", "c-123"), STATE.synced_at)
     assert peek is None  # no state yet: the run reads it all at once
     gathered = await reading
     assert gathered is not None and gathered.member.id == "m-anna" and gathered.state is None
