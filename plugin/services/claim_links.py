@@ -13,7 +13,7 @@ at once, whatever the link's state), or when the occurrence has ended.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from plugin.domain.circle import eligible_for
@@ -97,11 +97,10 @@ async def act_through_link(
         )
         if decision is None:  # cannot happen inside this transaction; be explicit anyway
             return Refused(Refusal.UNKNOWN, page.member.locale), None
-        if decision.add_claim is not None or decision.remove_claim_of is not None:
+        if decision.changed:
+            # A pass too: the member is no longer in the offer's pool, and the others'
+            # suggestions (`[Forslag]`) may move to someone else.
             await enqueue_view_syncs(tx, tenant_id, page.circle, now=now)
-        elif decision.changed:  # a pass: only the member's own copy changes (DECLINED)
-            own = replace(page.circle, members=(page.member,))
-            await enqueue_view_syncs(tx, tenant_id, own, now=now)
         after = await _read(tx, token, now=now)
     return after, decision.outcome
 

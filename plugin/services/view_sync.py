@@ -264,11 +264,15 @@ class _Known:
     reads only the records (`_gather`): every change to what a view renders from bumps its
     generation in the same transaction (`enqueue_view_syncs`), which `_idle` relies on too;
     a run anywhere else saves another state (its time, its markers); and a claim is always
-    decided on the occurrence read again under its lock, never on what is kept here."""
+    decided on the occurrence read again under its lock, never on what is kept here.
+    `contested`: a run here found another state than the one kept (another process synced
+    the view): no delta is guessed for the view (`_Guess`) until a run here finds its own
+    state again, so that two processes taking turns on a view waste no requests."""
 
     generation: int
     state: ViewState
     gathered: _Gathered
+    contested: bool = False
 
 
 _KNOWN: weakref.WeakKeyDictionary[Store, OrderedDict[View, _Known]] = weakref.WeakKeyDictionary()
@@ -276,7 +280,9 @@ _KNOWN: weakref.WeakKeyDictionary[Store, OrderedDict[View, _Known]] = weakref.We
 
 def _remember(store: Store, view: View, gathered: _Gathered, state: ViewState) -> None:
     known = _KNOWN.setdefault(store, OrderedDict())
-    known[view] = _Known(gathered.generation, state, replace(gathered, records={}))
+    last = known.get(view)
+    contested = last is not None and last.contested
+    known[view] = _Known(gathered.generation, state, replace(gathered, records={}), contested)
     known.move_to_end(view)
     while len(known) > KNOWN_VIEWS:
         known.popitem(last=False)
@@ -286,18 +292,28 @@ def _known(store: Store, view: View, seen: ViewPeek, now: datetime | None) -> _G
     """What the view's last run rendered from, if nothing changed since (`_Known`)."""
     kept = _KNOWN.get(store)
     found = None if kept is None else kept.get(view)
-    if found is None:
+    if kept is None or found is None:
         return None
+    if seen.state != found.state:
+        _contest(store, view)
+        return None
+    if found.contested:
+        found = kept[view] = replace(found, contested=False)
     if (
         now is None
-        or seen.state != found.state
         or seen.generation != found.generation
         or seen.member != found.gathered.member
         or _day(found.state.synced_at) != _day(now)
     ):
-        _forget_known(store, view)  # never again what the store holds: this run keeps its own
         return None
     return found.gathered
+
+
+def _contest(store: Store, view: View) -> None:
+    kept = _KNOWN.get(store)
+    found = None if kept is None else kept.get(view)
+    if kept is not None and found is not None:
+        kept[view] = replace(found, contested=True)
 
 
 def _forget_known(store: Store, view: View) -> None:
@@ -354,7 +370,7 @@ async def sync_view(
             # A read is let finish, never cancelled mid-statement; its answer or error is not
             # wanted when the probe failed or found the view idle.
             await asyncio.gather(reading, return_exceptions=True)
-        await asyncio.gather(*_let_go(guess), return_exceptions=True)  # (not taken: let go)
+        await _let_go(guess)  # (taken and done, or not taken: let go)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +392,7 @@ def _guess(store: Store, calendars: Calendars, view: View) -> _Guess | None:
     server is left to the run: opening its client may take longer than the peek)."""
     kept = _KNOWN.get(store)
     found = None if kept is None else kept.get(view)
-    if found is None or found.state.sync_token is None:
+    if found is None or found.contested or found.state.sync_token is None:
         return None
     member, state = found.gathered.member, found.state
     if member.calendar != "hosted":
@@ -426,8 +442,9 @@ async def _run(
                     if guess is not None and guess.holds(peek):
                         probe, early = await guess.delta
                     else:
-                        if guess is not None:
-                            _forget_known(store, view)  # guessed from a state gone by
+                        if guess is not None:  # guessed from a state gone by
+                            _contest(store, view)
+                            await _let_go(guess)
                         probe, early = await _delta_probe(target, peek.state)
                 idle, probe = await _idle(target, peek, now=now, probe=probe)
                 if idle:
@@ -491,24 +508,30 @@ async def _peek_reading(
     answered with the rest."""
     peeked: asyncio.Future[_Peek | None] = asyncio.get_running_loop().create_future()
     reading = _gathering(store, view, now, peeked)
-    await asyncio.sleep(0)  # the read's first statement is with the store before the guess
-    guess = meanwhile()
+    guess = None
     either: list[asyncio.Future[Any]] = [peeked, reading]
     try:
+        await asyncio.sleep(0)  # the read's first statement is with the store before the guess
+        guess = meanwhile()
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # cancelled (a worker stopping): the read is let finish all the same
-        await asyncio.gather(reading, *_let_go(guess), return_exceptions=True)
+        await asyncio.gather(reading, _let_go(guess), return_exceptions=True)
         raise
     if not peeked.done():
         peeked.cancel()
-        await asyncio.gather(*_let_go(guess), return_exceptions=True)
+        await _let_go(guess)
         await reading  # it ended before it peeked: its error
         raise RuntimeError("the view's read ended before it peeked")
     return peeked.result(), reading, guess
 
 
-def _let_go(guess: _Guess | None) -> list[asyncio.Task[Any]]:
-    return [] if guess is None else [guess.delta]
+async def _let_go(guess: _Guess | None) -> None:
+    """A guess no longer wanted, cancelled (it only reads) and waited for: a server that
+    does not answer holds up nothing, and its error, if any, is not the run's."""
+    if guess is not None and not guess.delta.done():
+        guess.delta.cancel()
+    if guess is not None:
+        await asyncio.gather(guess.delta, return_exceptions=True)
 
 
 class _Moved(Exception):
@@ -867,19 +890,19 @@ async def _read_remote(
     made it already); unchanged -> the records are the listing; a sync token ->
     `sync-collection` delta on top of the records; an invalid token, no earlier state, or a
     record without a known ETag -> the full ETag listing. A missing collection is created."""
+    state = gathered.state
+    given = state.name if state is not None else None
     try:
         if probe is None:
             probe = await client.probe(path)
+        elif given != name and probe.display_name is None:
+            # A run whose delta stood for the probe has not read the name (`_delta_probe`).
+            probe = replace(probe, display_name=(await client.probe(path)).display_name)
     except NotFound:
         # First run, or the member deleted the whole calendar: (re)create it.
         await client.ensure_collection(path, name)
         probe = await client.probe(path)
         return _Remote({}, probe.sync_token, probe.ctag, created=True)
-    state = gathered.state
-    given = state.name if state is not None else None
-    if given != name and probe.display_name is None:
-        # A run whose delta stood for the probe has not read the name (`_delta_probe`).
-        probe = replace(probe, display_name=(await client.probe(path)).display_name)
     if probe.display_name is not None and probe.display_name != name and given != name:
         # The name carecal gives changed (the citizen's display name, or the member's
         # language: `collection_name`): so does the collection's, and calendar apps pick it
@@ -1379,6 +1402,7 @@ async def _gather(
                 else None
             )
         if seen is None:
+            _forget_known(store, view)  # not a view carecal syncs now
             return None
         generation, state = seen.generation, seen.state
         known = _known(store, view, seen, now)
@@ -1703,10 +1727,11 @@ async def _apply_intents(
     seen: Sequence[SyncRecord] = (),
 ) -> _Applied | None:
     """Apply the owner's gestures as that member through channel `caldav`, in one
-    transaction, and keep the records of the answers `seen` in it; when a claim came or went,
-    the circle's other views are queued for a sync. Returns what changed (None: nothing)."""
+    transaction, and keep the records of the answers `seen` in it; when anything was decided,
+    the circle's other views are queued for a sync: a claim that came or went, and a pass
+    too (the member leaves the offer's pool, and the others' suggestions, `[Forslag]`, may
+    move to someone else). Returns what changed (None: nothing)."""
     suffix = f"@{_domain(view)}"
-    claims_changed = False
     decided: dict[str, OccurrenceRecord] = {}  # each occurrence as its last decision left it
     tasks = {task.id: task for task in gathered.tasks}
     tasks_of = {
@@ -1750,9 +1775,6 @@ async def _apply_intents(
             if result is None or not result.decision.changed:
                 continue
             decided[occurrence_id] = result.record
-            decision = result.decision
-            if decision.add_claim is not None or decision.remove_claim_of is not None:
-                claims_changed = True
         for record in seen:
             await tx.save_view_record(view.tenant_id, view.member_id, view.citizen_id, record)
         if not decided:
@@ -1761,10 +1783,9 @@ async def _apply_intents(
         # should it stop before that, the next run must not take the copies as recorded.
         generation = await tx.bump_view_generation(view.tenant_id, view.member_id, view.citizen_id)
         records: dict[str, OccurrenceRecord | None] = dict(sorted(decided.items()))
-        if claims_changed:
-            await enqueue_view_syncs(
-                tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id
-            )
+        await enqueue_view_syncs(
+            tx, view.tenant_id, gathered.circle, now=now, exclude=view.member_id
+        )
     return _Applied(records, generation)
 
 

@@ -121,12 +121,14 @@ async def test_a_claim_through_a_link_is_a_link_claim_and_syncs_every_hosted_vie
     assert outcome is ClaimOutcome.FULL
 
 
-async def test_a_pass_syncs_only_the_members_own_view() -> None:
+async def test_a_pass_syncs_every_hosted_view() -> None:
+    """Anna's copy reads DECLINED, and she leaves the offer's pool: whom the others' copies
+    suggest (`[Forslag]`) may change. No event for the host."""
     store = await seeded()
     await queued_views(store)
     _, outcome = await act_through_link(store, await token_of(store, "m-anna"), Ask.PASS, now=NOW)
     assert outcome is ClaimOutcome.PASSED
-    assert await queued_views(store) == ["m-anna"]
+    assert await queued_views(store) == ["m-anna", "m-sara"]  # Bo has a feed: no view
     assert await store.due_outbox(now=NOW, limit=10) == []
 
 
