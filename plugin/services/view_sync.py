@@ -141,8 +141,10 @@ ROUTINE_SPREAD = timedelta(minutes=10)
 # (`_prefetch`); a larger delta's are fetched once the run knows which it needs.
 PREFETCH_BODIES = 16
 # What the last run of a view rendered from is kept in the process for the next run of this
-# many views (the most recently synced): `_Known`.
+# many views, the most recently synced, holding this many occurrences in all (~0.3-1 KB
+# each, measured in bench/sync: a few tens of MB at most): `_Known`.
 KNOWN_VIEWS = 256
+KNOWN_OCCURRENCES = 50_000
 
 
 def collection_name(circle: Circle, member: Member) -> str:
@@ -284,8 +286,14 @@ def _remember(store: Store, view: View, gathered: _Gathered, state: ViewState) -
     contested = last is not None and last.contested
     known[view] = _Known(gathered.generation, state, replace(gathered, records={}), contested)
     known.move_to_end(view)
-    while len(known) > KNOWN_VIEWS:
-        known.popitem(last=False)
+    held = sum(_size(entry) for entry in known.values())
+    while len(known) > KNOWN_VIEWS or (held > KNOWN_OCCURRENCES and len(known) > 1):
+        _, dropped = known.popitem(last=False)
+        held -= _size(dropped)
+
+
+def _size(known: _Known) -> int:
+    return sum(len(records) for records in known.gathered.occurrences.values())
 
 
 def _known(store: Store, view: View, seen: ViewPeek, now: datetime | None) -> _Gathered | None:
