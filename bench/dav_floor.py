@@ -237,6 +237,8 @@ class Floor:
         [(href, (etag, body))] = fetched.items()
         new_body = rewrite(body)
         written = await self.put(href, new_body, etag)
+        if written is None:
+            raise RuntimeError(f"PUT {href} named no ETag: the floor cannot tell its own write")
         settled = await self.changes_since(collection, delta.token)
         if list(settled.changed.items()) != [(href, written)] or settled.deleted:
             raise RuntimeError(f"{collection} changed beside the floor's own write: {settled}")

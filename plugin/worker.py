@@ -53,7 +53,7 @@ from plugin.config import Settings
 from plugin.domain.model import Delivery, TaskStatus
 from plugin.metrics import Metrics
 from plugin.services.calendar_port import CalendarUnavailable, Probe
-from plugin.services.calendars import Calendars, MissingCalendar, View
+from plugin.services.calendars import MEMBER_WRITE, Calendars, MissingCalendar, View
 from plugin.services.delivery import OutboxDelivery
 from plugin.services.escalation import escalate_unfilled
 from plugin.services.ingest import (
@@ -237,6 +237,8 @@ async def handle_view_sync(job: Job, ctx: JobContext) -> None:
         now=ctx.now,
         probe=probe,
         likely_idle=likely_idle,
+        # The embedded server's hook: the member wrote, so the delta is worth asking first.
+        member_wrote=job.payload.get("reason") == MEMBER_WRITE,
     )
 
 

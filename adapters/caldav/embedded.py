@@ -64,7 +64,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from plugin.config import EmbeddedCalendarSettings
 from plugin.services.calendar_access import verify_password
-from plugin.services.calendars import view_job_key
+from plugin.services.calendars import MEMBER_WRITE, view_job_key
 from plugin.services.ports import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ class EmbeddedCalDAV:
                     "member_id": credential.member_id,
                     "username": actor,
                     "collection": path,
-                    "reason": "member_write",
+                    "reason": MEMBER_WRITE,
                     "change": change,
                 },
                 run_at=self._clock(),

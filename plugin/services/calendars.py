@@ -83,6 +83,10 @@ class View:
 MAX_JOB_KEY = 255  # `jobs.key`
 
 
+# The reason of a view's sync the embedded server's hook queues: the member wrote to it.
+MEMBER_WRITE = "member_write"
+
+
 def view_job_key(citizen_id: str, member_id: str) -> str:
     """The key of one view's jobs (its syncs, its withdrawal): `<citizen>:<member>`, or, where
     that is longer than the jobs table holds (two ids of up to 128 characters), a digest of it.
