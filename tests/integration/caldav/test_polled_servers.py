@@ -482,24 +482,46 @@ async def _emptied_collection(
 
 
 async def test_more_relief_events_at_once_than_a_run_reads_are_all_read(
-    slowly_polled: Served, municipal_dav: str, database_url: str, caplog: pytest.LogCaptureFixture
+    slowly_polled: Served,
+    municipal_dav: str,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A calendar app putting many events into carecal's calendar at once (an import, a copy
     of a calendar): more than a run reads of the member's own objects (MAX_FOREIGN). Before,
     those past the first MAX_FOREIGN were never read, the next delta starting after them.
     Now the runs after it read on, and each relief event asks for relief, once."""
+    from plugin import worker
+
     caplog.set_level(logging.INFO)
     citizen = slowly_polled.citizen_id
-    count = 2 * MAX_FOREIGN + 5  # a poll (every SLOW_POLL) amid the writes leaves > MAX_FOREIGN
+    count = 2 * MAX_FOREIGN + 5
     first = datetime.now(CPH).date() + timedelta(days=30)
+    # "At once": her view's syncs wait until the app has written them all (a run that came
+    # between two writes, as a poll's or a relief request's can, reads a few at a time).
+    written = threading.Event()
+    real_sync = worker.sync_view
+
+    async def after_the_writes(
+        store: Any, calendars: Any, settings: Any, view: Any, **kw: Any
+    ) -> Any:
+        if view.citizen_id == citizen:
+            await asyncio.to_thread(written.wait, 30)  # (set from the test's own loop)
+        return await real_sync(store, calendars, settings, view, **kw)
+
     async with httpx.AsyncClient(base_url=slowly_polled.base, timeout=10) as http:
         await one_task(http, citizen, [member("m-anna", "Anna")])
         view = f"{HOME}north~m-anna~{citizen}/"
         async with app_on(municipal_dav) as app:
             await eventually(copy_reading(app, view, "[Ledig] Indkøb"))
-            for n in range(count):
-                day = first + timedelta(days=n)
-                await app.create(view, f"relief-{n:02}.ics", relief_on(day, f"relief-{n}"))
+            monkeypatch.setattr(worker, "sync_view", after_the_writes)
+            try:
+                for n in range(count):
+                    day = first + timedelta(days=n)
+                    await app.create(view, f"relief-{n:02}.ics", relief_on(day, f"relief-{n}"))
+            finally:
+                written.set()
         store = await SqlStore.open(database_url)
         try:
 
