@@ -842,11 +842,11 @@ class _Prefetched:
 async def _delta_probe(target: Target, state: ViewState) -> tuple[Probe | None, _Prefetched | None]:
     """A run for a member's write that no poll probed, of a view with a stored sync token,
     asks for the delta since it straight away: its answer carries the collection's token, so
-    it stands for DESIGN's probe, and the run makes one request fewer (the probe's only other news, the collection's
-    name, is read when carecal's changed: `_read_remote`). The probe it stands for and the
-    delta; (None, None) for a run to probe as before: no token, another place, or an answer
-    the probe reads better (a missing collection); (None, delta None) for a token the server
-    no longer takes (the run probes, then lists every ETag)."""
+    it stands for DESIGN's probe, and the run makes one request fewer (the probe's only other
+    news, the collection's name, is read when carecal's changed: `_read_remote`). The probe
+    it stands for and the delta; (None, None) for a run to probe as before: no token,
+    another place, or an answer the probe reads better (a missing collection); (None, delta
+    None) for a token the server no longer takes (the run probes, then lists every ETag)."""
     token = state.sync_token
     if token is None or not _same_place(state, target):
         return None, None

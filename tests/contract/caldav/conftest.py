@@ -1,34 +1,17 @@
 """Real CalDAV servers for the calendar port contract: every test runs on Radicale (in a thread,
-htpasswd auth) and on Xandikos (a subprocess). Both start once per session; each test gets a
-fresh collection of its own, so tests never see each other's objects."""
+htpasswd auth) and on Xandikos (a subprocess), both started once per session (`radicale_url`,
+`xandikos_url`: tests/conftest.py); each test gets a fresh collection of its own, so tests
+never see each other's objects."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from adapters.caldav.client import CalDAVClient, CalDAVSettings, new_session
-from adapters.caldav.testing import radicale_server, xandikos_server
 from tests.contract.caldav.support import PASSWORD, USER, Requests, Server
-
-
-@pytest.fixture(scope="session")
-def radicale_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # rights "authenticated": the service identity may write into every member's home.
-    with radicale_server(
-        tmp_path_factory.mktemp("radicale"),
-        users={USER: PASSWORD},
-        config={"rights": {"type": "authenticated"}},
-    ) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def xandikos_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with xandikos_server(tmp_path_factory.mktemp("xandikos")) as url:
-        yield url
 
 
 @pytest.fixture(params=["radicale", "xandikos"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,37 +24,19 @@ from icalendar import Calendar
 from adapters.caldav.accounts import open_account
 from adapters.caldav.client import CalDAVClient, CalDAVSettings, new_session
 from adapters.caldav.port import NotFound
-from adapters.caldav.testing import radicale_server, xandikos_server
 from plugin.config import Settings
 from plugin.services.calendars import CalendarAccess, Calendars, View
 from plugin.services.ingest import apply_batch
-from plugin.services.ports import InboxItem, Store
+from plugin.services.ports import InboxItem, Store, ViewState
 from plugin.services.view_sync import SyncOutcome, sync_view
 from plugin.web.app import decode_entry, open_store
-from tests.contract.caldav.support import Requests
+from tests.contract.caldav.support import PASSWORD, USER, Requests
 from tests.integration.caldav.support import CPH, one_off
 from tests.integration.support import circle_event, make_settings
 
-USER, PASSWORD = "carecal", "s3cret"
 ANNA = {"id": "m-anna", "name": "Anna", "email": "anna@example.org", "role": "relative",
         "visibility": "full", "locale": "da", "calendar": "hosted"}  # fmt: skip
 VIEW = View("north", "m-anna", "c-123")
-
-
-@pytest.fixture(scope="module")
-def radicale_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with radicale_server(
-        tmp_path_factory.mktemp("radicale"),
-        users={USER: PASSWORD},
-        config={"rights": {"type": "authenticated"}},
-    ) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def xandikos_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with xandikos_server(tmp_path_factory.mktemp("xandikos")) as url:
-        yield url
 
 
 @dataclass
@@ -97,6 +79,16 @@ class Rig:
         )
         return outcome, [(method, status) for method, _, status in self.requests.sent]
 
+    async def restate(self, **changes: Any) -> ViewState:
+        """Her view's state as another process leaves it: the stored one with `changes`,
+        saved a second later; answers the one before."""
+        async with self.store.transaction() as tx:
+            state = await tx.get_view_state("north", "m-anna", "c-123")
+            assert state is not None
+            changes.setdefault("synced_at", state.synced_at + timedelta(seconds=1))
+            await tx.save_view_state("north", "m-anna", "c-123", replace(state, **changes))
+        return state
+
     async def her_copy(self) -> tuple[str, str, bytes]:
         listing = await self.app.list_etags(self.path)
         assert len(listing) == 1, listing
@@ -115,7 +107,7 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
     kind = request.param
     base = request.getfixturevalue(f"{kind}_url")
     home = f"/{USER}/" if kind == "radicale" else "/user/calendars/"
-    # Each test its own collection: the servers live for the whole module.
+    # Each test its own collection: the servers live for the whole session.
     template = f"{tmp_path.name}~{{tenant}}~{{member}}~{{citizen}}/"
     settings = make_settings(
         tmp_path,
@@ -192,10 +184,8 @@ async def test_a_token_the_server_no_longer_takes_is_asked_for_once(rig: Rig) ->
     run probes for the markers, then lists every ETag, and asks for no delta again. Her
     answer in between is taken."""
     await settled(rig)
-    async with rig.store.transaction() as tx:
-        state = await tx.get_view_state("north", "m-anna", "c-123")
-        assert state is not None and state.sync_token
-        await tx.save_view_state("north", "m-anna", "c-123", replace(state, sync_token="0" * 40))
+    state = await rig.restate(sync_token="0" * 40)  # a token the server never issued
+    assert state.sync_token
     href, etag, body = await rig.her_copy()
     await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
     outcome, sent = await rig.sync()
@@ -291,11 +281,7 @@ async def test_a_state_saved_elsewhere_makes_the_run_read_the_view_whole(
     """Another process (a second worker, `carecal worker` beside `carecal serve`) that synced
     the view saved a state of its own: what this process kept is not taken."""
     await settled(rig)
-    async with rig.store.transaction() as tx:
-        state = await tx.get_view_state("north", "m-anna", "c-123")
-        assert state is not None
-        elsewhere = replace(state, synced_at=state.synced_at + timedelta(seconds=1))
-        await tx.save_view_state("north", "m-anna", "c-123", elsewhere)
+    await rig.restate()  # another process synced the view
     reads.clear()
     href, etag, body = await rig.her_copy()
     await rig.app.update(href, with_partstat(body, "ACCEPTED"), etag)
@@ -310,11 +296,7 @@ async def test_a_delta_guessed_from_a_state_gone_by_is_let_go_once(rig: Rig) -> 
     synced the view), the guess is let go, the run asks from the stored token, and the
     process guesses no more from what it kept."""
     await settled(rig)
-    async with rig.store.transaction() as tx:
-        state = await tx.get_view_state("north", "m-anna", "c-123")
-        assert state is not None
-        elsewhere = replace(state, synced_at=state.synced_at + timedelta(seconds=1))
-        await tx.save_view_state("north", "m-anna", "c-123", elsewhere)
+    await rig.restate()  # another process synced the view
     outcome, sent = await rig.sync()
     assert outcome == SyncOutcome()
     # The run's own delta, and the guess's, unless it was cancelled before its answer came.
@@ -402,11 +384,7 @@ async def test_a_guess_let_go_holds_up_nothing_when_the_server_stops_answering(
     """A guessed delta that will not be taken is cancelled, not waited for: the run goes on
     with its own though the guess's answer never comes."""
     await settled(rig)
-    async with rig.store.transaction() as tx:
-        state = await tx.get_view_state("north", "m-anna", "c-123")
-        assert state is not None
-        elsewhere = replace(state, synced_at=state.synced_at + timedelta(seconds=1))
-        await tx.save_view_state("north", "m-anna", "c-123", elsewhere)
+    await rig.restate()  # another process synced the view
     service = rig.calendars.service
     assert service is not None
     real = service.client.changes_since
