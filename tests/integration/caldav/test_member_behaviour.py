@@ -800,6 +800,14 @@ def titled(summary: str) -> Callable[[Mapping[str, Copy]], bool]:
     return lambda view: [c.summary for c in view.values()] == [summary]
 
 
+async def anna_and_bo_with_a_task_next_week(http: httpx.AsyncClient) -> dict[str, str]:
+    """Anna and Bo in the circle, a one-off task next week at ten; Anna's credentials."""
+    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
+    anna = await issue(http, "m-anna")
+    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    return anna
+
+
 async def anna_holding_one_task(http: httpx.AsyncClient, store: Store, app: CalDAVClient) -> Copy:
     """With the circle and one task posted: Anna accepts the task in her calendar app
     (`app`); her copy once it reads "[Dig] Indkøb" and the worker is idle."""
@@ -820,9 +828,7 @@ async def test_an_old_copy_her_app_puts_back_claims_nothing_again(
     a conflict). Before, its ACCEPTED read as a new claim. Now its SEQUENCE, below the one
     carecal last wrote, shows it is older: no gesture is read, and the copy is written over
     with carecal's, her reminder kept."""
-    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
-    anna = await issue(http, "m-anna")
-    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    anna = await anna_and_bo_with_a_task_next_week(http)
     login = (anna["username"], anna["password"])
     async with calendar_app(served, anna) as app:
         held = await anna_holding_one_task(http, store, app)
@@ -896,9 +902,7 @@ async def test_a_copy_put_back_after_her_pass_claims_nothing(
     back the copy it had cached while she held it ("[Dig]", ACCEPTED) under a name of its
     own. Before, the copy was followed from her pass and its ACCEPTED read as a new claim.
     Now it is written over, no gesture read from it."""
-    assert (await post_event(http, circle_event(1, [ANNA, BO]))).status_code == 202
-    anna = await issue(http, "m-anna")
-    assert (await post_event(http, one_off(next_week_at_ten()))).status_code == 202
+    anna = await anna_and_bo_with_a_task_next_week(http)
     login = (anna["username"], anna["password"])
     async with calendar_app(served, anna) as app:
         held = await anna_holding_one_task(http, store, app)
